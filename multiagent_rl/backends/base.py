@@ -1,0 +1,58 @@
+"""The generation backend contract: chat requests tagged with an adapter in, token ids,
+text and log-probs out. One `generate` call takes a whole round of requests from
+every active agent of every running episode, mixing adapters in one batch.
+
+>>> backend.generate([GenerationRequest(messages=chat, adapter="solver_a")])  # doctest: +SKIP
+[GenerationResult(text='19', completion_ids=[...], logprobs=[...], finish_reason='stop', ...)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class GenerationRequest:
+    """One completion to generate.
+
+    `adapter=None` uses the base model. `temperature=0` means greedy decoding.
+    `stop` strings end the completion (the stop string itself is kept out of `text`).
+    """
+
+    messages: list[dict[str, str]]
+    adapter: str | None = None
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    tag: Any = None
+
+
+@dataclass
+class GenerationResult:
+    """A completion: its text, the prompt and completion token ids (completion
+    ends at the end-of-turn token if one was produced), per-token log-probs of the
+    sampled tokens under the sampling distribution, and why it stopped."""
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (end-of-turn or stop string) | "length"
+    tag: Any = None
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """What the rollout needs from an inference engine."""
+
+    def generate(self, requests: Sequence[GenerationRequest], seed: int | None = None) -> list[GenerationResult]:
+        """Results in request order; one batched call for all requests."""
+        ...
+
+    def sync_adapters(self, adapter_dir: str | None = None) -> None:
+        """Make the latest adapter weights visible to generation (HF: nothing to do, weights
+        are shared in place; vLLM: load `adapter_dir` under new adapter names/ids)."""
+        ...

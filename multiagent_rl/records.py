@@ -1,0 +1,219 @@
+"""What happened, as data: tasks, messages, turns, episodes, and the episode log.
+
+The episode log is append-only msgpack in framed records, so a crash at any
+moment leaves every completed episode readable:
+
+    frame = MAGIC (4 bytes) | length (uint32 BE) | crc32 (uint32 BE) | msgpack payload
+
+A reader yields every frame whose checksum holds; after a truncated or
+corrupted frame it scans forward to the next MAGIC and reports what it skipped.
+No pickle anywhere: payloads are plain msgpack maps validated by pydantic.
+
+>>> log = EpisodeLog("run/episodes/step-000001.msgpack")   # doctest: +SKIP
+>>> log.append(episode)                                     # doctest: +SKIP
+>>> result = read_episodes("run/episodes/step-000001.msgpack")  # doctest: +SKIP
+>>> result.episodes, result.skipped                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field
+
+MAGIC = b"MRL1"
+_HEADER = struct.Struct(">4sII")  # magic, payload length, crc32
+MAX_FRAME_BYTES = 256 * 1024 * 1024  # a length beyond this is corruption, not data
+
+
+class Task(BaseModel):
+    """One problem for a team: the shared prompt, the reference answer, and
+    optional private views (agent name -> text only that agent sees)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="Stable identity of the task; decides its split.")
+    prompt: str
+    answer: str | None = None
+    private: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    """What one agent said in one round, and who it was routed to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sender: str
+    receivers: list[str] = Field(default_factory=list)
+    round: int
+    text: str
+    answer: str | None = Field(default=None, description="The answer parsed from text.")
+    visibility: dict[str, str] = Field(
+        default_factory=dict, description="receiver -> 'full' | 'answer' (missing means full)."
+    )
+
+
+class Turn(BaseModel):
+    """One agent's action in one round: its message plus generation facts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str
+    round: int
+    adapter: str | None = None
+    message: Message
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class Episode(BaseModel):
+    """A whole episode: task, every turn in order, rewards per agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    episode_id: str
+    scenario: str
+    task: Task
+    turns: list[Turn] = Field(default_factory=list)
+    rewards: dict[str, float] = Field(default_factory=dict)
+    teams: dict[str, str] = Field(default_factory=dict, description="agent -> team")
+    team_answer: str | None = None
+    split: Literal["train", "eval", "play"] = "train"
+    step: int | None = None
+    group: int | None = Field(default=None, description="Index of the task's sample group.")
+    seed: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def messages(self) -> list[Message]:
+        return [turn.message for turn in self.turns]
+
+    def team_reward(self) -> float:
+        """Mean reward over agents (the team's score for cooperative scenarios)."""
+        if not self.rewards:
+            return 0.0
+        return sum(self.rewards.values()) / len(self.rewards)
+
+
+def encode_frame(record: dict[str, Any]) -> bytes:
+    payload = msgpack.packb(record, use_bin_type=True)
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+class EpisodeLog:
+    """Append-only writer. Each append is one whole frame, flushed and fsynced,
+    so a crash loses at most the episode being written."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+
+    def append(self, episode: Episode) -> None:
+        self.extend([episode])
+
+    def extend(self, episodes: list[Episode]) -> None:
+        data = b"".join(encode_frame(ep.model_dump(mode="json")) for ep in episodes)
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            if self.fsync:
+                os.fsync(handle.fileno())
+
+
+@dataclass
+class Skipped:
+    """A stretch of a log that did not hold a valid record."""
+
+    offset: int
+    length: int
+    reason: str
+
+
+@dataclass
+class ReadResult:
+    episodes: list[Episode] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.skipped
+
+    def describe(self) -> str:
+        if not self.skipped:
+            return f"{len(self.episodes)} episodes, nothing skipped"
+        parts = ", ".join(f"{s.length} bytes at {s.offset} ({s.reason})" for s in self.skipped)
+        return f"{len(self.episodes)} episodes; skipped {parts}"
+
+
+def iter_frames(data: bytes) -> Iterator[tuple[int, dict[str, Any] | None, Skipped | None]]:
+    """Yield (offset, record, None) for good frames and (offset, None, Skipped) for bad stretches."""
+    pos, end = 0, len(data)
+    while pos < end:
+        reason = _frame_problem(data, pos)
+        if reason is None:
+            _, length, _ = _HEADER.unpack_from(data, pos)
+            start = pos + _HEADER.size
+            try:
+                record = msgpack.unpackb(data[start : start + length], raw=False)
+            except Exception as exc:  # checksum held but payload is not msgpack
+                reason = f"undecodable payload: {exc}"
+            else:
+                yield pos, record, None
+                pos = start + length
+                continue
+        # Resynchronise on the next magic so one bad frame costs only itself.
+        nxt = data.find(MAGIC, pos + 1)
+        stop = end if nxt < 0 else nxt
+        yield pos, None, Skipped(pos, stop - pos, reason)
+        pos = stop
+
+
+def _frame_problem(data: bytes, pos: int) -> str | None:
+    if len(data) - pos < _HEADER.size:
+        return "truncated header"
+    magic, length, crc = _HEADER.unpack_from(data, pos)
+    if magic != MAGIC:
+        return "no frame marker"
+    if length > MAX_FRAME_BYTES:
+        return f"implausible length {length}"
+    start = pos + _HEADER.size
+    if start + length > len(data):
+        return f"truncated frame (needs {length} bytes, has {len(data) - start})"
+    if zlib.crc32(data[start : start + length]) != crc:
+        return "checksum mismatch"
+    return None
+
+
+def read_episodes(path: str | os.PathLike[str]) -> ReadResult:
+    """Every complete, valid episode in a log, plus what was skipped and why."""
+    result = ReadResult()
+    data = Path(path).read_bytes()
+    for offset, record, skipped in iter_frames(data):
+        if skipped is not None:
+            result.skipped.append(skipped)
+            continue
+        try:
+            result.episodes.append(Episode.model_validate(record))
+        except Exception as exc:
+            result.skipped.append(Skipped(offset, 0, f"not an episode: {exc.__class__.__name__}"))
+    return result
+
+
+def read_run_episodes(run_dir: str | os.PathLike[str]) -> ReadResult:
+    """All episode logs of a run folder (`episodes/*.msgpack`), in file-name order."""
+    result = ReadResult()
+    for path in sorted(Path(run_dir, "episodes").glob("*.msgpack")):
+        part = read_episodes(path)
+        result.episodes.extend(part.episodes)
+        result.skipped.extend(part.skipped)
+    return result

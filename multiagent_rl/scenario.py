@@ -1,0 +1,379 @@
+"""Declaring a scenario in plain Python: roles, message graph, schedule, tasks, rewards.
+
+>>> from multiagent_rl import Scenario, Role, Task, complete, team_reward, answers_match
+>>> def make_task(rng):
+...     a, b = rng.randint(1, 20), rng.randint(1, 20)
+...     return Task(key=f"{a}+{b}", prompt=f"What is {a} + {b}?", answer=str(a + b))
+>>> def reward(task, episode):
+...     return team_reward(float(answers_match(episode.team_answer, task.answer)), episode.teams)
+>>> duo = Scenario(
+...     name="duo",
+...     roles=[Role("alice", "Solve it. End with <answer>N</answer>."),
+...            Role("bob", "Check alice. End with <answer>N</answer>.")],
+...     graph=complete(["alice", "bob"]),
+...     schedule=[["alice", "bob"], ["alice", "bob"]],
+...     make_task=make_task,
+...     reward=reward,
+... )
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+import random
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .answers import parse_answer
+from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
+from .records import Episode, Task
+
+if TYPE_CHECKING:
+    from .env import TeamEnv
+
+ENTRY_POINT_GROUP = "multiagent_rl.scenarios"
+SPLITS = ("train", "eval")
+
+
+class ScenarioError(ValueError):
+    """A scenario declaration or its output is invalid; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """An agent's part in a scenario.
+
+    `adapter` names the LoRA adapter that plays the role; roles naming the same
+    adapter share it (and its gradients). `team` groups agents for team and
+    zero-sum rewards. `temperature` / `max_new_tokens` override the run's sampling.
+    """
+
+    name: str
+    system_prompt: str
+    adapter: str | None = None
+    team: str = "team"
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter if self.adapter is not None else self.name
+
+
+RewardFn = Callable[[Task, Episode], Mapping[str, float]]
+TaskFn = Callable[[random.Random], Task]
+
+
+class Scenario:
+    """A multi-agent task declared in Python (see the module docstring for an example).
+
+    Args:
+        name: registry name.
+        roles: the agents, in order.
+        graph: a MessageGraph, or a function round -> MessageGraph.
+        schedule: one list of acting agent names per round.
+        make_task: rng -> Task. Splits come from the task key (a stable hash),
+            so train and held-out tasks never overlap.
+        reward: (task, episode) -> {agent: float}; `episode.team_answer` is set.
+        team_answer: episode -> str | None (default: majority of the last round).
+        parse: text -> answer (default `parse_answer`).
+        heldout_percent: share of task keys that belong to the held-out split.
+        turn_instruction: round index -> text appended to each agent's turn prompt.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        roles: Sequence[Role],
+        graph: GraphSpec,
+        schedule: Sequence[Sequence[str]],
+        make_task: TaskFn,
+        reward: RewardFn,
+        *,
+        description: str = "",
+        team_answer: Callable[[Episode], str | None] | None = None,
+        parse: Callable[[str], str | None] = parse_answer,
+        heldout_percent: int = 20,
+        turn_instruction: Callable[[int, int], str] | None = None,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        options: Mapping[str, Any] | None = None,
+    ):
+        self.name = name
+        self.description = description
+        self.roles = list(roles)
+        self.graph = graph
+        self.schedule = [list(r) for r in schedule]
+        self.make_task = make_task
+        self.reward = reward
+        self._team_answer = team_answer
+        self.parse = parse
+        self.heldout_percent = heldout_percent
+        self.turn_instruction = turn_instruction
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.options = dict(options or {})
+        self.validate()
+
+    # ----- declaration checks -------------------------------------------------
+    def validate(self) -> None:
+        """Raise ScenarioError naming the first problem in the declaration."""
+        if not self.name or not isinstance(self.name, str):
+            raise ScenarioError(f"scenario name must be a non-empty string, got {self.name!r}")
+        if not self.roles:
+            raise ScenarioError(f"scenario {self.name!r} declares no roles")
+        names = [r.name for r in self.roles]
+        dupes = [n for n, c in Counter(names).items() if c > 1]
+        if dupes:
+            raise ScenarioError(f"scenario {self.name!r}: duplicate role name {dupes[0]!r}")
+        for role in self.roles:
+            if not isinstance(role, Role):
+                raise ScenarioError(f"scenario {self.name!r}: roles must be Role, got {role!r}")
+            if not role.adapter_name:
+                raise ScenarioError(f"role {role.name!r} has no adapter name (use None for its own)")
+        if not self.schedule or not any(self.schedule):
+            raise ScenarioError(f"scenario {self.name!r} has an empty schedule; give one list of acting agents per round")
+        for i, acting in enumerate(self.schedule):
+            if not acting:
+                raise ScenarioError(f"scenario {self.name!r}: round {i} of the schedule has no acting agent")
+            for agent in acting:
+                if agent not in names:
+                    raise ScenarioError(
+                        f"scenario {self.name!r}: schedule round {i} names unknown agent {agent!r}; known: {', '.join(names)}"
+                    )
+        for i in range(len(self.schedule)):
+            try:
+                graph_for_round(self.graph, i).validate(names)
+            except GraphError as exc:
+                raise ScenarioError(f"scenario {self.name!r}, round {i} graph: {exc}") from exc
+        if not callable(self.make_task) or not callable(self.reward):
+            raise ScenarioError(f"scenario {self.name!r}: make_task and reward must be callables")
+        if not 0 < self.heldout_percent < 100:
+            raise ScenarioError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
+
+    # ----- structure ----------------------------------------------------------
+    @property
+    def agents(self) -> list[str]:
+        return [r.name for r in self.roles]
+
+    def role(self, agent: str) -> Role:
+        for r in self.roles:
+            if r.name == agent:
+                return r
+        raise ScenarioError(f"scenario {self.name!r} has no role {agent!r}; roles: {', '.join(self.agents)}")
+
+    def adapter_for(self, agent: str) -> str:
+        return self.role(agent).adapter_name
+
+    @property
+    def teams(self) -> dict[str, str]:
+        return {r.name: r.team for r in self.roles}
+
+    @property
+    def num_rounds(self) -> int:
+        return len(self.schedule)
+
+    def graph_at(self, round_index: int) -> MessageGraph:
+        return graph_for_round(self.graph, round_index)
+
+    # ----- tasks ----------------------------------------------------------------
+    def split_of(self, task: Task) -> str:
+        """'eval' for the held-out share of task keys, else 'train' (stable across runs)."""
+        bucket = zlib.crc32(task.key.encode("utf-8")) % 100
+        return "eval" if bucket < self.heldout_percent else "train"
+
+    def sample_task(self, rng: random.Random, split: str = "train", max_draws: int = 2000) -> Task:
+        """A task of `split` drawn with `rng` (deterministic for a seeded rng)."""
+        if split not in SPLITS:
+            raise ScenarioError(f"unknown split {split!r}; use one of {SPLITS}")
+        for _ in range(max_draws):
+            task = self.make_task(rng)
+            if not isinstance(task, Task):
+                raise ScenarioError(f"scenario {self.name!r}: make_task returned {type(task).__name__}, expected Task")
+            if self.split_of(task) == split:
+                return task
+        raise ScenarioError(
+            f"scenario {self.name!r}: no {split!r} task in {max_draws} draws; task keys must vary with the rng"
+        )
+
+    def heldout_tasks(self, n: int, seed: int = 0) -> list[Task]:
+        """n distinct held-out tasks, the same for the same seed."""
+        rng = random.Random(seed)
+        tasks: dict[str, Task] = {}
+        for _ in range(50 * n + 100):
+            if len(tasks) == n:
+                break
+            task = self.sample_task(rng, "eval")
+            tasks.setdefault(task.key, task)
+        if len(tasks) < n:
+            raise ScenarioError(f"scenario {self.name!r} has only {len(tasks)} distinct held-out tasks, asked for {n}")
+        return list(tasks.values())
+
+    # ----- outcomes -------------------------------------------------------------
+    def team_answer(self, episode: Episode) -> str | None:
+        if self._team_answer is not None:
+            return self._team_answer(episode)
+        return majority_answer(episode, self.schedule[-1])
+
+    def rewards(self, task: Task, episode: Episode) -> dict[str, float]:
+        """Call the reward function and check it gives one finite float per agent."""
+        raw = self.reward(task, episode)
+        return check_rewards(raw, self.agents, where=f"scenario {self.name!r} reward")
+
+    def make_env(self, seed: int | None = None, **kwargs: Any) -> TeamEnv:
+        """A PettingZoo ParallelEnv playing this scenario (see `TeamEnv`)."""
+        from .env import TeamEnv  # env sits a layer above; imported on use
+
+        return TeamEnv(self, seed=seed, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Scenario({self.name!r}, agents={self.agents}, rounds={self.num_rounds})"
+
+
+def majority_answer(episode: Episode, agents: Iterable[str]) -> str | None:
+    """Most common answer among `agents`' latest messages; ties go to the earliest agent listed."""
+    latest: dict[str, str | None] = {}
+    for turn in episode.turns:
+        latest[turn.agent] = turn.message.answer
+    votes = [latest.get(a) for a in agents if latest.get(a) is not None]
+    if not votes:
+        return None
+    counts = Counter(votes)
+    best = max(counts.values())
+    return next(v for v in votes if counts[v] == best)
+
+
+# ----- reward helpers ---------------------------------------------------------
+def check_rewards(raw: Mapping[str, float], agents: Sequence[str], where: str = "reward") -> dict[str, float]:
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(f"{where} must return a dict agent -> float, got {type(raw).__name__}")
+    missing = [a for a in agents if a not in raw]
+    if missing:
+        raise ScenarioError(f"{where} is missing agents: {', '.join(missing)}")
+    extra = [a for a in raw if a not in agents]
+    if extra:
+        raise ScenarioError(f"{where} names unknown agents: {', '.join(map(str, extra))}")
+    out: dict[str, float] = {}
+    for agent in agents:
+        try:
+            value = float(raw[agent])
+        except (TypeError, ValueError) as exc:
+            raise ScenarioError(f"{where} for {agent!r} is not a number: {raw[agent]!r}") from exc
+        if not math.isfinite(value):
+            raise ScenarioError(f"{where} for {agent!r} is {value}; rewards must be finite")
+        out[agent] = value
+    return out
+
+
+def team_reward(value: float, agents: Iterable[str]) -> dict[str, float]:
+    """Every member gets the same value: `team_reward(1.0, ["a", "b"]) == {"a": 1.0, "b": 1.0}`."""
+    return {a: float(value) for a in agents}
+
+
+def individual_rewards(values: Mapping[str, float]) -> dict[str, float]:
+    """Each agent its own value (a copy, as floats)."""
+    return {a: float(v) for a, v in values.items()}
+
+
+def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:
+    """Zero-sum between teams: each team gets its score minus the mean team score,
+    split evenly among its members, so all agents' rewards sum to zero.
+
+    >>> zero_sum({"red": 3.0, "blue": 1.0}, {"a": "red", "b": "blue"})
+    {'a': 1.0, 'b': -1.0}
+    """
+    members: dict[str, list[str]] = {}
+    for agent, team in teams.items():
+        members.setdefault(team, []).append(agent)
+    unknown = [t for t in members if t not in team_scores]
+    if unknown:
+        raise ScenarioError(f"zero_sum: no score for team {unknown[0]!r}; scores given for {sorted(team_scores)}")
+    mean = sum(team_scores[t] for t in members) / len(members)
+    return {
+        agent: (team_scores[team] - mean) / len(members[team])
+        for team, agents in members.items()
+        for agent in agents
+    }
+
+
+def blend(first: Mapping[str, float], second: Mapping[str, float], weight: float) -> dict[str, float]:
+    """(1 - weight) * first + weight * second, per agent (e.g. team and individual rewards)."""
+    if set(first) != set(second):
+        raise ScenarioError(f"blend: agents differ: {sorted(first)} vs {sorted(second)}")
+    if not 0.0 <= weight <= 1.0:
+        raise ScenarioError(f"blend weight must be in [0, 1], got {weight}")
+    return {a: (1 - weight) * float(first[a]) + weight * float(second[a]) for a in first}
+
+
+# ----- registry ---------------------------------------------------------------
+ScenarioFactory = Callable[..., Scenario]
+_REGISTRY: dict[str, ScenarioFactory] = {}
+
+
+def register(name: str, factory: ScenarioFactory | Scenario | None = None):
+    """Register a scenario factory (or instance) under `name`; usable as a decorator.
+
+    >>> @register("duo")          # doctest: +SKIP
+    ... def make_duo(**options): ...
+    """
+
+    def add(item: ScenarioFactory | Scenario):
+        _REGISTRY[name] = (lambda **_: item) if isinstance(item, Scenario) else item
+        return item
+
+    return add(factory) if factory is not None else add
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def list_scenarios() -> list[str]:
+    """Names of registered and installed (entry-point) scenarios."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def load_scenario(spec: str, **options: Any) -> Scenario:
+    """A scenario by registry name (`"debate"`) or from a file (`"path/file.py:NAME"`).
+
+    NAME may be a Scenario or a factory called with `options`.
+    """
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        return _load_from_file(spec, options)
+    if spec in _REGISTRY:
+        factory = _REGISTRY[spec]
+    else:
+        eps = _entry_points()
+        if spec not in eps:
+            known = ", ".join(list_scenarios()) or "(none)"
+            raise ScenarioError(f"unknown scenario {spec!r}; known: {known}; or give path/file.py:NAME")
+        factory = eps[spec].load()
+    return _build(factory, options, spec)
+
+
+def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
+    path_text, attr = spec.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise ScenarioError(f"scenario file {str(path)!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_mrl_scenario_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ScenarioError(f"cannot import {str(path)!r} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, attr):
+        raise ScenarioError(f"{str(path)!r} has no attribute {attr!r}")
+    return _build(getattr(module, attr), options, spec)
+
+
+def _build(item: Any, options: Mapping[str, Any], spec: str) -> Scenario:
+    scenario = item if isinstance(item, Scenario) else item(**options)
+    if not isinstance(scenario, Scenario):
+        raise ScenarioError(f"{spec!r} gave {type(scenario).__name__}, expected a Scenario")
+    return scenario
