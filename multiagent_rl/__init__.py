@@ -6,7 +6,16 @@ train its adapters with `multiagent-rl train`.
 """
 
 from .answers import answers_match, last_number, parse_answer, parse_number_answer
-from .graph import GraphError, MessageGraph, chain, complete, from_edges, graph_for_round, ring, star
+from .graph import (
+    GraphError,
+    MessageGraph,
+    chain,
+    complete,
+    from_edges,
+    graph_for_round,
+    ring,
+    star,
+)
 from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
 from .scenario import (
     Role,

@@ -15,55 +15,75 @@ usually part of the question; we take an explicit answer tag first, then an
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 
-_TAG = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
-_PHRASE = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*([^\n]+)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
+_PHRASE = re.compile(r"(?:final answer|answer)\s*(?:is\b\s*[:=]?|[:=])", re.IGNORECASE)
+_SIGN = "-\u2212"  # ASCII hyphen-minus and the Unicode minus sign
+_NUMBER = re.compile(rf"[{_SIGN}]?(?:\d+(?:,\d{{3}})*(?:\.\d+)?|\.\d+)")
+_MAX_INT_DIGITS = 4000  # below Python's int() string limit
 
 
 def parse_answer(text: str) -> str | None:
     """The answer in `text`: `<answer>X</answer>`, else `answer: X`, else the last number."""
     if not isinstance(text, str) or not text:
         return None
-    for pattern in (_TAG, _PHRASE):
-        found = [m.group(1).strip() for m in pattern.finditer(text)]
-        found = [f for f in found if f]
-        if found:
-            return _clean(found[-1])
+    tagged = [m.group(1).strip() for m in _TAG.finditer(text)]
+    tagged = [t for t in tagged if t]
+    if tagged:
+        return _clean(tagged[-1])
+    phrases = list(_PHRASE.finditer(text))
+    if phrases:
+        # Take the last phrase, up to the end of its line: later corrections win.
+        rest = text[phrases[-1].end() :].split("\n", 1)[0].strip()
+        if rest:
+            return _clean(rest)
     return last_number(text)
 
 
 def last_number(text: str) -> str | None:
-    """The last number in text, normalised ("1,200" -> "1200", "7.0" -> "7")."""
+    """The last number in text, normalised ("1,200" -> "1200", "7.0" -> "7", "\u22123" -> "-3")."""
     numbers = _NUMBER.findall(text or "")
     return normalise_number(numbers[-1]) if numbers else None
 
 
 def normalise_number(token: str) -> str:
-    token = token.replace(",", "").strip()
-    try:
-        value = float(token)
-    except ValueError:
+    """Canonical text of a number; exact for big integers (no float rounding)."""
+    token = token.replace(",", "").replace("\u2212", "-").strip()
+    value = _as_decimal(token)
+    if value is None:
         return token
-    if value.is_integer():
-        return str(int(value))
-    return repr(value)
+    if value == value.to_integral_value():
+        digits = token.split(".")[0].lstrip("-").lstrip("0") or "0"
+        if len(digits) <= _MAX_INT_DIGITS:
+            return str(int(value))
+        return ("-" if token.startswith("-") else "") + digits
+    return format(value.normalize(), "f")
+
+
+def _as_decimal(token: str) -> Decimal | None:
+    try:
+        value = Decimal(token)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
 
 
 def _clean(answer: str) -> str:
     answer = answer.strip().rstrip(".").strip()
-    # An answer that is just a number (perhaps with words) compares as that number.
-    if _NUMBER.fullmatch(answer.replace(" ", "")):
-        return normalise_number(answer.replace(" ", ""))
+    # An answer that is just a number compares as that number.
+    compact = answer.replace(" ", "")
+    if _NUMBER.fullmatch(compact):
+        return normalise_number(compact)
     return answer
 
 
 def parse_number_answer(text: str) -> str | None:
-    """For numeric tasks: the tagged/phrased answer if it holds a number, else the last number."""
+    """For numeric tasks: the number in the tagged/phrased answer, else the last number in text."""
     answer = parse_answer(text)
     if answer is None:
         return None
-    return last_number(answer)
+    return last_number(answer) or last_number(text)
 
 
 def answers_match(predicted: str | None, reference: str | None) -> bool:
@@ -73,7 +93,7 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
     a, b = predicted.strip().lower(), reference.strip().lower()
     if a == b:
         return True
-    try:
-        return float(a.replace(",", "")) == float(b.replace(",", ""))
-    except ValueError:
-        return " ".join(a.split()) == " ".join(b.split())
+    x, y = _as_decimal(a.replace(",", "")), _as_decimal(b.replace(",", ""))
+    if x is not None and y is not None:
+        return x == y
+    return " ".join(a.split()) == " ".join(b.split())

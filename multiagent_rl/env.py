@@ -11,7 +11,6 @@ ignored. Rewards arrive on the last round, when every agent terminates.
 
 from __future__ import annotations
 
-import functools
 import random
 import uuid
 from typing import Any
@@ -63,6 +62,9 @@ class TeamEnv(ParallelEnv):
         self.render_mode = render_mode
         self.max_message_chars = max_message_chars
         self.possible_agents = list(scenario.agents)
+        # PettingZoo wants the same space object on every call (it seeds them).
+        self._observation_spaces = {a: TextSpace(max_length=MAX_OBSERVATION_CHARS) for a in self.possible_agents}
+        self._action_spaces = {a: TextSpace(max_length=MAX_ACTION_CHARS) for a in self.possible_agents}
         self.agents: list[str] = []
         self._fixed_task = task
         self._seed = seed
@@ -74,13 +76,11 @@ class TeamEnv(ParallelEnv):
         self.team_answer: str | None = None
         self.episode_id = ""
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - PettingZoo requires the same object per agent
     def observation_space(self, agent: str) -> gymnasium.spaces.Space:
-        return TextSpace(max_length=MAX_OBSERVATION_CHARS, min_length=0)
+        return self._observation_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
     def action_space(self, agent: str) -> gymnasium.spaces.Space:
-        return TextSpace(max_length=MAX_ACTION_CHARS, min_length=0)
+        return self._action_spaces[agent]
 
     # ----- episode lifecycle --------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -88,7 +88,9 @@ class TeamEnv(ParallelEnv):
             self._rng = random.Random(seed)
         options = options or {}
         task = options.get("task") or self._fixed_task
-        self.task = task if task is not None else self.scenario.sample_task(self._rng, self.split)
+        # "play" episodes draw from the training split; only "eval" uses held-out tasks.
+        split = "eval" if self.split == "eval" else "train"
+        self.task = task if task is not None else self.scenario.sample_task(self._rng, split)
         self.episode_id = options.get("episode_id") or uuid.UUID(int=self._rng.getrandbits(128)).hex
         self.agents = list(self.possible_agents)
         self.round = 0
@@ -163,7 +165,9 @@ class TeamEnv(ParallelEnv):
         round it acted in (task on the first, new inbox messages after) and its replies."""
         role = self.scenario.role(agent)
         received = inbox(self.turns_messages(), agent, before_round=self.round)
-        own_rounds = [t.round for t in self.turns if t.agent == agent] + [self.round]
+        own_rounds = [t.round for t in self.turns if t.agent == agent]
+        if self.round < self.scenario.num_rounds:
+            own_rounds.append(self.round)  # the turn about to be taken
         chat = [{"role": "system", "content": role.system_prompt}]
         previous = -1
         own_turns = {t.round: t for t in self.turns if t.agent == agent}
@@ -206,6 +210,8 @@ class TeamEnv(ParallelEnv):
     def state(self) -> str:
         """The global transcript (every message so far), for centralised critics."""
         lines = [f"Task: {self.task.prompt}" if self.task else "Task: (none)"]
+        if self.task:
+            lines += [f"Private to {agent}: {view}" for agent, view in self.task.private.items()]
         for t in self.turns:
             lines.append(f"[round {t.round + 1}] {t.agent} -> {', '.join(t.message.receivers) or '(nobody)'}: {t.message.text}")
         return "\n".join(lines)
@@ -228,7 +234,7 @@ class TeamEnv(ParallelEnv):
             rewards=dict(self.final_rewards) if with_rewards else {},
             teams=self.scenario.teams,
             team_answer=self.team_answer,
-            split="eval" if self.split == "eval" else "train",
+            split=self.split if self.split in ("eval", "play") else "train",
             **fields,
         )
 

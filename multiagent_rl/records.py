@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgpack
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 MAGIC = b"MRL1"
@@ -105,7 +106,8 @@ class Episode(BaseModel):
 
 
 def encode_frame(record: dict[str, Any]) -> bytes:
-    payload = msgpack.packb(record, use_bin_type=True)
+    # Python-mode dump keeps inf/nan floats; pydantic's encoder covers anything else.
+    payload = msgpack.packb(record, use_bin_type=True, default=pydantic_core.to_jsonable_python)
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -122,7 +124,7 @@ class EpisodeLog:
         self.extend([episode])
 
     def extend(self, episodes: list[Episode]) -> None:
-        data = b"".join(encode_frame(ep.model_dump(mode="json")) for ep in episodes)
+        data = b"".join(encode_frame(ep.model_dump()) for ep in episodes)
         with open(self.path, "ab") as handle:
             handle.write(data)
             handle.flush()
@@ -205,7 +207,8 @@ def read_episodes(path: str | os.PathLike[str]) -> ReadResult:
         try:
             result.episodes.append(Episode.model_validate(record))
         except Exception as exc:
-            result.skipped.append(Skipped(offset, 0, f"not an episode: {exc.__class__.__name__}"))
+            size = _HEADER.size + _HEADER.unpack_from(data, offset)[1]
+            result.skipped.append(Skipped(offset, size, f"not an episode: {exc.__class__.__name__}"))
     return result
 
 

@@ -23,6 +23,7 @@ import importlib.metadata
 import importlib.util
 import math
 import random
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,7 +85,7 @@ class Scenario:
         team_answer: episode -> str | None (default: majority of the last round).
         parse: text -> answer (default `parse_answer`).
         heldout_percent: share of task keys that belong to the held-out split.
-        turn_instruction: round index -> text appended to each agent's turn prompt.
+        turn_instruction: (round index, number of rounds) -> text appended to each agent's turn prompt.
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class Scenario:
         self.description = description
         self.roles = list(roles)
         self.graph = graph
-        self.schedule = [list(r) for r in schedule]
+        self.schedule = [r if isinstance(r, str) else list(r) for r in schedule]
         self.make_task = make_task
         self.reward = reward
         self._team_answer = team_answer
@@ -128,18 +129,25 @@ class Scenario:
             raise ScenarioError(f"scenario name must be a non-empty string, got {self.name!r}")
         if not self.roles:
             raise ScenarioError(f"scenario {self.name!r} declares no roles")
+        for role in self.roles:
+            if not isinstance(role, Role):
+                raise ScenarioError(f"scenario {self.name!r}: roles must be Role, got {role!r}")
         names = [r.name for r in self.roles]
         dupes = [n for n, c in Counter(names).items() if c > 1]
         if dupes:
             raise ScenarioError(f"scenario {self.name!r}: duplicate role name {dupes[0]!r}")
         for role in self.roles:
-            if not isinstance(role, Role):
-                raise ScenarioError(f"scenario {self.name!r}: roles must be Role, got {role!r}")
             if not role.adapter_name:
                 raise ScenarioError(f"role {role.name!r} has no adapter name (use None for its own)")
         if not self.schedule or not any(self.schedule):
             raise ScenarioError(f"scenario {self.name!r} has an empty schedule; give one list of acting agents per round")
         for i, acting in enumerate(self.schedule):
+            if isinstance(acting, str) or not isinstance(acting, list):
+                raise ScenarioError(
+                    f"scenario {self.name!r}: schedule round {i} must be a list of agent names, got {acting!r}"
+                )
+            if len(set(acting)) != len(acting):
+                raise ScenarioError(f"scenario {self.name!r}: schedule round {i} names an agent twice: {acting}")
             if not acting:
                 raise ScenarioError(f"scenario {self.name!r}: round {i} of the schedule has no acting agent")
             for agent in acting:
@@ -291,6 +299,8 @@ def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict
     members: dict[str, list[str]] = {}
     for agent, team in teams.items():
         members.setdefault(team, []).append(agent)
+    if not members:
+        raise ScenarioError("zero_sum needs at least one agent in a team")
     unknown = [t for t in members if t not in team_scores]
     if unknown:
         raise ScenarioError(f"zero_sum: no score for team {unknown[0]!r}; scores given for {sorted(team_scores)}")
@@ -344,7 +354,7 @@ def load_scenario(spec: str, **options: Any) -> Scenario:
 
     NAME may be a Scenario or a factory called with `options`.
     """
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         return _load_from_file(spec, options)
     if spec in _REGISTRY:
         factory = _REGISTRY[spec]
@@ -366,13 +376,21 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
     if module_spec is None or module_spec.loader is None:
         raise ScenarioError(f"cannot import {str(path)!r} as Python")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    # Registered before running, as a normal import would be (dataclasses look themselves up there).
+    sys.modules[module_spec.name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_spec.name, None)
+        raise
     if not hasattr(module, attr):
         raise ScenarioError(f"{str(path)!r} has no attribute {attr!r}")
     return _build(getattr(module, attr), options, spec)
 
 
 def _build(item: Any, options: Mapping[str, Any], spec: str) -> Scenario:
+    if not isinstance(item, Scenario) and not callable(item):
+        raise ScenarioError(f"{spec!r} is a {type(item).__name__}; expected a Scenario or a function returning one")
     scenario = item if isinstance(item, Scenario) else item(**options)
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"{spec!r} gave {type(scenario).__name__}, expected a Scenario")

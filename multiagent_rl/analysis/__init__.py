@@ -1,0 +1,46 @@
+"""Analysing emergent communication: metrics over episode logs, causal influence by
+ablation, and a self-contained HTML report.
+
+Every metric is a pure function of a list of `Episode`s returning a `Table` (a list of dicts:
+``pandas.DataFrame(table)`` loads it as is):
+
+>>> from multiagent_rl.analysis import load_run, agent_message_stats, answer_adoption, influence_graph
+>>> run = load_run("runs/demo")                                  # doctest: +SKIP
+>>> agent_message_stats(run.episodes).to_records()               # doctest: +SKIP
+>>> influence_graph(answer_adoption(run.episodes)).edges(data="weight")  # doctest: +SKIP
+>>> text, path = run_analysis("runs/demo")   # what `multiagent-rl analyse runs/demo` does  # doctest: +SKIP
+"""
+
+from .dynamics import (
+    answer_adoption,
+    debate_by_step,
+    debate_dynamics,
+    debate_rounds,
+    influence_graph,
+    summarise_dynamics,
+)
+from .influence import ablation_influence, summarise_ablation
+from .loading import RunError, RunLog, load_run, read_metrics, training_episodes, training_phases
+from .messages import (
+    agent_message_stats,
+    edge_message_stats,
+    message_drift,
+    message_stats_by_step,
+    role_specialisation,
+)
+from .report import RunAnalysis, analyse, render_report, run_analysis
+from .signalling import meaning_attributes, meaning_message_information, topographic_similarity
+from .summary import reward_by_step, summary_table
+from .synthetic import write_synthetic_debate_run
+from .tables import Table
+from .textstats import distinct_n, edit_distance, entropy_bits, js_distance, spearman, words
+
+__all__ = [
+    "RunAnalysis", "RunError", "RunLog", "Table", "ablation_influence", "agent_message_stats", "analyse",
+    "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "distinct_n",
+    "edge_message_stats", "edit_distance", "entropy_bits", "influence_graph", "js_distance", "load_run",
+    "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step",
+    "read_metrics", "render_report", "reward_by_step", "role_specialisation", "run_analysis", "spearman",
+    "summarise_ablation", "summarise_dynamics", "summary_table", "topographic_similarity",
+    "training_episodes", "training_phases", "words", "write_synthetic_debate_run",
+]

