@@ -16,6 +16,8 @@ from .dynamics import (
     debate_by_step,
     debate_dynamics,
     debate_rounds,
+    dynamics_by_step,
+    episode_dynamics,
     influence_graph,
     summarise_dynamics,
 )
@@ -37,7 +39,7 @@ from .textstats import distinct_n, edit_distance, entropy_bits, js_distance, spe
 
 __all__ = [
     "RunAnalysis", "RunError", "RunLog", "Table", "ablation_influence", "agent_message_stats", "analyse",
-    "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "distinct_n",
+    "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "distinct_n", "dynamics_by_step", "episode_dynamics",
     "edge_message_stats", "edit_distance", "entropy_bits", "influence_graph", "js_distance", "load_run",
     "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step",
     "read_metrics", "render_report", "reward_by_step", "role_specialisation", "run_analysis", "spearman",

@@ -1,7 +1,7 @@
 """Is the emergent code structured? Topographic similarity and meaning-message information.
 
-A *meaning* is the tuple of a task's `Task.meta` attributes (e.g. colour and shape in
-`signalling`); a *message* is an agent's first message of the episode (the signal it sends
+A *meaning* is the tuple of a task's `Task.meta` attributes (e.g. the target's colour and
+shape in `signalling`, see `meaning_attributes`); a *message* is an agent's first message of the episode (the signal it sends
 before hearing anything back), as its word sequence.
 
 - Topographic similarity (Brighton & Kirby 2006; as in EGG): Spearman correlation, over
@@ -26,14 +26,36 @@ from .messages import agents_in
 from .tables import Table
 from .textstats import edit_distance, hamming, mutual_information_bits, spearman, words
 
+MEANING_KEYS = ("meaning", "target")  # a meta dict under one of these names *is* the meaning
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _paths(meta: dict[str, Any]) -> list[str]:
+    for key in MEANING_KEYS:
+        if isinstance(meta.get(key), dict):
+            return [f"{key}.{k}" for k, v in meta[key].items() if isinstance(v, _SCALARS)]
+    return [k for k, v in meta.items() if isinstance(v, _SCALARS)]
+
+
+def lookup(meta: dict[str, Any], path: str) -> Any:
+    """``meta["target"]["colour"]`` for the path "target.colour"; KeyError if absent."""
+    value: Any = meta
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(path)
+        value = value[part]
+    return value
+
 
 def meaning_attributes(episodes: Sequence[Episode]) -> list[str]:
-    """Task.meta keys present in every episode (sorted); [] if some task has no meta."""
-    common: set[str] | None = None
+    """The meaning attributes every task has, as (dotted) Task.meta paths: the scalar fields
+    of ``meta["meaning"]`` or ``meta["target"]`` when that is a dict (as in `signalling`:
+    "target.colour", "target.shape"), else the scalar top-level keys. [] if none is common."""
+    common: list[str] | None = None
     for e in episodes:
-        keys = set(e.task.meta)
-        common = keys if common is None else common & keys
-    return sorted(common or [])
+        paths = _paths(e.task.meta)
+        common = paths if common is None else [p for p in common if p in paths]
+    return common or []
 
 
 def _hashable(value: Any) -> Any:
@@ -49,9 +71,12 @@ def _signals(episodes: Sequence[Episode], agent: str, attributes: Sequence[str])
     out = []
     for e in episodes:
         first = next((t for t in e.turns if t.agent == agent), None)
-        if first is None or any(a not in e.task.meta for a in attributes):
+        if first is None:
             continue
-        meaning = tuple(_hashable(e.task.meta[a]) for a in attributes)
+        try:
+            meaning = tuple(_hashable(lookup(e.task.meta, a)) for a in attributes)
+        except KeyError:
+            continue  # this task lacks an attribute: it has no comparable meaning
         out.append((meaning, words(first.message.text)))
     return out
 
@@ -77,7 +102,7 @@ def topographic_similarity(
     """One row per agent (or just `agent`): ``topographic_similarity`` (Spearman rho between
     meaning Hamming distances and message edit distances over all pairs of up to
     `max_episodes` episodes, sampled with `seed`), with the ``episodes`` and ``pairs`` used.
-    `attributes` default to the meta keys every task has."""
+    `attributes` (dotted Task.meta paths, e.g. "target.colour") default to `meaning_attributes`."""
     agents, attributes = _resolve(episodes, agent, attributes)
     rows = []
     for name in agents:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 
@@ -13,6 +14,7 @@ from multiagent_rl.analysis import (
     debate_rounds,
     edge_message_stats,
     influence_graph,
+    meaning_attributes,
     meaning_message_information,
     message_drift,
     message_stats_by_step,
@@ -235,3 +237,22 @@ def test_reward_by_step_from_episodes_then_metrics(episode):
     train = [(r["step"], r["team_reward"]) for r in rows if r["split"] == "train"]
     assert train == [(1, pytest.approx(0.25)), (2, 1.0)]  # episodes win over metrics for train
     assert [(r["step"], r["team_reward"], r["source"]) for r in rows if r["split"] == "eval"] == [(1, 0.25, "metrics")]
+
+
+def test_meaning_attributes_follow_the_signalling_meta(episode):
+    import random
+
+    from multiagent_rl import load_scenario
+
+    scenario = load_scenario("signalling")
+    rng = random.Random(0)
+    tasks = [scenario.sample_task(rng) for _ in range(4)]
+    eps = [episode([("speaker", 0, t.meta["target"]["colour"], None, ["listener"])], meta=t.meta) for t in tasks]
+    # the target's fields, not the candidate lists or the listener's numbering
+    assert meaning_attributes(eps) == ["target.colour", "target.shape"]
+    flat = [episode([("a", 0, "x")], meta={"colour": "red", "shape": "star", "seen": [1, 2], "n": 3})]
+    assert meaning_attributes(flat) == ["colour", "shape", "n"]
+    # a speaker naming only the colour: I(meaning; message) = H(colour)
+    info = meaning_message_information(eps, agent="speaker")[0]
+    colours = Counter(t.meta["target"]["colour"] for t in tasks)
+    assert info["mutual_information_bits"] == pytest.approx(_h(*(c / 4 for c in colours.values())))

@@ -162,12 +162,23 @@ def test_signalling_runs_get_the_signalling_section(episode, tmp_path):
     codes = {("red", "square"): "ra sq", ("red", "circle"): "ra ci", ("blue", "square"): "bl sq", ("blue", "circle"): "bl ci"}
     eps = [
         episode([("speaker", 0, code, None, ["listener"]), ("listener", 1, f"{c} {s}", f"{c} {s}", [])],
-                meta={"colour": c, "shape": s}, step=step, scenario="signalling", answer=f"{c} {s}",
+                meta={"target": {"colour": c, "shape": s}, "candidates": ["x", "y"]}, step=step, scenario="signalling", answer=f"{c} {s}",
                 team_answer=f"{c} {s}", rewards={"speaker": 1.0, "listener": 1.0})
         for step in (1, 2, 3) for (c, s), code in codes.items()
     ]
     EpisodeLog(tmp_path / "sig" / "episodes" / "all.msgpack", fsync=False).extend(eps)
     _, path = run_analysis(tmp_path / "sig", progress=False)
     html = path.read_text(encoding="utf-8")
-    assert "Signalling structure" in html and "topographic_similarity" in html
+    assert "Signalling structure" in html and "target.colour,target.shape" in html
     assert "<td class=\"num\">1</td>" in html  # rho = 1 and normalised MI = 1 for this code
+
+
+def test_play_log_without_steps_or_turns(episode, tmp_path):
+    eps = [episode([("a", 0, "3"), ("b", 0, "4"), ("a", 1, "4"), ("b", 1, "4")], split="play", answer="4", team_answer="4")
+           for _ in range(3)]
+    eps.append(episode([], split="play", agents=["a", "b"]))  # an episode cut before anyone spoke
+    EpisodeLog(tmp_path / "play" / "episodes" / "play.msgpack", fsync=False).extend(eps)
+    text, path = run_analysis(tmp_path / "play", progress=False)
+    assert "team answer correct, early → late" in text
+    html = path.read_text(encoding="utf-8")
+    assert "Round 0" in html and "step –" in html  # transcripts in log order, without steps

@@ -1,0 +1,212 @@
+"""The `multiagent-rl` command: scenarios, play, train, eval, analyse.
+
+Bad input gets one line saying what is wrong and exit code 2, never a traceback.
+This is the one runtime module that wires trainers, scenarios and analysis together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .graph import GraphError
+from .models import ModelError
+from .scenario import ScenarioError, list_scenarios, load_scenario
+
+USER_ERRORS = (ScenarioError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="multiagent-rl", description="Train teams of LLM agents with reinforcement learning.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub.add_parser("scenarios", help="List the registered scenarios.")
+
+    play = sub.add_parser("play", help="Play episodes with the model (no training) and print transcripts.")
+    play.add_argument("scenario")
+    play.add_argument("--episodes", type=int, default=2)
+    play.add_argument("--model", default=None, help="alias, HF id or folder (default: the embedded model)")
+    play.add_argument("--out", default=None, help="folder for the episode log (default runs/play-SCENARIO)")
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    play.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    train = sub.add_parser("train", help="Train the scenario's adapters; resumes an existing run folder.")
+    train.add_argument("scenario")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--config", default=None, help="YAML config file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    ev = sub.add_parser("eval", help="Held-out team reward of the base model and the trained adapters, as JSON.")
+    ev.add_argument("scenario")
+    ev.add_argument("--run", required=True, help="run folder with checkpoints")
+    ev.add_argument("--episodes", type=int, default=None)
+
+    an = sub.add_parser("analyse", help="Communication metrics and RUN/report.html.")
+    an.add_argument("run")
+    an.add_argument("--compare", action="append", default=[], help="another run folder to compare (repeatable)")
+    an.add_argument("--out", default=None, help="report path (default RUN/report.html)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError("missing command; use one of: scenarios, play, train, eval, analyse (see --help)")
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"multiagent-rl: error: {exc}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:
+        print(f"multiagent-rl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("multiagent-rl: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_scenarios(args) -> int:
+    for name in list_scenarios():
+        try:
+            description = load_scenario(name).description
+        except Exception as exc:  # a broken third-party scenario must not hide the others
+            description = f"(failed to load: {exc})"
+        print(f"{name:20s} {description}")
+    return 0
+
+
+def _positive(value: int | None, name: str) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}")
+
+
+def cmd_play(args) -> int:
+    from .backends.hf import HFBackend
+    from .models import EMBEDDED_ALIAS, load_model
+    from .records import EpisodeLog
+    from .rollout import Sampling, rollout
+
+    _positive(args.episodes, "--episodes")
+    options = dict(_scenario_overrides(args.overrides))
+    scenario = load_scenario(args.scenario, **options)
+    model, tokenizer = load_model(args.model or EMBEDDED_ALIAS)
+    out = Path(args.out or f"runs/play-{scenario.name}")
+    log = EpisodeLog(out / "episodes" / "play.msgpack")
+    import random
+
+    rng = random.Random(args.seed)
+    tasks = [scenario.sample_task(rng, "train") for _ in range(args.episodes)]
+    batch = rollout(
+        scenario, HFBackend(model, tokenizer), tasks, adapters=dict.fromkeys(scenario.agents),
+        sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log, progress=True,
+    )
+    for i, ep in enumerate(batch.episodes, 1):
+        print(f"=== episode {i}: {ep.task.prompt}")
+        for turn in ep.turns:
+            to = ", ".join(turn.message.receivers) or "(nobody)"
+            print(f"[round {turn.round + 1}] {turn.agent} -> {to}: {turn.message.text.strip()!r}  (answer: {turn.message.answer})")
+        print(f"team answer: {ep.team_answer}  reference: {ep.task.answer}  rewards: {ep.rewards}\n")
+    mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
+    print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
+    return 0
+
+
+def _scenario_overrides(overrides: list[str]):
+    from .config import parse_override
+
+    for item in overrides:
+        key, value = parse_override(item)
+        if not key.startswith("scenario_options."):
+            raise UsageError(f"play accepts only --set scenario_options.NAME=VALUE, got {key!r}")
+        yield key.split(".", 1)[1], value
+
+
+def cmd_train(args) -> int:
+    import yaml
+
+    from trainers.loop import Run
+
+    run_dir = Path(args.out)
+    base = {}
+    saved = run_dir / "config.yaml"
+    if saved.is_file():  # resuming: start from the run's own resolved config
+        base = yaml.safe_load(saved.read_text()) or {}
+    config = load_config(args.config, [f"scenario={args.scenario}", *args.overrides], base=base)
+    if base and base.get("scenario") != config.scenario:
+        raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
+    run = Run(config, run_dir)
+    summary = run.train()
+    _print_before_after(summary, run)
+    return 0
+
+
+def _print_before_after(summary: dict, run) -> None:
+    before, after = summary.get("before"), summary.get("after")
+    print(f"run folder: {run.run_dir}  steps: {summary['steps']}  resumed from: {summary.get('resumed_from')}")
+    if before and after:
+        print(f"held-out team reward ({before['n']} episodes, greedy)")
+        print(f"  {'':10s} {'mean':>8s} {'s.e.':>8s}")
+        print(f"  {'before':10s} {before['mean']:8.3f} {before['se']:8.3f}")
+        print(f"  {'after':10s} {after['mean']:8.3f} {after['se']:8.3f}")
+        print(f"  {'change':10s} {after['mean'] - before['mean']:+8.3f}")
+
+
+def cmd_eval(args) -> int:
+    import yaml
+
+    from trainers.checkpoint import latest_checkpoint, load_checkpoint
+    from trainers.loop import Run
+
+    _positive(args.episodes, "--episodes")
+    run_dir = Path(args.run)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = load_config(None, [f"scenario={args.scenario}", "log_with=[]"], base=yaml.safe_load(saved.read_text()))
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise UsageError(f"{run_dir} has no complete checkpoint yet")
+    run = Run(config, run_dir)
+    step, path = found
+    load_checkpoint(path, run.model, run.optimizer, run.scheduler)
+    base = run.evaluate(step=step, episodes=args.episodes, adapters=dict.fromkeys(run.scenario.agents), tag="base-eval")
+    trained = run.evaluate(step=step, episodes=args.episodes, tag="trained-eval")
+    print(json.dumps({
+        "scenario": run.scenario.name, "checkpoint": path.name, "episodes": base["n"],
+        "base": base, "trained": trained, "change": trained["mean"] - base["mean"],
+    }, indent=2))
+    return 0
+
+
+def cmd_analyse(args) -> int:
+    from .analysis import run_analysis
+
+    run = Path(args.run)
+    if not (run / "episodes").is_dir():
+        raise UsageError(f"{run} has no episodes/ folder; give a run folder written by train or play")
+    for other in args.compare:
+        if not (Path(other) / "episodes").is_dir():
+            raise UsageError(f"{other} has no episodes/ folder")
+    text, report = run_analysis(run, compare=args.compare or None, out=Path(args.out) if args.out else None)
+    print(text)
+    print(f"report: {report}")
+    return 0
+
+
+COMMANDS = {"scenarios": cmd_scenarios, "play": cmd_play, "train": cmd_train, "eval": cmd_eval, "analyse": cmd_analyse}
+
+if __name__ == "__main__":
+    sys.exit(main())

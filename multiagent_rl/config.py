@@ -1,0 +1,139 @@
+"""Run configuration: pydantic models, YAML files and `--set key=value` overrides.
+
+>>> cfg = load_config("examples/demo.yaml", ["steps=5", "lora.rank=8"])   # doctest: +SKIP
+>>> cfg.steps, cfg.lora.rank                                             # doctest: +SKIP
+(5, 8)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+class LoraConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(16, ge=1, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get LoRA.",
+    )
+
+
+class TrainConfig(BaseModel):
+    """Everything a run needs; `config.yaml` in the run folder is this, resolved."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    scenario: str = Field("debate", description="Scenario name or path/file.py:NAME.")
+    scenario_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the scenario factory.")
+    model: str = Field("smollm2-135m-instruct", description="Alias, HF id or folder; 'tiny' for tests.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trainer: Literal["grpo"] = Field("grpo", description="Training algorithm.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
+    adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    steps: int = Field(20, ge=0, description="Training steps (each: rollout -> update).")
+    seed: int = 0
+    tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
+    group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
+    micro_batch_size: int = Field(16, ge=1, description="Samples per forward/backward (gradient accumulation).")
+    clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
+    clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
+    beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
+    scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
+    loss_aggregation: Literal["sequence_mean", "token_mean", "fixed_length"] = Field(
+        "token_mean", description="sequence_mean (GRPO), token_mean (DAPO), fixed_length (Dr. GRPO)."
+    )
+    reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
+    credit: Literal["outcome", "discounted"] = Field(
+        "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
+    )
+    gamma: float = Field(1.0, gt=0, le=1.0)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1, description="Override the scenario's completion budget.")
+    eval_every: int = Field(10, ge=0, description="Held-out evaluation every N steps (0: only before and after).")
+    eval_episodes: int = Field(50, ge=1)
+    save_every: int = Field(10, ge=1)
+    log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="accelerate trackers.")
+    progress: bool = True
+    max_batch_size: int | None = Field(None, ge=1, description="Split a round's generate call into chunks of this size.")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> TrainConfig:
+    """A validated TrainConfig from an optional YAML file, then `key=value` overrides."""
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
+        data.update(loaded)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(config)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}; known keys: {', '.join(TrainConfig.model_fields)}"
+    return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+    tmp.replace(path)

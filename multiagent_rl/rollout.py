@@ -1,0 +1,142 @@
+"""Batched multi-agent rollouts: B tasks x G samples as parallel TeamEnv episodes,
+with ONE backend call per round for every acting agent of every running episode.
+
+>>> batch = rollout(scenario, backend, tasks, group_size=8, adapters=adapter_map(scenario))  # doctest: +SKIP
+>>> batch.episodes[0].rewards, batch.samples[0].completion_ids                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from .backends.base import GenerationBackend, GenerationRequest
+from .env import TeamEnv
+from .records import Episode, EpisodeLog, Task
+from .scenario import Scenario
+
+
+@dataclass
+class Sampling:
+    """Run-wide sampling settings; a Role's own temperature / max_new_tokens win over these."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None  # None: the scenario's default
+    greedy: bool = False  # evaluation: temperature 0 for every role
+
+
+@dataclass
+class TurnSample:
+    """One agent turn, as the trainer needs it."""
+
+    episode: int  # index into RolloutBatch.episodes
+    group: int  # index of the task: episodes of one group share a task
+    agent: str
+    adapter: str | None
+    round: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+
+@dataclass
+class RolloutBatch:
+    episodes: list[Episode] = field(default_factory=list)
+    samples: list[TurnSample] = field(default_factory=list)
+    generated_tokens: int = 0
+    generate_seconds: float = 0.0
+    backend_calls: int = 0
+
+
+def rollout(
+    scenario: Scenario,
+    backend: GenerationBackend,
+    tasks: Sequence[Task],
+    group_size: int = 1,
+    adapters: Mapping[str, str | None] | None = None,
+    sampling: Sampling | None = None,
+    seed: int = 0,
+    split: str = "train",
+    step: int | None = None,
+    log: EpisodeLog | None = None,
+    progress: bool = False,
+) -> RolloutBatch:
+    """Play every task `group_size` times; episodes finish together and are appended to `log`.
+
+    `adapters` maps agent -> adapter name (None: the base model); default: the scenario's.
+    """
+    import time
+
+    sampling = sampling or Sampling()
+    adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles}
+    envs: list[TeamEnv] = []
+    groups: list[int] = []
+    for g, task in enumerate(tasks):
+        for k in range(group_size):
+            env = scenario.make_env(task=task, split=split)
+            env.reset(seed=seed * 100_003 + g * 1_009 + k, options={"task": task})
+            envs.append(env)
+            groups.append(g)
+    batch = RolloutBatch()
+    bar = tqdm(total=scenario.num_rounds, desc=f"rollout {scenario.name}", disable=not progress, leave=False)
+    round_index = 0
+    while any(env.agents for env in envs):
+        requests: list[GenerationRequest] = []
+        for e, env in enumerate(envs):
+            for agent in env.acting_agents():
+                role = scenario.role(agent)
+                requests.append(
+                    GenerationRequest(
+                        messages=env.chat(agent),
+                        adapter=adapters[agent],
+                        max_new_tokens=role.max_new_tokens or sampling.max_new_tokens or scenario.max_new_tokens,
+                        temperature=0.0 if sampling.greedy else (role.temperature if role.temperature is not None else sampling.temperature),
+                        top_p=1.0 if sampling.greedy else sampling.top_p,
+                        tag=(e, agent),
+                    )
+                )
+        start = time.perf_counter()
+        results = backend.generate(requests, seed=seed * 1_000 + round_index)
+        batch.generate_seconds += time.perf_counter() - start
+        batch.backend_calls += 1
+        actions: list[dict[str, str]] = [{} for _ in envs]
+        for result in results:
+            e, agent = result.tag
+            actions[e][agent] = result.text
+        for e, env in enumerate(envs):
+            if env.agents:
+                env.step(actions[e])
+        for result in results:
+            e, agent = result.tag
+            envs[e].record_generation(
+                agent,
+                prompt_tokens=len(result.prompt_ids),
+                completion_tokens=len(result.completion_ids),
+                finish_reason=result.finish_reason,
+            )
+            batch.generated_tokens += len(result.completion_ids)
+            batch.samples.append(
+                TurnSample(
+                    episode=e,
+                    group=groups[e],
+                    agent=agent,
+                    adapter=adapters[agent],
+                    round=round_index,
+                    prompt_ids=result.prompt_ids,
+                    completion_ids=result.completion_ids,
+                    logprobs=result.logprobs,
+                    finish_reason=result.finish_reason,
+                )
+            )
+        round_index += 1
+        bar.update(1)
+    bar.close()
+    for e, env in enumerate(envs):
+        batch.episodes.append(env.episode(step=step, group=groups[e], seed=seed))
+    if log is not None:
+        log.extend(batch.episodes)
+    return batch

@@ -1,0 +1,290 @@
+"""Per-agent GRPO: group-relative advantages and a clipped policy-gradient update of
+each agent's LoRA adapter. The maths are pure functions of tensors (testable with
+hand-made values); `grpo_update` is the orchestration that calls them.
+
+A group is the G episodes of one task. Each agent's reward in those episodes is
+compared with the group: A = (r - mean) / (std + eps) (or without the std,
+Dr. GRPO). Groups with one sample or with all-equal rewards carry no signal;
+they get zero advantages and are counted in the metrics, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# ----- advantages -------------------------------------------------------------------
+
+
+@dataclass
+class GroupStats:
+    groups: int = 0
+    singleton_groups: int = 0  # size 1: no baseline to compare with
+    equal_reward_groups: int = 0  # every sample scored the same: zero signal
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-4
+) -> tuple[torch.Tensor, GroupStats]:
+    """Advantages of one agent's samples relative to their task group.
+
+    rewards: (N,) float; group_ids: (N,) long. Returns (N,) advantages and counts.
+    >>> adv, stats = group_advantages(torch.tensor([1., 0., 1., 1.]), torch.tensor([0, 0, 1, 1]))
+    >>> adv.tolist(), stats.equal_reward_groups
+    ([0.7071..., -0.7071..., 0.0, 0.0], 1)
+    """
+    advantages = torch.zeros_like(rewards, dtype=torch.float32)
+    stats = GroupStats()
+    for g in torch.unique(group_ids):
+        idx = (group_ids == g).nonzero(as_tuple=True)[0]  # (G,)
+        stats.groups += 1
+        if idx.numel() == 1:
+            stats.singleton_groups += 1
+            continue
+        r = rewards[idx].float()
+        centred = r - r.mean()
+        if torch.all(centred.abs() < 1e-12):
+            stats.equal_reward_groups += 1
+            continue
+        advantages[idx] = centred / (r.std(unbiased=False) + eps) if scale_by_std else centred
+    return advantages, stats
+
+
+def discounted_credit(outcome: float, round_index: int, last_round: int, gamma: float) -> float:
+    """Credit of a turn taken in `round_index` for an outcome at `last_round`: gamma^(distance)."""
+    return outcome * gamma ** max(0, last_round - round_index)
+
+
+# ----- losses -------------------------------------------------------------------------
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(target) per position. logits: (B, T, V); targets: (B, T) -> (B, T)."""
+    logits = logits.float() / max(temperature, 1e-6)
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(2)).squeeze(2)
+
+
+def clipped_policy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO-clip objective per token (to minimise) and whether each token was clipped.
+
+    logps, old_logps: (B, T); advantages: (B,). Returns ((B, T) loss, (B, T) clipped mask).
+    """
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    ratio = torch.exp(logps - old_logps)  # (B, T)
+    adv = advantages.unsqueeze(1)  # (B, 1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + high) * adv
+    loss = -torch.minimum(unclipped, clipped)  # (B, T)
+    was_clipped = (clipped < unclipped).float()
+    return loss, was_clipped
+
+
+def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference), always >= 0. (B, T) -> (B, T)."""
+    delta = ref_logps - logps
+    return torch.exp(delta) - delta - 1
+
+
+@dataclass
+class Normaliser:
+    """Global sizes of the batch a loss is aggregated over, so micro-batches add up exactly."""
+
+    sequences: int
+    tokens: int
+    max_len: int
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, norm: Normaliser) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over completion tokens (mask (B, T)) to a scalar.
+
+    sequence_mean: mean over each sequence's tokens, then over sequences (GRPO);
+    token_mean: sum over all tokens / all tokens in the batch (DAPO);
+    fixed_length: sum / (sequences * max_len), length-unbiased (Dr. GRPO).
+    Micro-batch results sum to the full-batch value because `norm` is global.
+    """
+    masked = per_token * mask
+    if mode == "sequence_mean":
+        per_seq = masked.sum(1) / mask.sum(1).clamp_min(1)  # (B,)
+        return per_seq.sum() / max(norm.sequences, 1)
+    if mode == "token_mean":
+        return masked.sum() / max(norm.tokens, 1)
+    if mode == "fixed_length":
+        return masked.sum() / max(norm.sequences * norm.max_len, 1)
+    raise ValueError(f"unknown loss aggregation {mode!r}; use sequence_mean, token_mean or fixed_length")
+
+
+# ----- the update ---------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One agent turn ready for the update."""
+
+    adapter: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+
+
+def pad_batch(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Right-padded prompt+completion ids (so positions start at 0 as in generation),
+    attention mask, completion mask aligned with next-token targets, and prompt offset.
+
+    Returns input_ids (B, L), attention (B, L), completion_mask (B, L-1) over targets
+    input_ids[:, 1:], and L.
+    """
+    seqs = [s.prompt_ids + s.completion_ids for s in samples]
+    width = max(len(x) for x in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, L)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, L)
+    completion = torch.zeros((len(seqs), width - 1), dtype=torch.float32)  # (B, L-1)
+    for i, (s, seq) in enumerate(zip(samples, seqs, strict=True)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention[i, : len(seq)] = 1
+        # target t+1 is predicted at position t; completion targets start at len(prompt)
+        completion[i, len(s.prompt_ids) - 1 : len(seq) - 1] = 1.0
+    return input_ids, attention, completion, width
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p of each next token under the active adapter: (B, L) -> (B, L-1)."""
+    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]  # (B, L-1, V)
+    return token_logprobs(logits, input_ids[:, 1:], temperature)
+
+
+@dataclass
+class UpdateSettings:
+    epochs: int = 1
+    minibatches: int = 1
+    micro_batch_size: int = 16
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    beta: float = 0.0
+    loss_aggregation: str = "token_mean"
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+
+
+def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int, backward=None, scheduler=None) -> dict[str, float]:
+    """Update every adapter from its samples. An adapter shared by several roles gets all
+    their samples; the others' LoRA weights get no gradient (only the active one trains).
+
+    `model` is a PeftModel; `backward(loss)` defaults to loss.backward() (accelerate's otherwise).
+    """
+    from multiagent_rl.adapters import enable_training
+
+    backward = backward or (lambda loss: loss.backward())
+    informative = [s for s in samples if s.advantage != 0.0 and s.completion_ids]
+    metrics: dict[str, float] = defaultdict(float)
+    metrics["update/samples"] = len(samples)
+    metrics["update/informative_samples"] = len(informative)
+    if not informative:
+        # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
+        metrics["update/skipped"] = 1.0
+        return dict(metrics)
+    by_adapter: dict[str, list[Sample]] = defaultdict(list)
+    for s in informative:
+        by_adapter[s.adapter].append(s)
+    # Old log-probs: with one pass over the batch the policy is unchanged when each
+    # sample is first seen, so the ratio is exactly 1 (old = current, detached).
+    one_pass = settings.epochs == 1 and settings.minibatches == 1
+    old_cache: dict[int, torch.Tensor] = {}
+    ref_cache: dict[int, torch.Tensor] = {}
+    model.train()
+    if not one_pass or settings.beta > 0:
+        with torch.no_grad():
+            for adapter, group in by_adapter.items():
+                model.set_adapter(adapter)
+                for chunk in _chunks(group, settings.micro_batch_size):
+                    ids, att, _, _ = pad_batch(chunk, pad_id)
+                    if not one_pass:
+                        lp = sequence_logprobs(model, ids, att, settings.temperature)
+                        for s, row in zip(chunk, lp, strict=True):
+                            old_cache[id(s)] = row
+                    if settings.beta > 0:
+                        with model.disable_adapter():
+                            ref = sequence_logprobs(model, ids, att, settings.temperature)
+                        for s, row in zip(chunk, ref, strict=True):
+                            ref_cache[id(s)] = row
+    counts = defaultdict(float)
+    for _ in range(settings.epochs):
+        for minibatch in _split(informative, settings.minibatches):
+            optimizer.zero_grad(set_to_none=True)
+            mb_by_adapter: dict[str, list[Sample]] = defaultdict(list)
+            for s in minibatch:
+                mb_by_adapter[s.adapter].append(s)
+            norm = Normaliser(
+                sequences=len(minibatch),
+                tokens=sum(len(s.completion_ids) for s in minibatch),
+                max_len=max(len(s.completion_ids) for s in minibatch),
+            )
+            for adapter, group in mb_by_adapter.items():
+                model.set_adapter(adapter)
+                enable_training(model, [adapter])
+                for chunk in _chunks(group, settings.micro_batch_size):
+                    ids, att, mask, width = pad_batch(chunk, pad_id)
+                    logps = sequence_logprobs(model, ids, att, settings.temperature)  # (B, L-1)
+                    if one_pass:
+                        old = logps.detach()
+                    else:
+                        old = _stack([old_cache[id(s)] for s in chunk], width - 1)
+                    adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32)  # (B,)
+                    per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
+                    if settings.beta > 0:
+                        ref = _stack([ref_cache[id(s)] for s in chunk], width - 1)
+                        kl = kl_to_reference(logps, ref)  # (B, L-1)
+                        per_token = per_token + settings.beta * kl
+                        counts["kl_sum"] += float((kl.detach() * mask).sum())
+                    loss = aggregate(per_token, mask, settings.loss_aggregation, norm)
+                    backward(loss)
+                    counts["loss"] += float(loss.detach())
+                    counts["clipped"] += float((clipped * mask).sum())
+                    counts["tokens"] += float(mask.sum())
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm) if params else torch.tensor(0.0)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            counts["grad_norm"] += float(grad_norm)
+            counts["optimizer_steps"] += 1
+    enable_training(model, list(model.peft_config))
+    steps = max(counts["optimizer_steps"], 1)
+    metrics["loss/policy"] = counts["loss"] / steps
+    metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["tokens"], 1)
+    metrics["loss/kl"] = counts["kl_sum"] / max(counts["tokens"], 1)
+    metrics["grad_norm"] = counts["grad_norm"] / steps
+    metrics["update/optimizer_steps"] = counts["optimizer_steps"]
+    metrics["update/skipped"] = 0.0
+    if not math.isfinite(metrics["loss/policy"]):
+        raise FloatingPointError(f"policy loss is {metrics['loss/policy']}; lower lr or check rewards")
+    return dict(metrics)
+
+
+def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        n = min(width, r.shape[0])
+        out[i, :n] = r[:n]
+    return out
+
+
+def _chunks(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _split(items: Sequence, parts: int) -> list[Sequence]:
+    parts = max(1, min(parts, len(items)))
+    size = math.ceil(len(items) / parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
