@@ -19,6 +19,12 @@ from .scenario import ScenarioError, list_scenarios, load_scenario
 USER_ERRORS = (ScenarioError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .analysis import RunError  # a run folder that holds nothing to analyse
+
+    return (*USER_ERRORS, RunError)
+
+
 class UsageError(Exception):
     pass
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"multiagent-rl: error: {exc}", file=sys.stderr)
         return 2
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         print(f"multiagent-rl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

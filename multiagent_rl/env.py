@@ -142,11 +142,20 @@ class TeamEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def record_generation(
-        self, agent: str, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None
+        self,
+        agent: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        finish_reason: str | None,
+        adapter: str | None | object = ...,
     ) -> None:
-        """Attach generation facts to `agent`'s latest turn (called by the rollout after step)."""
+        """Attach generation facts to `agent`'s latest turn (called by the rollout after step);
+        `adapter` is what really played the turn (None: the base model)."""
         for turn in reversed(self.turns):
             if turn.agent == agent:
+                if adapter is not ...:
+                    turn.adapter = adapter
                 turn.prompt_tokens = prompt_tokens
                 turn.completion_tokens = completion_tokens
                 turn.finish_reason = turn.finish_reason or finish_reason

@@ -22,7 +22,7 @@ from .scenario import Scenario
 class Sampling:
     """Run-wide sampling settings; a Role's own temperature / max_new_tokens win over these."""
 
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the scenario's default
     top_p: float = 1.0
     max_new_tokens: int | None = None  # None: the scenario's default
     greedy: bool = False  # evaluation: temperature 0 for every role
@@ -41,6 +41,7 @@ class TurnSample:
     completion_ids: list[int]
     logprobs: list[float]
     finish_reason: str
+    temperature: float = 1.0
 
 
 @dataclass
@@ -94,7 +95,7 @@ def rollout(
                         messages=env.chat(agent),
                         adapter=adapters[agent],
                         max_new_tokens=role.max_new_tokens or sampling.max_new_tokens or scenario.max_new_tokens,
-                        temperature=0.0 if sampling.greedy else (role.temperature if role.temperature is not None else sampling.temperature),
+                        temperature=_temperature(role, scenario, sampling),
                         top_p=1.0 if sampling.greedy else sampling.top_p,
                         tag=(e, agent),
                     )
@@ -110,10 +111,12 @@ def rollout(
         for e, env in enumerate(envs):
             if env.agents:
                 env.step(actions[e])
+        temperatures = {r.tag: r.temperature for r in requests}
         for result in results:
             e, agent = result.tag
             envs[e].record_generation(
                 agent,
+                adapter=adapters[agent],
                 prompt_tokens=len(result.prompt_ids),
                 completion_tokens=len(result.completion_ids),
                 finish_reason=result.finish_reason,
@@ -130,6 +133,7 @@ def rollout(
                     completion_ids=result.completion_ids,
                     logprobs=result.logprobs,
                     finish_reason=result.finish_reason,
+                    temperature=temperatures[result.tag],
                 )
             )
         round_index += 1
@@ -140,3 +144,12 @@ def rollout(
     if log is not None:
         log.extend(batch.episodes)
     return batch
+
+
+def _temperature(role, scenario: Scenario, sampling: Sampling) -> float:
+    """Greedy for evaluation; else the role's own, else the run's, else the scenario's."""
+    if sampling.greedy:
+        return 0.0
+    if role.temperature is not None:
+        return role.temperature
+    return sampling.temperature if sampling.temperature is not None else scenario.temperature

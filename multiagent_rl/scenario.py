@@ -85,6 +85,8 @@ class Scenario:
         team_answer: episode -> str | None (default: majority of the last round).
         parse: text -> answer (default `parse_answer`).
         heldout_percent: share of task keys that belong to the held-out split.
+        split_key: task -> the text whose hash picks its split (default: `task.key`); e.g.
+            only the numbers of a word problem, so held-out sums are never seen in training.
         turn_instruction: (round index, number of rounds) -> text appended to each agent's turn prompt.
     """
 
@@ -102,6 +104,7 @@ class Scenario:
         parse: Callable[[str], str | None] = parse_answer,
         heldout_percent: int = 20,
         turn_instruction: Callable[[int, int], str] | None = None,
+        split_key: Callable[[Task], str] | None = None,
         max_new_tokens: int = 48,
         temperature: float = 1.0,
         options: Mapping[str, Any] | None = None,
@@ -117,6 +120,7 @@ class Scenario:
         self.parse = parse
         self.heldout_percent = heldout_percent
         self.turn_instruction = turn_instruction
+        self.split_key = split_key
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.options = dict(options or {})
@@ -193,7 +197,8 @@ class Scenario:
     # ----- tasks ----------------------------------------------------------------
     def split_of(self, task: Task) -> str:
         """'eval' for the held-out share of task keys, else 'train' (stable across runs)."""
-        bucket = zlib.crc32(task.key.encode("utf-8")) % 100
+        key = self.split_key(task) if self.split_key is not None else task.key
+        bucket = zlib.crc32(str(key).encode("utf-8")) % 100
         return "eval" if bucket < self.heldout_percent else "train"
 
     def sample_task(self, rng: random.Random, split: str = "train", max_draws: int = 2000) -> Task:

@@ -27,10 +27,8 @@ from multiagent_rl import (
 NAMES = ["Ali", "Mia", "Sam", "Lea", "Tom", "Ana", "Ben", "Zoe"]
 THINGS = ["apples", "coins", "books", "stamps", "marbles", "shells"]
 
-SYSTEM = (
-    "You are {name}, one of {n} solvers working as a team on a math problem. "
-    "You will see your teammates' answers. Reply with only the final number."
-)
+# Short prompts on purpose: on a CPU, prompt tokens are most of the compute.
+SYSTEM = "You are {name}, one of {n} math solvers in a team. Reply with only the final number."
 
 
 def make_word_problem(rng: random.Random, max_value: int = 20, ops: str = "+") -> Task:
@@ -48,7 +46,7 @@ def make_word_problem(rng: random.Random, max_value: int = 20, ops: str = "+") -
 
 
 def make_scenario(
-    solvers: int = 2, rounds: int = 2, max_value: int = 20, ops: str = "+", format_bonus: float = 0.1
+    solvers: int = 2, rounds: int = 2, max_value: int = 10, ops: str = "+", format_bonus: float = 0.1
 ) -> Scenario:
     """Build the debate scenario; options are also settable from the CLI (`--set scenario.solvers=3`)."""
     names = [f"solver_{chr(ord('a') + i)}" for i in range(solvers)]
@@ -67,8 +65,8 @@ def make_scenario(
 
     def instruction(round_index: int, total: int) -> str:
         if round_index == 0:
-            return "Give your answer as a single number."
-        return f"Round {round_index + 1} of {total}: check the answers above and give your final number."
+            return ""
+        return "Check your teammates' answers. Your final number?"
 
     return Scenario(
         name="debate",
@@ -80,6 +78,7 @@ def make_scenario(
         reward=reward,
         parse=parse_number_answer,
         turn_instruction=instruction,
-        max_new_tokens=24,
+        split_key=lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}",  # held-out sums are unseen
+        max_new_tokens=16,
         options={"solvers": solvers, "rounds": rounds, "max_value": max_value, "ops": ops},
     )

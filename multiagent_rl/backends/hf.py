@@ -42,10 +42,13 @@ class HFBackend:
     """Generation with a (peft) transformers model. Weights are shared with training,
     so updated adapters are visible at once (`sync_adapters` has nothing to do)."""
 
-    def __init__(self, model, tokenizer, max_batch_size: int | None = None):
+    def __init__(self, model, tokenizer, max_batch_size: int | None = None, mixed_precision: str = "no"):
+        if mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.mixed_precision = mixed_precision
         self.end_ids = _end_token_ids(model, tokenizer)
 
     @property
@@ -104,32 +107,44 @@ class HFBackend:
             raise ValueError("requests name adapters but the model has none")
         was_training = self.model.training
         self.model.eval()
+        device = next(self.model.parameters()).device.type
+        autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
         try:
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                max_new_tokens=max_new,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=top_p,
-                logits_processor=LogitsProcessorList([PerRowTemperature(temperatures)]),
-                pad_token_id=pad,
-                eos_token_id=self.end_ids,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **kwargs,
-            )
+            with autocast:
+                out = self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
         finally:
             self.model.train(was_training)
         sequences = out.sequences[:, width:]  # (B, T)
-        # scores are the processed (temperature-scaled) logits the sampler used.
-        logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1)  # (B, T, V)
-        token_logprobs = logprobs.gather(2, sequences.unsqueeze(2)).squeeze(2)  # (B, T)
+        # scores are the processed (temperature-scaled) logits the sampler used; gather
+        # step by step so a (B, T, vocab) tensor never exists.
+        token_logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float(), dim=-1).gather(1, sequences[:, t : t + 1]).squeeze(1)  # (B,)
+                for t, step in enumerate(out.scores)
+            ],
+            dim=1,
+        )  # (B, T)
         return [
             self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist())
             for i, (req, prompt) in enumerate(zip(requests, prompts, strict=True))
         ]
+
+    def _call_generate(self, input_ids, attention, max_new, top_p, temperatures, kwargs):
+        return self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=top_p,
+            logits_processor=LogitsProcessorList([PerRowTemperature(temperatures)]),
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.end_ids,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
 
     def _finish(self, req: GenerationRequest, prompt: list[int], ids: list[int], lps: list[float]) -> GenerationResult:
         # Cut at the first end-of-turn token (kept: the policy must learn to stop). Pad may
