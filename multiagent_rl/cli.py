@@ -119,15 +119,19 @@ def cmd_play(args) -> int:
         scenario, HFBackend(model, tokenizer), tasks, adapters=dict.fromkeys(scenario.agents),
         sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log, progress=True,
     )
-    for i, ep in enumerate(batch.episodes, 1):
-        print(f"=== episode {i}: {ep.task.prompt}")
+    print_transcripts(batch.episodes)
+    mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
+    print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
+    return 0
+
+
+def print_transcripts(episodes, title: str = "episode") -> None:
+    for i, ep in enumerate(episodes, 1):
+        print(f"=== {title} {i}: {ep.task.prompt}")
         for turn in ep.turns:
             to = ", ".join(turn.message.receivers) or "(nobody)"
             print(f"[round {turn.round + 1}] {turn.agent} -> {to}: {turn.message.text.strip()!r}  (answer: {turn.message.answer})")
         print(f"team answer: {ep.team_answer}  reference: {ep.task.answer}  rewards: {ep.rewards}\n")
-    mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
-    print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
-    return 0
 
 
 def _scenario_overrides(overrides: list[str]):
@@ -155,13 +159,27 @@ def cmd_train(args) -> int:
         raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
     run = Run(config, run_dir)
     summary = run.train()
+    _print_final_transcripts(run)
     _print_before_after(summary, run)
     return 0
 
 
+def _print_final_transcripts(run, count: int = 2) -> None:
+    """A few held-out episodes of the trained team, so the numbers come with real text."""
+    from .records import read_episodes
+
+    logs = sorted((run.run_dir / "episodes").glob("eval-step-*.msgpack"))
+    if logs:
+        episodes = read_episodes(logs[-1]).episodes[:count]
+        print_transcripts(episodes, title=f"held-out episode after step {run.step},")
+
+
 def _print_before_after(summary: dict, run) -> None:
     before, after = summary.get("before"), summary.get("after")
-    print(f"run folder: {run.run_dir}  steps: {summary['steps']}  resumed from: {summary.get('resumed_from')}")
+    minutes = summary.get("train_seconds", 0.0) / 60
+    print(f"run folder: {run.run_dir}  steps: {summary['steps']}  training time: {minutes:.1f} min  resumed from: {summary.get('resumed_from')}")
+    if summary.get("stopped"):
+        print(summary["stopped"])
     if before and after:
         print(f"held-out team reward ({before['n']} episodes, greedy)")
         print(f"  {'':10s} {'mean':>8s} {'s.e.':>8s}")

@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     steps: int = Field(20, ge=0, description="Training steps (each: rollout -> update).")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="Stop after this much training time (evaluation excluded), even before `steps`."
+    )
     seed: int = 0
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
     group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")

@@ -396,7 +396,13 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
 def _build(item: Any, options: Mapping[str, Any], spec: str) -> Scenario:
     if not isinstance(item, Scenario) and not callable(item):
         raise ScenarioError(f"{spec!r} is a {type(item).__name__}; expected a Scenario or a function returning one")
-    scenario = item if isinstance(item, Scenario) else item(**options)
+    if isinstance(item, Scenario):
+        scenario = item
+    else:
+        try:
+            scenario = item(**options)
+        except TypeError as exc:  # most often an unknown option name
+            raise ScenarioError(f"scenario {spec!r} rejected options {dict(options)}: {exc}") from exc
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"{spec!r} gave {type(scenario).__name__}, expected a Scenario")
     return scenario

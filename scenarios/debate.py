@@ -15,6 +15,7 @@ from multiagent_rl import (
     Episode,
     Role,
     Scenario,
+    ScenarioError,
     Task,
     answers_match,
     blend,
@@ -50,7 +51,11 @@ def make_scenario(
 ) -> Scenario:
     """Build the debate scenario; options are also settable from the CLI (`--set scenario.solvers=3`)."""
     names = [f"solver_{chr(ord('a') + i)}" for i in range(solvers)]
-    roles = [Role(n, SYSTEM.format(name=n, n=solvers)) for n in names]
+    if solvers < 1 or rounds < 1:
+        raise ScenarioError(f"debate needs solvers >= 1 and rounds >= 1, got solvers={solvers}, rounds={rounds}")
+    # solvers=1, rounds=1 is the single-agent baseline on the same tasks.
+    system = SYSTEM if solvers > 1 else "You are a math solver. Reply with only the final number."
+    roles = [Role(n, system.format(name=n, n=solvers)) for n in names]
 
     def sample(rng: random.Random) -> Task:
         return make_word_problem(rng, max_value=max_value, ops=ops)

@@ -81,7 +81,7 @@ class Run:
         return VLLMBackend(
             resolve_model_path(self.config.model),
             adapter_dirs={p.name: str(p) for p in live.iterdir()},
-            max_lora_rank=max(16, self.config.lora.rank),
+            max_lora_rank=self.config.lora.rank,
             max_loras=max(4, len(self.model.peft_config)),
             seed=self.config.seed,
         )
@@ -105,10 +105,14 @@ class Run:
         if resumed is None:
             summary["before"] = self.evaluate(step=0)
             self._log({"step": 0, **{f"eval/team_reward_{k}": v for k, v in summary["before"].items()}})
+        budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
+        spent = 0.0
         while self.step < cfg.steps:
             self.step += 1
             metrics = self.train_step(self.step)
-            last = self.step == cfg.steps
+            spent += metrics["perf/step_seconds"]
+            out_of_time = budget is not None and spent >= budget
+            last = self.step == cfg.steps or out_of_time
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 result = self.evaluate(step=self.step)
                 metrics.update({f"eval/team_reward_{k}": v for k, v in result.items()})
@@ -116,9 +120,13 @@ class Run:
             self._log(metrics)
             if self.step % cfg.save_every == 0 or last:
                 save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, {"scenario": self.scenario.name})
+            if out_of_time:
+                summary["stopped"] = f"time budget of {cfg.time_budget_minutes} min used after {self.step} steps"
+                break
         if self.accelerator is not None and self.config.log_with:
             self.accelerator.end_training()
         summary["steps"] = self.step
+        summary["train_seconds"] = spent
         return summary
 
     def tasks_for_step(self, step: int):

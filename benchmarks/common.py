@@ -1,0 +1,102 @@
+"""Helpers shared by the benchmarks: printing figures, LoRA init, model folders, environment facts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+EMBEDDED = "smollm2-135m-instruct"
+TINY = "tiny"
+
+
+def emit(figures: dict) -> dict:
+    """Print every figure as `name: value` (notes under `_notes` as `name: null (reason)`)."""
+    notes = figures.get("_notes", {})
+    for name, value in figures.items():
+        if name.startswith("_"):
+            continue
+        if value is None:
+            print(f"{name}: null ({notes.get(name, 'not measured')})", flush=True)
+        elif isinstance(value, float):
+            print(f"{name}: {value:.4g}", flush=True)
+        else:
+            print(f"{name}: {value}", flush=True)
+    return figures
+
+
+def randomize_lora_b(model, std: float = 1e-3, seed: int = 0) -> int:
+    """Give every adapter's lora_B non-zero weights (fresh LoRA has B = 0, so adapters
+    would all equal the base model). Returns how many tensors were touched."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    touched = 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+                touched += 1
+    return touched
+
+
+def save_tiny_model(folder: str | Path) -> Path:
+    """Write the `tiny` model (random 2-layer llama, seed 0) and its tokenizer to a plain HF
+    folder, so a separate process (e.g. TRL) can load exactly the same weights."""
+    from multiagent_rl.models import load_tokenizer, tiny_model
+
+    folder = Path(folder)
+    tokenizer = load_tokenizer(TINY)
+    model = tiny_model(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def model_folder(name: str, scratch: str | Path) -> str:
+    """An HF folder for `name`: the converted embedded model, a tiny one written under
+    `scratch`, or `name` itself (a folder or HF id)."""
+    from multiagent_rl.models import resolve_model_path
+
+    if name == TINY:
+        return str(save_tiny_model(Path(scratch) / "tiny-model"))
+    return resolve_model_path(name)
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def environment() -> dict:
+    """Facts that explain a figure: threads, versions, CPU."""
+    import peft
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }

