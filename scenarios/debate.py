@@ -20,6 +20,7 @@ from multiagent_rl import (
     answers_match,
     blend,
     complete,
+    from_edges,
     individual_rewards,
     parse_number_answer,
     team_reward,
@@ -77,7 +78,7 @@ def make_scenario(
         name="debate",
         description="Solvers debate arithmetic word problems on a complete graph; majority answer; team reward = correctness.",
         roles=roles,
-        graph=complete(names),
+        graph=complete(names) if solvers > 1 else from_edges([], agents=names),  # a lone solver hears no one
         schedule=[names] * rounds,
         make_task=sample,
         reward=reward,

@@ -37,7 +37,9 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
+    blend,
     from_edges,
+    individual_rewards,
     team_reward,
     zero_sum,
 )
@@ -169,6 +171,7 @@ def make_scenario(
     team_size: int = 1,
     mode: str = "general_sum",
     max_items: int = 4,
+    format_bonus: float = 0.1,
 ) -> Scenario:
     """Build the negotiation scenario (options settable as `--set scenario.mode=zero_sum`)."""
     if mode not in MODES:
@@ -179,6 +182,8 @@ def make_scenario(
         raise ScenarioError(
             f"negotiation: proposals must be at least 2 for a deal, got {proposals}"
         )
+    if not 0.0 <= format_bonus <= 1.0:
+        raise ScenarioError(f"negotiation: format_bonus must be in [0, 1], got {format_bonus}")
     if max_items < 1:
         raise ScenarioError(f"negotiation: max_items must be at least 1, got {max_items}")
 
@@ -226,11 +231,16 @@ def make_scenario(
             values, pot = task.meta["values"], task.meta["pot"]
             scores = {t: normalised_value(values[t], deal[t], pot) for t in TEAMS}
         if mode == "zero_sum":
-            return zero_sum(scores, teams)
+            return zero_sum(scores, teams)  # no format bonus: it would break the zero sum
         rewards: dict[str, float] = {}
         for t in TEAMS:
             rewards.update(team_reward(scores[t], [a for a in agents if teams[a] == t]))
-        return rewards
+        # A small bonus for well-formed proposals, so an untrained model that never reaches
+        # a deal still gets a signal to learn the format from.
+        formatted = dict.fromkeys(agents, 0.0)
+        for turn in episode.turns:
+            formatted[turn.agent] = float(turn.message.answer is not None)
+        return blend(rewards, individual_rewards(formatted), format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         if round_index >= total:  # the env also asks for the view after the last round

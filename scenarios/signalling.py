@@ -74,16 +74,22 @@ def make_reference_task(rng: random.Random, k: int = 3) -> Task:
 
 
 def picked_candidate(episode: Episode) -> str | None:
-    """The candidate the listener's number names, or None for no valid number."""
-    number = majority_answer(episode, ["listener"])
-    if number is None or not _PICK.fullmatch(number):
-        return None
+    """The candidate the listener picked: by its number, else by naming it (the last
+    candidate named in its reply, since small models often answer "the red star");
+    None when it did neither."""
     order = episode.task.meta["listener_order"]
-    index = int(number) - 1
-    return order[index] if 0 <= index < len(order) else None
+    number = majority_answer(episode, ["listener"])
+    if number is not None and _PICK.fullmatch(number):
+        index = int(number) - 1
+        return order[index] if 0 <= index < len(order) else None
+    replies = [t.message.text.lower() for t in episode.turns if t.agent == "listener"]
+    if not replies:
+        return None
+    named = [(replies[-1].rfind(name), name) for name in order if name in replies[-1]]
+    return max(named)[1] if named else None
 
 
-def make_scenario(K: int = 3, message_tokens: int = 8) -> Scenario:
+def make_scenario(K: int = 3, message_tokens: int = 12) -> Scenario:
     """Build the signalling game (options settable as `--set scenario.K=5`)."""
     if not 2 <= K <= len(OBJECTS):
         raise ScenarioError(f"signalling: K must be in 2..{len(OBJECTS)}, got {K!r}")
@@ -113,6 +119,6 @@ def make_scenario(K: int = 3, message_tokens: int = 8) -> Scenario:
         reward=reward,
         team_answer=picked_candidate,
         parse=parse_number_answer,
-        max_new_tokens=8,
+        max_new_tokens=12,
         options={"K": K, "message_tokens": message_tokens},
     )

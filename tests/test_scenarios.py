@@ -216,7 +216,8 @@ SCRIPTS: dict[str, tuple[Policy, Callable[[Task], float], Policy, Callable[[Task
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_scripted_right_team_gets_max_and_wrong_team_min(name):
-    scenario = load_scenario(name)
+    # negotiation's format bonus is tested on its own below; here the deal values alone.
+    scenario = load_scenario(name, **({"format_bonus": 0.0} if name == "negotiation" else {}))
     right, right_reward, wrong, wrong_reward = SCRIPTS[name]
     env = scenario.make_env(seed=0)
     for task in scenario.heldout_tasks(10, seed=0):
@@ -304,7 +305,7 @@ def test_negotiation_zero_sum_winner_takes_all():
     ],
 )
 def test_negotiation_no_deal_gives_zero_in_general_sum(lines):
-    scenario = load_scenario("negotiation")
+    scenario = load_scenario("negotiation", format_bonus=0.0)
     task = Task(
         key="fixed",
         prompt="Split 2 books and 2 hats.",
@@ -319,7 +320,7 @@ def test_negotiation_no_deal_gives_zero_in_general_sum(lines):
 
 
 def test_negotiation_deal_values_are_normalised_per_side():
-    scenario = load_scenario("negotiation")
+    scenario = load_scenario("negotiation", format_bonus=0.0)
     task = Task(
         key="fixed",
         prompt="Split 2 books and 2 hats.",
@@ -423,3 +424,20 @@ def test_signalling_out_of_range_pick_is_no_answer():
         episode = play(scenario.make_env(), lambda a, r, t, p=pick: f"<answer>{p}</answer>", task)
         assert episode.team_answer is None
         assert episode.team_reward() == 0.0
+
+
+def test_negotiation_format_bonus_pays_well_formed_proposals_without_a_deal():
+    scenario = load_scenario("negotiation", format_bonus=0.1)
+    task = Task(
+        key="fixed",
+        prompt="Split 2 books and 2 hats.",
+        meta={
+            "pot": {"books": 2, "hats": 2},
+            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
+        },
+    )
+    lines = ["<answer>2,2</answer>", "I refuse", "<answer>2,1</answer>", "no"]
+    episode = play(scenario.make_env(), proposals_policy(lines), task)
+    assert episode.team_answer is None
+    # red's last proposal parses, blue's does not: only red earns the bonus
+    assert episode.rewards == pytest.approx({"red_negotiator": 0.1, "blue_negotiator": 0.0})
