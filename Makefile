@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	.venv/bin/multiagent-rl train debate --out runs/demo --config examples/demo.yaml
+	.venv/bin/multiagent-rl train debate --out runs/demo-$$(date +%Y%m%d-%H%M%S) --config examples/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

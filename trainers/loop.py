@@ -102,7 +102,9 @@ class Run:
         save_config(cfg, self.run_dir / "config.yaml")
         self._start_accelerator()
         summary: dict[str, Any] = {"resumed_from": resumed}
-        if resumed is None:
+        if resumed is not None:
+            summary["before"] = self._logged_eval(0)
+        else:
             summary["before"] = self.evaluate(step=0)
             self._log({"step": 0, **{f"eval/team_reward_{k}": v for k, v in summary["before"].items()}})
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
@@ -262,6 +264,18 @@ class Run:
         for log in (self.run_dir / "episodes").glob("*step-*.msgpack"):
             if int(log.stem.rsplit("-", 1)[1]) > step:
                 log.unlink()
+
+    def _logged_eval(self, step: int) -> dict[str, float] | None:
+        """The held-out result logged at `step`, if any (for resumed runs' before/after)."""
+        path = self.run_dir / "metrics.jsonl"
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step") == step and "eval/team_reward_mean" in record:
+                return {k: record[f"eval/team_reward_{k}"] for k in ("mean", "se", "n")}
+        return None
 
     def _log(self, metrics: dict[str, Any]) -> None:
         line = json.dumps(metrics, default=float)
