@@ -50,10 +50,10 @@ MODES = ("general_sum", "zero_sum")
 MAX_VALUE = 5  # per-item values are 0..MAX_VALUE, never both zero for one side
 VALUE_PAIRS = [(b, h) for b in range(MAX_VALUE + 1) for h in range(MAX_VALUE + 1) if b or h]
 
+# Concrete and short: the embedded model refuses vaguer negotiation prompts outright.
 NEGOTIATOR = (
-    "You negotiate for team {team}. Split the pot of books and hats with the other team. "
-    "Reply with the books and hats YOU keep as <answer>B,H</answer>, "
-    "or <answer>accept</answer> to take the other team's last offer."
+    "You are the {team} player in a trading game. Say how many books and hats you keep, "
+    "as two numbers like 2,1. Or say accept."
 )
 ADVISOR = (
     "You advise the {team} negotiator. In one short line, say what your team should keep, "
@@ -251,7 +251,7 @@ def make_scenario(
                 f"Proposal {k} of {proposals}, the last: accept or give the exact complement "
                 "of the other side's offer to make a deal; no deal scores 0."
             )
-        return f"Proposal {k} of {proposals}."
+        return f"Proposal {k} of {proposals}. Books, hats you keep:"
 
     return Scenario(
         name="negotiation",
