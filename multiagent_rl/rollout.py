@@ -7,6 +7,7 @@ with ONE backend call per round for every acting agent of every running episode.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -70,8 +71,6 @@ def rollout(
 
     `adapters` maps agent -> adapter name (None: the base model); default: the scenario's.
     """
-    import time
-
     sampling = sampling or Sampling()
     adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles}
     envs: list[TeamEnv] = []
