@@ -22,7 +22,13 @@ from typing import Any
 
 import torch
 
-from multiagent_rl.adapters import LoraSettings, adapter_map, adapter_names, attach_adapters
+from multiagent_rl.adapters import (
+    LoraSettings,
+    adapter_map,
+    adapter_names,
+    attach_adapters,
+    save_adapters,
+)
 from multiagent_rl.config import TrainConfig, save_config
 from multiagent_rl.models import load_model, resolve_model_path
 from multiagent_rl.records import Episode, EpisodeLog
@@ -74,10 +80,7 @@ class Run:
             )
         from multiagent_rl.backends.vllm import VLLMBackend
 
-        live = self.run_dir / "live_adapters" / "step-0"
-        from multiagent_rl.adapters import save_adapters
-
-        save_adapters(self.model, live)
+        live = self._publish_adapters(0)
         return VLLMBackend(
             resolve_model_path(self.config.model),
             adapter_dirs={p.name: str(p) for p in live.iterdir()},
@@ -85,6 +88,12 @@ class Run:
             max_loras=max(4, len(self.model.peft_config)),
             seed=self.config.seed,
         )
+
+    def _publish_adapters(self, step: int) -> Path:
+        """Save the current adapters where an out-of-process engine (vLLM) can load them."""
+        live = self.run_dir / "live_adapters" / f"step-{step}"
+        save_adapters(self.model, live)
+        return live
 
     def _start_accelerator(self):
         from accelerate import Accelerator
@@ -171,11 +180,7 @@ class Run:
         )
         t2 = time.perf_counter()
         if self.config.backend != "hf":
-            from multiagent_rl.adapters import save_adapters
-
-            live = self.run_dir / "live_adapters" / f"step-{step}"
-            save_adapters(self.model, live)
-            self.backend.sync_adapters(str(live))
+            self.backend.sync_adapters(str(self._publish_adapters(step)))
         metrics = {"step": step, **rollout_metrics(batch), **adv_metrics, **update}
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["perf/rollout_seconds"] = t1 - t0
