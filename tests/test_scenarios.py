@@ -282,6 +282,18 @@ def test_negotiation_zero_sum_winner_takes_all():
     assert episode.team_answer == f"red keeps {pot['books']},{pot['hats']}; blue keeps 0,0"
 
 
+def fixed_pot_task() -> Task:
+    """2 books and 2 hats; red values hats more, blue values both alike."""
+    return Task(
+        key="fixed",
+        prompt="Split 2 books and 2 hats.",
+        meta={
+            "pot": {"books": 2, "hats": 2},
+            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
+        },
+    )
+
+
 @pytest.mark.parametrize(
     "lines",
     [
@@ -306,14 +318,7 @@ def test_negotiation_zero_sum_winner_takes_all():
 )
 def test_negotiation_no_deal_gives_zero_in_general_sum(lines):
     scenario = load_scenario("negotiation", format_bonus=0.0)
-    task = Task(
-        key="fixed",
-        prompt="Split 2 books and 2 hats.",
-        meta={
-            "pot": {"books": 2, "hats": 2},
-            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
-        },
-    )
+    task = fixed_pot_task()
     episode = play(scenario.make_env(), proposals_policy(list(lines)), task)
     assert episode.team_answer is None
     assert episode.rewards == {"red_negotiator": 0.0, "blue_negotiator": 0.0}
@@ -321,14 +326,7 @@ def test_negotiation_no_deal_gives_zero_in_general_sum(lines):
 
 def test_negotiation_deal_values_are_normalised_per_side():
     scenario = load_scenario("negotiation", format_bonus=0.0)
-    task = Task(
-        key="fixed",
-        prompt="Split 2 books and 2 hats.",
-        meta={
-            "pot": {"books": 2, "hats": 2},
-            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
-        },
-    )
+    task = fixed_pot_task()
     lines = ["", "", "I keep <answer>0,2</answer>", "Deal, I keep 2 books and 0 hats"]
     episode = play(scenario.make_env(), proposals_policy(lines), task)
     assert episode.team_answer == "red keeps 0,2; blue keeps 2,0"
@@ -428,14 +426,7 @@ def test_signalling_out_of_range_pick_is_no_answer():
 
 def test_negotiation_format_bonus_pays_well_formed_proposals_without_a_deal():
     scenario = load_scenario("negotiation", format_bonus=0.1)
-    task = Task(
-        key="fixed",
-        prompt="Split 2 books and 2 hats.",
-        meta={
-            "pot": {"books": 2, "hats": 2},
-            "values": {"red": {"books": 1, "hats": 3}, "blue": {"books": 2, "hats": 2}},
-        },
-    )
+    task = fixed_pot_task()
     lines = ["<answer>2,2</answer>", "I refuse", "<answer>2,1</answer>", "no"]
     episode = play(scenario.make_env(), proposals_policy(lines), task)
     assert episode.team_answer is None
