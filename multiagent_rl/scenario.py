@@ -294,6 +294,15 @@ def individual_rewards(values: Mapping[str, float]) -> dict[str, float]:
     return {a: float(v) for a, v in values.items()}
 
 
+def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
+    """1.0 for each agent whose latest message carries a parseable answer, else 0.0
+    (the usual format bonus, to blend with a team reward)."""
+    latest = dict.fromkeys(agents, 0.0)
+    for turn in episode.turns:
+        latest[turn.agent] = float(turn.message.answer is not None)
+    return latest
+
+
 def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:
     """Zero-sum between teams: each team gets its score minus the mean team score,
     split evenly among its members, so all agents' rewards sum to zero.

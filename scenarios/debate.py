@@ -17,11 +17,11 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
+    answered,
     answers_match,
     blend,
     complete,
     from_edges,
-    individual_rewards,
     parse_number_answer,
     team_reward,
 )
@@ -64,10 +64,7 @@ def make_scenario(
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
         # Bonus: the agent's last message carries a parseable number (pays for the format, not the content).
-        formatted = {a: 0.0 for a in names}
-        for turn in episode.turns:
-            formatted[turn.agent] = float(turn.message.answer is not None)
-        return blend(team_reward(correct, names), individual_rewards(formatted), format_bonus)
+        return blend(team_reward(correct, names), answered(episode, names), format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         if round_index == 0:

@@ -22,9 +22,9 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
+    answered,
     answers_match,
     blend,
-    individual_rewards,
     majority_answer,
     parse_number_answer,
     star,
@@ -98,10 +98,7 @@ def make_scenario(
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
         # Bonus: the agent's message carries a parseable number (pays for the format only).
-        formatted = dict.fromkeys(AGENTS, 0.0)
-        for turn in episode.turns:
-            formatted[turn.agent] = float(turn.message.answer is not None)
-        return blend(team_reward(correct, AGENTS), individual_rewards(formatted), format_bonus)
+        return blend(team_reward(correct, AGENTS), answered(episode, AGENTS), format_bonus)
 
     schedule: Sequence[Sequence[str]] = [["planner"], WORKERS, ["aggregator"]]
     return Scenario(

@@ -37,9 +37,9 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
+    answered,
     blend,
     from_edges,
-    individual_rewards,
     team_reward,
     zero_sum,
 )
@@ -237,10 +237,7 @@ def make_scenario(
             rewards.update(team_reward(scores[t], [a for a in agents if teams[a] == t]))
         # A small bonus for well-formed proposals, so an untrained model that never reaches
         # a deal still gets a signal to learn the format from.
-        formatted = dict.fromkeys(agents, 0.0)
-        for turn in episode.turns:
-            formatted[turn.agent] = float(turn.message.answer is not None)
-        return blend(rewards, individual_rewards(formatted), format_bonus)
+        return blend(rewards, answered(episode, agents), format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         if round_index >= total:  # the env also asks for the view after the last round
