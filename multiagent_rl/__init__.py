@@ -24,6 +24,7 @@ from .scenario import (
     answered,
     blend,
     individual_rewards,
+    latest_answers,
     list_scenarios,
     load_scenario,
     majority_answer,
@@ -35,7 +36,7 @@ from .scenario import (
 __all__ = [
     "Episode", "EpisodeLog", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
     "ScenarioError", "Task", "Turn", "answered", "answers_match", "blend", "chain", "complete", "from_edges",
-    "graph_for_round", "individual_rewards", "last_number", "list_scenarios", "load_scenario",
+    "graph_for_round", "individual_rewards", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
     "register", "ring", "star", "team_reward", "zero_sum",
 ]

@@ -182,10 +182,11 @@ def _print_before_after(summary: dict, run) -> None:
         print(summary["stopped"])
     if before and after:
         print(f"held-out team reward ({before['n']} episodes, greedy)")
-        print(f"  {'':10s} {'mean':>8s} {'s.e.':>8s}")
-        print(f"  {'before':10s} {before['mean']:8.3f} {before['se']:8.3f}")
-        print(f"  {'after':10s} {after['mean']:8.3f} {after['se']:8.3f}")
-        print(f"  {'change':10s} {after['mean'] - before['mean']:+8.3f}")
+        print(f"  {'':10s} {'mean':>8s} {'s.e.':>8s} {'accuracy':>9s}")
+        for label, row in (("before", before), ("after", after)):
+            print(f"  {label:10s} {row['mean']:8.3f} {row['se']:8.3f} {row.get('accuracy', float('nan')):9.3f}")
+        accuracy_change = after.get("accuracy", float("nan")) - before.get("accuracy", float("nan"))
+        print(f"  {'change':10s} {after['mean'] - before['mean']:+8.3f} {'':8s} {accuracy_change:+9.3f}")
 
 
 def cmd_eval(args) -> int:

@@ -183,7 +183,8 @@ class TeamEnv(ParallelEnv):
         for i, r in enumerate(own_rounds):
             parts = []
             if i == 0:
-                parts.append(f"Task: {self.task.prompt}")
+                if self.task.prompt:  # an empty shared prompt: the private views say it all
+                    parts.append(f"Task: {self.task.prompt}")
                 private = self.task.private.get(agent)
                 if private:
                     parts.append(f"Only you can see this: {private}")

@@ -294,13 +294,19 @@ def individual_rewards(values: Mapping[str, float]) -> dict[str, float]:
     return {a: float(v) for a, v in values.items()}
 
 
+def latest_answers(episode: Episode, agents: Iterable[str]) -> dict[str, str | None]:
+    """Each agent's parsed answer in its latest message (None: it never answered)."""
+    latest: dict[str, str | None] = dict.fromkeys(agents)
+    for turn in episode.turns:
+        if turn.agent in latest:
+            latest[turn.agent] = turn.message.answer
+    return latest
+
+
 def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
     """1.0 for each agent whose latest message carries a parseable answer, else 0.0
     (the usual format bonus, to blend with a team reward)."""
-    latest = dict.fromkeys(agents, 0.0)
-    for turn in episode.turns:
-        latest[turn.agent] = float(turn.message.answer is not None)
-    return latest
+    return {a: float(answer is not None) for a, answer in latest_answers(episode, agents).items()}
 
 
 def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:

@@ -1,10 +1,13 @@
 """debate (cooperative): solvers answer an arithmetic word problem, read each
 other's answers over a complete graph, and answer again; the team answer is the
-majority of the last round (ties go to the first solver). Team reward =
-correctness, plus a small individual bonus for ending a message with a number.
+majority of the last round (ties go to the first solver). Reward = the team's
+correctness blended with each solver's own last answer being right (`own_weight`:
+with two solvers the tie rule makes the team answer solver_a's, so without it
+solver_b's outcome would not depend on what solver_b said), plus a small
+individual bonus for ending a message with a number.
 
 Worked example of: a complete graph, a multi-round schedule, a procedural task
-sampler, and a blend of team and individual rewards.
+sampler, and blends of team and individual rewards.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from multiagent_rl import (
     blend,
     complete,
     from_edges,
+    latest_answers,
     parse_number_answer,
     team_reward,
 )
@@ -48,9 +52,18 @@ def make_word_problem(rng: random.Random, max_value: int = 20, ops: str = "+") -
 
 
 def make_scenario(
-    solvers: int = 2, rounds: int = 2, max_value: int = 10, ops: str = "+", format_bonus: float = 0.1
+    solvers: int = 2,
+    rounds: int = 2,
+    max_value: int = 10,
+    ops: str = "+",
+    share: str = "full",
+    own_weight: float = 0.5,
+    format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the debate scenario; options are also settable from the CLI (`--set scenario.solvers=3`)."""
+    """Build the debate scenario; options are also settable from the CLI (`--set scenario.solvers=3`).
+
+    share: what a solver sees of a teammate's message, "full" text or "answer" only.
+    """
     names = [f"solver_{chr(ord('a') + i)}" for i in range(solvers)]
     if solvers < 1 or rounds < 1:
         raise ScenarioError(f"debate needs solvers >= 1 and rounds >= 1, got solvers={solvers}, rounds={rounds}")
@@ -63,8 +76,10 @@ def make_scenario(
 
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
+        own = {n: float(answers_match(said, task.answer)) for n, said in latest_answers(episode, names).items()}
+        shaped = blend(team_reward(correct, names), own, own_weight)
         # Bonus: the agent's last message carries a parseable number (pays for the format, not the content).
-        return blend(team_reward(correct, names), answered(episode, names), format_bonus)
+        return blend(shaped, answered(episode, names), format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         if round_index == 0:
@@ -75,7 +90,7 @@ def make_scenario(
         name="debate",
         description="Solvers debate arithmetic word problems on a complete graph; majority answer; team reward = correctness.",
         roles=roles,
-        graph=complete(names) if solvers > 1 else from_edges([], agents=names),  # a lone solver hears no one
+        graph=complete(names, visibility=share) if solvers > 1 else from_edges([], agents=names),  # a lone solver hears no one
         schedule=[names] * rounds,
         make_task=sample,
         reward=reward,
@@ -83,5 +98,13 @@ def make_scenario(
         turn_instruction=instruction,
         split_key=lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}",  # held-out sums are unseen
         max_new_tokens=16,
-        options={"solvers": solvers, "rounds": rounds, "max_value": max_value, "ops": ops},
+        options={
+            "solvers": solvers,
+            "rounds": rounds,
+            "max_value": max_value,
+            "ops": ops,
+            "share": share,
+            "own_weight": own_weight,
+            "format_bonus": format_bonus,
+        },
     )

@@ -1,13 +1,17 @@
-"""division_of_labour (cooperative): a planner splits "(a + b) + (c + d)" between two
-workers, each worker adds its pair, and an aggregator adds the workers' results.
-Only the planner sees all four numbers; by default each worker also sees its own
-pair privately, and the aggregator sees nothing but the workers' messages. Team
-reward = the aggregator's correctness, plus a small individual format bonus.
+"""division_of_labour (cooperative): "(a + b) + (c + d)" split across a team. Each of two
+workers privately sees its own pair and adds it; an aggregator, who sees no numbers,
+adds the two results the workers send it. With `planner=True` a planner who alone sees
+all four numbers comes first and briefs the workers (add `workers_see_parts=False` and
+the workers depend on that brief).
+
+Reward: the team's correctness (the aggregator's answer), blended with each agent's
+own job done right (`own_weight`: a worker's sum of its pair, the aggregator's sum of
+what it received, the planner's team outcome), plus a small format bonus. The own-job
+part tells each agent what *it* did, which a shared outcome alone does not.
 
 Worked example of: private per-agent views (`Task.private`), a per-round graph
-function (planner -> workers, then workers -> aggregator), a one-agent team
-answer (`team_answer=`), per-role token budgets, and roles sharing an adapter
-(`shared_workers=True`).
+function, a one-agent team answer (`team_answer=`), per-role token budgets, roles
+sharing an adapter (`shared_workers=True`) and per-agent reward shaping.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from multiagent_rl import (
     answered,
     answers_match,
     blend,
+    latest_answers,
     majority_answer,
     parse_number_answer,
     star,
@@ -32,7 +37,6 @@ from multiagent_rl import (
 )
 
 WORKERS = ["worker_1", "worker_2"]
-AGENTS = ["planner", *WORKERS, "aggregator"]
 
 PLANNER = (
     "You are the planner. You alone see the numbers. Send each worker its pair, "
@@ -42,19 +46,19 @@ WORKER = "You are {name}. Add the two numbers of your part. Reply with only the 
 AGGREGATOR = (
     "You are the aggregator. Add the two numbers the workers send you. Reply with only the number."
 )
-PROMPT = (
-    "Compute (a + b) + (c + d) as a team: worker_1 adds a + b, worker_2 adds c + d, "
-    "the aggregator adds their two results."
-)
+# No shared task text: a 135M model echoes the first line it reads, so each agent's view
+# ends in its own question (the worker's private sum, the aggregator's turn instruction).
+PROMPT = ""
+AGGREGATE = "What is the sum of the workers' two numbers?"
 
 
-def make_sum_task(rng: random.Random, max_value: int = 9, workers_see_parts: bool = True) -> Task:
+def make_sum_task(rng: random.Random, max_value: int = 9, workers_see_parts: bool = True, planner: bool = True) -> Task:
     """One "(a + b) + (c + d)" task; the numbers live only in private views."""
     a, b, c, d = (rng.randint(1, max_value) for _ in range(4))
-    private = {"planner": f"The numbers: ({a} + {b}) + ({c} + {d})"}
+    private = {"planner": f"The numbers: ({a} + {b}) + ({c} + {d})"} if planner else {}
     if workers_see_parts:
-        private["worker_1"] = f"Your part: {a} + {b}"
-        private["worker_2"] = f"Your part: {c} + {d}"
+        private["worker_1"] = f"Your part: what is {a} + {b}?"
+        private["worker_2"] = f"Your part: what is {c} + {d}?"
     return Task(
         key=f"({a}+{b})+({c}+{d})",
         prompt=PROMPT,
@@ -64,11 +68,15 @@ def make_sum_task(rng: random.Random, max_value: int = 9, workers_see_parts: boo
     )
 
 
-def graph_for(round_index: int) -> MessageGraph:
-    """Round 0: the planner briefs both workers; later: the workers report to the aggregator."""
-    if round_index == 0:
-        return star("planner", WORKERS, direction="out")
-    return star("aggregator", WORKERS, direction="in")
+def graph_maker(planner: bool, share: str):
+    """With a planner, round 0: planner -> workers; then workers -> aggregator."""
+
+    def graph_for(round_index: int) -> MessageGraph:
+        if planner and round_index == 0:
+            return star("planner", WORKERS, direction="out")
+        return star("aggregator", WORKERS, direction="in", visibility=share)
+
+    return graph_for
 
 
 def aggregator_answer(episode: Episode) -> str | None:
@@ -76,49 +84,84 @@ def aggregator_answer(episode: Episode) -> str | None:
     return majority_answer(episode, ["aggregator"])
 
 
+def own_jobs(task: Task, episode: Episode, agents: Sequence[str], team_correct: float) -> dict[str, float]:
+    """1.0 for each agent whose own step was right: a worker's sum of its pair, the
+    aggregator's sum of the numbers it received (right even if a worker was wrong);
+    the planner's job has no check of its own, so it gets the team outcome."""
+    said = latest_answers(episode, agents)
+    parts = dict(zip(WORKERS, task.meta["parts"], strict=True))
+    jobs = {"planner": team_correct}
+    for worker in WORKERS:
+        jobs[worker] = float(answers_match(said[worker], str(parts[worker])))
+    received = [said[w] for w in WORKERS]
+    try:
+        expected = str(sum(int(x) for x in received))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        expected = None  # a worker sent no whole number: there was nothing sound to add
+    jobs["aggregator"] = float(expected is not None and answers_match(said["aggregator"], expected))
+    return {a: jobs[a] for a in agents}
+
+
 def make_scenario(
     max_value: int = 9,
+    planner: bool = False,
     workers_see_parts: bool = True,
     shared_workers: bool = False,
+    share: str = "full",
+    own_weight: float = 0.5,
     format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the division-of-labour scenario (options settable as `--set scenario.max_value=20`)."""
+    """Build the division-of-labour scenario (options settable as `--set scenario.max_value=20`).
+
+    share: what the aggregator sees of a worker's message, "full" text or "answer" only.
+    """
     if max_value < 2:
         raise ScenarioError(f"division_of_labour: max_value must be at least 2 (got {max_value})")
+    if not planner and not workers_see_parts:
+        raise ScenarioError("division_of_labour: without a planner the workers must see their parts (workers_see_parts=True)")
     worker_adapter = "worker" if shared_workers else None
+    agents = (["planner"] if planner else []) + [*WORKERS, "aggregator"]
     roles = [
-        Role("planner", PLANNER, max_new_tokens=32),
+        *([Role("planner", PLANNER, max_new_tokens=32)] if planner else []),
         *(Role(w, WORKER.format(name=w), adapter=worker_adapter) for w in WORKERS),
         Role("aggregator", AGGREGATOR),
     ]
 
     def sample(rng: random.Random) -> Task:
-        return make_sum_task(rng, max_value=max_value, workers_see_parts=workers_see_parts)
+        return make_sum_task(rng, max_value=max_value, workers_see_parts=workers_see_parts, planner=planner)
 
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
+        shaped = blend(team_reward(correct, agents), own_jobs(task, episode, agents, correct), own_weight)
         # Bonus: the agent's message carries a parseable number (pays for the format only).
-        return blend(team_reward(correct, AGENTS), answered(episode, AGENTS), format_bonus)
+        return blend(shaped, answered(episode, agents), format_bonus)
 
-    schedule: Sequence[Sequence[str]] = [["planner"], WORKERS, ["aggregator"]]
+    def instruction(round_index: int, total: int) -> str:
+        return AGGREGATE if round_index == total - 1 else ""
+
+    schedule: Sequence[Sequence[str]] = ([["planner"]] if planner else []) + [WORKERS, ["aggregator"]]
     return Scenario(
         name="division_of_labour",
         description=(
-            "A planner splits (a+b)+(c+d) between two workers; an aggregator adds their "
-            "results; team reward = correctness."
+            "Two workers each add a private pair of (a+b)+(c+d); an aggregator adds their results "
+            "(optionally a planner briefs the workers first); reward = team correctness and each one's own job."
         ),
         roles=roles,
-        graph=graph_for,
+        graph=graph_maker(planner, share),
         schedule=schedule,
         make_task=sample,
         reward=reward,
         team_answer=aggregator_answer,
+        turn_instruction=instruction,
         parse=parse_number_answer,
         max_new_tokens=24,
         options={
             "max_value": max_value,
+            "planner": planner,
             "workers_see_parts": workers_see_parts,
             "shared_workers": shared_workers,
+            "share": share,
+            "own_weight": own_weight,
             "format_bonus": format_bonus,
         },
     )

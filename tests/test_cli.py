@@ -157,7 +157,8 @@ def test_eval_prints_base_and_trained_as_json(trained, capsys):
     result = json.loads(out)
     assert result["checkpoint"] == "step-1" and result["episodes"] == 1
     for side in ("base", "trained"):
-        assert set(result[side]) == {"mean", "se", "n"} and result[side]["n"] == 1
+        assert set(result[side]) == {"mean", "se", "n", "accuracy"} and result[side]["n"] == 1
+        assert result[side]["accuracy"] in (0.0, 1.0)  # one graded episode: right or wrong
     assert result["change"] == pytest.approx(result["trained"]["mean"] - result["base"]["mean"])
 
 

@@ -13,14 +13,16 @@ from itertools import product
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from multiagent_rl import Episode, Task, list_scenarios, load_scenario
+from multiagent_rl import Episode, ScenarioError, Task, list_scenarios, load_scenario
 from multiagent_rl.env import TeamEnv
 from multiagent_rl.records import encode_frame, read_episodes
 from scenarios.negotiation import parse_proposal
 
 BUILT_IN = ["debate", "division_of_labour", "negotiation", "signalling"]
 VARIANTS = [
-    ("division_of_labour", {"shared_workers": True, "workers_see_parts": False}),
+    ("division_of_labour", {"planner": True, "shared_workers": True, "workers_see_parts": False}),
+    ("division_of_labour", {"share": "answer"}),
+    ("debate", {"solvers": 3, "share": "answer"}),
     ("negotiation", {"team_size": 2, "mode": "zero_sum"}),
     ("negotiation", {"proposals": 3, "max_items": 2}),
     ("signalling", {"K": 5, "message_tokens": 4}),
@@ -130,7 +132,7 @@ def debate_right(agent, round_index, task):
 
 
 def division_right(agent, round_index, task):
-    a, b, c, d = task.meta["numbers"]
+    a, b, c, d = task.meta["numbers"]  # planner only with planner=True
     if agent == "planner":
         return f"worker_1: {a} + {b}, worker_2: {c} + {d}"
     if agent == "worker_1":
@@ -364,16 +366,28 @@ def test_negotiation_advisors_talk_only_to_their_negotiator():
 # ----- division of labour and signalling ------------------------------------------
 def test_division_of_labour_private_views():
     scenario = load_scenario("division_of_labour")
+    assert scenario.agents == ["worker_1", "worker_2", "aggregator"]
     task = scenario.heldout_tasks(1)[0]
     a, b, c, d = task.meta["numbers"]
-    assert task.private["worker_1"] == f"Your part: {a} + {b}"
-    assert task.private["worker_2"] == f"Your part: {c} + {d}"
-    assert "aggregator" not in task.private
+    assert task.private == {"worker_1": f"Your part: what is {a} + {b}?", "worker_2": f"Your part: what is {c} + {d}?"}
     assert str(a) not in task.prompt
 
-    hidden = load_scenario("division_of_labour", workers_see_parts=False).heldout_tasks(1)[0]
+    env = scenario.make_env(seed=0)
+    env.reset(options={"task": task})
+    # The worker's whole view is its system prompt and its own part: no empty "Task:" line.
+    assert [m["content"] for m in env.chat("worker_1")][1] == f"Only you can see this: Your part: what is {a} + {b}?"
+
+    planned = load_scenario("division_of_labour", planner=True)
+    assert planned.agents == ["planner", "worker_1", "worker_2", "aggregator"]
+    assert set(planned.heldout_tasks(1)[0].private) == {"planner", "worker_1", "worker_2"}
+    hidden = load_scenario("division_of_labour", planner=True, workers_see_parts=False).heldout_tasks(1)[0]
     assert set(hidden.private) == {"planner"}
-    assert hidden.key == task.key  # the option changes the views, not the task
+    assert hidden.key == task.key  # the options change the views, not the task
+
+
+def test_division_of_labour_needs_someone_to_see_the_numbers():
+    with pytest.raises(ScenarioError, match="workers_see_parts"):
+        load_scenario("division_of_labour", workers_see_parts=False)
 
 
 def test_division_of_labour_adapters():
@@ -383,13 +397,13 @@ def test_division_of_labour_adapters():
         "worker_1",
         "worker_2",
     ]
-    shared = load_scenario("division_of_labour", shared_workers=True)
+    shared = load_scenario("division_of_labour", planner=True, shared_workers=True)
     assert {shared.adapter_for(w) for w in ("worker_1", "worker_2")} == {"worker"}
     assert shared.adapter_for("planner") == "planner"
 
 
 def test_division_of_labour_team_answer_is_the_aggregators():
-    scenario = load_scenario("division_of_labour")
+    scenario = load_scenario("division_of_labour", planner=True)
     task = scenario.heldout_tasks(1)[0]
 
     def policy(agent, round_index, task):
@@ -397,7 +411,45 @@ def test_division_of_labour_team_answer_is_the_aggregators():
 
     episode = play(scenario.make_env(), policy, task)
     assert episode.team_answer == "-1"
-    assert episode.rewards["planner"] == pytest.approx(0.1)  # only the format bonus
+    # The planner's own job is the team outcome: nothing but the format bonus.
+    assert episode.rewards["planner"] == pytest.approx(0.1)
+
+
+def test_division_of_labour_rewards_each_agents_own_job():
+    scenario = load_scenario("division_of_labour", own_weight=0.5, format_bonus=0.1)
+    task = scenario.heldout_tasks(1)[0]
+    p1, p2 = task.meta["parts"]
+
+    def policy(agent, round_index, task):
+        # worker_1 is off by one; the aggregator adds what it got, so the team is wrong.
+        said = {"worker_1": p1 + 1, "worker_2": p2, "aggregator": p1 + 1 + p2}[agent]
+        return f"<answer>{said}</answer>"
+
+    episode = play(scenario.make_env(), policy, task)
+    assert episode.team_answer == str(p1 + 1 + p2)
+    # (1 - 0.1) * (0.5 * team 0 + 0.5 * own) + 0.1 * answered
+    assert episode.rewards == pytest.approx({"worker_1": 0.1, "worker_2": 0.55, "aggregator": 0.55})
+
+    def silent_worker(agent, round_index, task):
+        # worker_2 sends no number; the aggregator passes on the one it got.
+        return "no idea" if agent == "worker_2" else f"<answer>{p1}</answer>"
+
+    episode = play(scenario.make_env(), silent_worker, task)
+    assert episode.rewards["aggregator"] == pytest.approx(0.1)  # nothing sound to add: no own credit
+
+
+def test_debate_own_weight_credits_each_solvers_last_answer():
+    scenario = load_scenario("debate", own_weight=0.5, format_bonus=0.1)
+    task = scenario.heldout_tasks(1)[0]
+
+    def policy(agent, round_index, task):
+        # Tie (a wrong, b right): the team answer is solver_a's, so the team is wrong.
+        return f"<answer>{int(task.answer) + (1 if agent == 'solver_a' else 0)}</answer>"
+
+    episode = play(scenario.make_env(), policy, task)
+    assert episode.rewards == pytest.approx({"solver_a": 0.1, "solver_b": 0.55})
+    plain = load_scenario("debate", own_weight=0.0, format_bonus=0.1)
+    assert play(plain.make_env(), policy, task).rewards == pytest.approx({"solver_a": 0.1, "solver_b": 0.1})
 
 
 def test_signalling_task_meta_and_views():

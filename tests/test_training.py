@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from multiagent_rl import (
+    Episode,
     Role,
     Scenario,
     Task,
@@ -26,7 +27,7 @@ from multiagent_rl.config import load_config
 from multiagent_rl.rollout import rollout
 from trainers.checkpoint import latest_checkpoint
 from trainers.grpo import Sample, UpdateSettings, grpo_update
-from trainers.loop import Run
+from trainers.loop import Run, team_reward_stats
 
 AGENTS = ["solver", "critic"]
 
@@ -340,3 +341,19 @@ def test_update_uses_each_roles_sampling_temperature(single_thread, tmp_path, mo
     assert run.train_step(1)["update/skipped"] == 0.0
     assert seen["critic"] == {1.0}
     assert seen["solver"] == {0.5}
+
+
+def test_heldout_stats_grade_the_team_answer_apart_from_the_shaped_reward():
+    def episode(team_answer, answer, rewards):
+        task = Task(key=str(answer), prompt="", answer=answer)
+        return Episode(episode_id="e", scenario="s", task=task, rewards=rewards, team_answer=team_answer)
+
+    stats = team_reward_stats([
+        episode("7", "7", {"a": 1.0, "b": 0.5}),   # right: team reward 0.75
+        episode("8", "7", {"a": 0.0, "b": 0.5}),   # wrong, though b earned its own share
+        episode(None, "3", {"a": 0.0, "b": 0.0}),  # no answer counts as wrong
+        episode("x", None, {"a": 1.0, "b": 1.0}),  # no reference: not graded
+    ])
+    assert stats["mean"] == pytest.approx((0.75 + 0.25 + 0 + 1) / 4)
+    assert stats["accuracy"] == pytest.approx(1 / 3)
+    assert math.isnan(team_reward_stats([episode("x", None, {"a": 1.0})])["accuracy"])

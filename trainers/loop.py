@@ -29,6 +29,7 @@ from multiagent_rl.adapters import (
     attach_adapters,
     save_adapters,
 )
+from multiagent_rl.answers import answers_match
 from multiagent_rl.config import TrainConfig, save_config
 from multiagent_rl.models import load_model, resolve_model_path
 from multiagent_rl.records import Episode, EpisodeLog
@@ -40,12 +41,29 @@ from .grpo import Sample, UpdateSettings, discounted_credit, group_advantages, g
 
 
 def team_reward_stats(episodes: list[Episode]) -> dict[str, float]:
-    """Mean and standard error of the team reward (mean over agents) across episodes."""
+    """Mean and standard error of the team reward (mean over agents) across episodes, and
+    the team's accuracy: the share of tasks with a reference answer that the team got right
+    (unaffected by reward shaping; NaN when no task has one)."""
     values = [ep.team_reward() for ep in episodes]
+    graded = [answers_match(ep.team_answer, ep.task.answer) for ep in episodes if ep.task.answer is not None]
+    accuracy = statistics.fmean(graded) if graded else float("nan")
     if not values:
-        return {"mean": float("nan"), "se": float("nan"), "n": 0}
+        return {"mean": float("nan"), "se": float("nan"), "n": 0, "accuracy": accuracy}
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "se": se, "n": len(values)}
+    return {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
+
+
+EVAL_NAMES = {
+    "mean": "eval/team_reward_mean",
+    "se": "eval/team_reward_se",
+    "n": "eval/team_reward_n",
+    "accuracy": "eval/team_accuracy",
+}
+
+
+def eval_metrics(result: dict[str, float]) -> dict[str, float]:
+    """Held-out stats under their metrics.jsonl names."""
+    return {EVAL_NAMES[k]: v for k, v in result.items()}
 
 
 class Run:
@@ -115,7 +133,7 @@ class Run:
             summary["before"] = self._logged_eval(0)
         else:
             summary["before"] = self.evaluate(step=0)
-            self._log({"step": 0, **{f"eval/team_reward_{k}": v for k, v in summary["before"].items()}})
+            self._log({"step": 0, **eval_metrics(summary["before"])})
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
         spent = 0.0
         while self.step < cfg.steps:
@@ -126,7 +144,7 @@ class Run:
             last = self.step == cfg.steps or out_of_time
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 result = self.evaluate(step=self.step)
-                metrics.update({f"eval/team_reward_{k}": v for k, v in result.items()})
+                metrics.update(eval_metrics(result))
                 summary["after"] = result
             self._log(metrics)
             if self.step % cfg.save_every == 0 or last:
@@ -279,7 +297,7 @@ class Run:
             except json.JSONDecodeError:
                 continue
             if record.get("step") == step and "eval/team_reward_mean" in record:
-                return {k: record[f"eval/team_reward_{k}"] for k in ("mean", "se", "n")}
+                return {k: record.get(name, float("nan")) for k, name in EVAL_NAMES.items()}
         return None
 
     def _log(self, metrics: dict[str, Any]) -> None:
