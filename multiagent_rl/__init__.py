@@ -5,7 +5,7 @@ schedule, a task sampler and a reward function; play it as a PettingZoo env;
 train its adapters with `multiagent-rl train`.
 """
 
-from .answers import answers_match, last_number, parse_answer, parse_number_answer
+from .answers import answers_match, is_bare_number, last_number, parse_answer, parse_number_answer
 from .graph import (
     GraphError,
     MessageGraph,
@@ -22,6 +22,7 @@ from .scenario import (
     Scenario,
     ScenarioError,
     answered,
+    bare_number_replies,
     blend,
     individual_rewards,
     latest_answers,
@@ -35,8 +36,8 @@ from .scenario import (
 
 __all__ = [
     "Episode", "EpisodeLog", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
-    "ScenarioError", "Task", "Turn", "answered", "answers_match", "blend", "chain", "complete", "from_edges",
-    "graph_for_round", "individual_rewards", "last_number", "latest_answers", "list_scenarios", "load_scenario",
+    "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
+    "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
     "register", "ring", "star", "team_reward", "zero_sum",
 ]

@@ -86,6 +86,23 @@ def parse_number_answer(text: str) -> str | None:
     return last_number(answer) or last_number(text)
 
 
+def is_bare_number(text: str) -> bool:
+    """True when `text` is one number and nothing else (an answer tag around it and a final
+    period are allowed): what "reply with only the number" asks for.
+
+    >>> is_bare_number(" 13."), is_bare_number("<answer>-4</answer>"), is_bare_number("6 + 7 = 13")
+    (True, True, False)
+    """
+    if not isinstance(text, str):
+        return False
+    core = text.strip()
+    tagged = re.fullmatch(r"<answer>(.*?)(?:</answer>)?", core, re.IGNORECASE | re.DOTALL)
+    if tagged:
+        core = tagged.group(1).strip()
+    core = core.removesuffix(".").strip()
+    return bool(_NUMBER.fullmatch(core))
+
+
 def answers_match(predicted: str | None, reference: str | None) -> bool:
     """Case- and space-insensitive equality; numbers compare by value."""
     if predicted is None or reference is None:

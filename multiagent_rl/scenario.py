@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .answers import parse_answer
+from .answers import is_bare_number, parse_answer
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, Task
 
@@ -307,6 +307,18 @@ def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
     """1.0 for each agent whose latest message carries a parseable answer, else 0.0
     (the usual format bonus, to blend with a team reward)."""
     return {a: float(answer is not None) for a, answer in latest_answers(episode, agents).items()}
+
+
+def bare_number_replies(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
+    """For each agent, the share of its messages that are a number and nothing else (0.0 if
+    it never spoke): a format bonus for "reply with only the number" that, unlike
+    `answered`, does not pay for a long reply that happens to end in a number."""
+    counts = {a: [0, 0] for a in agents}
+    for turn in episode.turns:
+        if turn.agent in counts:
+            counts[turn.agent][0] += is_bare_number(turn.message.text)
+            counts[turn.agent][1] += 1
+    return {a: bare / total if total else 0.0 for a, (bare, total) in counts.items()}
 
 
 def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:

@@ -4,7 +4,7 @@ majority of the last round (ties go to the first solver). Reward = the team's
 correctness blended with each solver's own last answer being right (`own_weight`:
 with two solvers the tie rule makes the team answer solver_a's, so without it
 solver_b's outcome would not depend on what solver_b said), plus a small
-individual bonus for ending a message with a number.
+individual bonus for replying with only a number, as the system prompt asks.
 
 Worked example of: a complete graph, a multi-round schedule, a procedural task
 sampler, and blends of team and individual rewards.
@@ -20,8 +20,8 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
-    answered,
     answers_match,
+    bare_number_replies,
     blend,
     complete,
     from_edges,
@@ -60,7 +60,7 @@ def make_scenario(
     own_weight: float = 0.5,
     format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the debate scenario; options are also settable from the CLI (`--set scenario.solvers=3`).
+    """Build the debate scenario; options are also settable from the CLI (`--set scenario_options.solvers=3`).
 
     share: what a solver sees of a teammate's message, "full" text or "answer" only.
     """
@@ -78,8 +78,9 @@ def make_scenario(
         correct = float(answers_match(episode.team_answer, task.answer))
         own = {n: float(answers_match(said, task.answer)) for n, said in latest_answers(episode, names).items()}
         shaped = blend(team_reward(correct, names), own, own_weight)
-        # Bonus: the agent's last message carries a parseable number (pays for the format, not the content).
-        return blend(shaped, answered(episode, names), format_bonus)
+        # Bonus: replies that are only a number (pays for the format, not the content; a long
+        # reply cut at the token budget that happens to end in a number earns nothing).
+        return blend(shaped, bare_number_replies(episode, names), format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         if round_index == 0:

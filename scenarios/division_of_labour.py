@@ -28,6 +28,7 @@ from multiagent_rl import (
     Task,
     answered,
     answers_match,
+    bare_number_replies,
     blend,
     latest_answers,
     majority_answer,
@@ -111,7 +112,7 @@ def make_scenario(
     own_weight: float = 0.5,
     format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the division-of-labour scenario (options settable as `--set scenario.max_value=20`).
+    """Build the division-of-labour scenario (options settable as `--set scenario_options.max_value=20`).
 
     share: what the aggregator sees of a worker's message, "full" text or "answer" only.
     """
@@ -133,8 +134,10 @@ def make_scenario(
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
         shaped = blend(team_reward(correct, agents), own_jobs(task, episode, agents, correct), own_weight)
-        # Bonus: the agent's message carries a parseable number (pays for the format only).
-        return blend(shaped, answered(episode, agents), format_bonus)
+        # Bonus, for the format only: workers and the aggregator reply with only a number,
+        # the planner's brief carries one.
+        bonus = {**answered(episode, agents), **bare_number_replies(episode, [*WORKERS, "aggregator"])}
+        return blend(shaped, bonus, format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         return AGGREGATE if round_index == total - 1 else ""

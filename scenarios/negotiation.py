@@ -173,7 +173,7 @@ def make_scenario(
     max_items: int = 4,
     format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the negotiation scenario (options settable as `--set scenario.mode=zero_sum`)."""
+    """Build the negotiation scenario (options settable as `--set scenario_options.mode=zero_sum`)."""
     if mode not in MODES:
         raise ScenarioError(f"negotiation: mode {mode!r}; expected one of {', '.join(MODES)}")
     if team_size not in (1, 2):

@@ -90,7 +90,7 @@ def picked_candidate(episode: Episode) -> str | None:
 
 
 def make_scenario(K: int = 3, message_tokens: int = 12) -> Scenario:
-    """Build the signalling game (options settable as `--set scenario.K=5`)."""
+    """Build the signalling game (options settable as `--set scenario_options.K=5`)."""
     if not 2 <= K <= len(OBJECTS):
         raise ScenarioError(f"signalling: K must be in 2..{len(OBJECTS)}, got {K!r}")
     if message_tokens < 1:

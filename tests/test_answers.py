@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import multiagent_rl.answers as answers_module
-from multiagent_rl.answers import answers_match, last_number, parse_answer, parse_number_answer
+from multiagent_rl.answers import (
+    answers_match,
+    is_bare_number,
+    last_number,
+    parse_answer,
+    parse_number_answer,
+)
 
 MB = 1_000_000
 
@@ -293,3 +299,23 @@ def test_unicode_minus():
 
 def test_comma_separated_list_is_not_one_number():
     assert last_number("the pair is 3,4") == "4"
+
+
+@pytest.mark.parametrize("text", ["13", " 13.\n", "-4", "\u22124", "1,200", "0.5", "<answer>7</answer>", "<ANSWER> 7 </ANSWER>", "<answer>7"])
+def test_bare_numbers(text):
+    assert is_bare_number(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "6 + 7 = 13", "13 marbles", "Zoe has 13 marbles.\nZ", "The answer is 13", "13 13", "1, 2", "<answer>7</answer> 8", None, 13],
+)
+def test_not_bare_numbers(text):
+    assert not is_bare_number(text)
+
+
+def test_bare_number_check_is_fast_on_a_megabyte():
+    start = time.perf_counter()
+    assert not is_bare_number("<answer>" + "1 " * 500_000)
+    assert is_bare_number("9" * 1_000_000)
+    assert time.perf_counter() - start < 2.0

@@ -13,7 +13,14 @@ from itertools import product
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from multiagent_rl import Episode, ScenarioError, Task, list_scenarios, load_scenario
+from multiagent_rl import (
+    Episode,
+    ScenarioError,
+    Task,
+    bare_number_replies,
+    list_scenarios,
+    load_scenario,
+)
 from multiagent_rl.env import TeamEnv
 from multiagent_rl.records import encode_frame, read_episodes
 from scenarios.negotiation import parse_proposal
@@ -128,7 +135,7 @@ def test_heldout_tasks_are_deterministic(name, options):
 
 # ----- scripted teams -------------------------------------------------------------
 def debate_right(agent, round_index, task):
-    return f"The total is <answer>{task.answer}</answer>"
+    return f"<answer>{task.answer}</answer>"  # the format bonus pays a reply that is only the number
 
 
 def division_right(agent, round_index, task):
@@ -139,7 +146,7 @@ def division_right(agent, round_index, task):
         return f"<answer>{a + b}</answer>"
     if agent == "worker_2":
         return f"<answer>{c + d}</answer>"
-    return f"{a + b} + {c + d} = <answer>{task.answer}</answer>"
+    return f"{task.answer}"
 
 
 def signalling_right(agent, round_index, task):
@@ -427,7 +434,7 @@ def test_division_of_labour_rewards_each_agents_own_job():
 
     episode = play(scenario.make_env(), policy, task)
     assert episode.team_answer == str(p1 + 1 + p2)
-    # (1 - 0.1) * (0.5 * team 0 + 0.5 * own) + 0.1 * answered
+    # (1 - 0.1) * (0.5 * team 0 + 0.5 * own) + 0.1 * replied with only a number
     assert episode.rewards == pytest.approx({"worker_1": 0.1, "worker_2": 0.55, "aggregator": 0.55})
 
     def silent_worker(agent, round_index, task):
@@ -450,6 +457,28 @@ def test_debate_own_weight_credits_each_solvers_last_answer():
     assert episode.rewards == pytest.approx({"solver_a": 0.1, "solver_b": 0.55})
     plain = load_scenario("debate", own_weight=0.0, format_bonus=0.1)
     assert play(plain.make_env(), policy, task).rewards == pytest.approx({"solver_a": 0.1, "solver_b": 0.1})
+
+
+def test_debate_format_bonus_pays_only_bare_numbers():
+    scenario = load_scenario("debate", own_weight=0.5, format_bonus=0.1)
+    task = scenario.heldout_tasks(1)[0]
+
+    def policy(agent, round_index, task):
+        # Both right every time; solver_b wraps its first answer in words.
+        if agent == "solver_b" and round_index == 0:
+            return f"The total is {task.answer} {task.meta['a']} {task.meta['b']} so {task.answer}"
+        return f"{task.answer}."
+
+    episode = play(scenario.make_env(), policy, task)
+    assert episode.rewards == pytest.approx({"solver_a": 1.0, "solver_b": 0.9 + 0.1 * 0.5})
+
+
+def test_bare_number_replies_counts_each_agents_messages():
+    scenario = load_scenario("debate", rounds=2)
+    task = scenario.heldout_tasks(1)[0]
+    words = {("solver_a", 0): "about 5", ("solver_a", 1): "5", ("solver_b", 0): "5", ("solver_b", 1): "5"}
+    episode = play(scenario.make_env(), lambda agent, r, t: words[agent, r], task)
+    assert bare_number_replies(episode, ["solver_a", "solver_b", "nobody"]) == {"solver_a": 0.5, "solver_b": 1.0, "nobody": 0.0}
 
 
 def test_signalling_task_meta_and_views():
