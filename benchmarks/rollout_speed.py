@@ -11,7 +11,7 @@ Figures: tokens/s of (a) and (b) and their ratio (target >= 5x), and the orchest
 overhead of (a) over (c): our wall time / raw wall time - 1 (target <= 20%). The arms are
 interleaved in each repeat, so load from other processes hits them alike.
 
-    python -m benchmarks.rollout_speed [--model tiny] [--tasks 4] [--group 4] [--repeats 2]
+    python -m benchmarks.rollout_speed [--model tiny] [--tasks 4] [--group 6] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def sequential(backend: HFBackend, calls, seed: int) -> dict:
 def main(
     model: str = EMBEDDED,
     tasks: int = 4,
-    group: int = 4,
+    group: int = 6,  # the learning configs (examples/*_learning.yaml) play 4 tasks x 6 samples
     solvers: int = 2,
     rounds: int = 2,
     max_new_tokens: int | None = None,
@@ -213,7 +213,7 @@ def cli(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--group", type=int, default=6)
     parser.add_argument("--solvers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=None)
