@@ -121,7 +121,9 @@ def make_scenario(
     if not planner and not workers_see_parts:
         raise ScenarioError("division_of_labour: without a planner the workers must see their parts (workers_see_parts=True)")
     worker_adapter = "worker" if shared_workers else None
-    agents = (["planner"] if planner else []) + [*WORKERS, "aggregator"]
+    briefers = ["planner"] if planner else []
+    adders = [*WORKERS, "aggregator"]  # they reply with a number
+    agents = briefers + adders
     roles = [
         *([Role("planner", PLANNER, max_new_tokens=32)] if planner else []),
         *(Role(w, WORKER.format(name=w), adapter=worker_adapter) for w in WORKERS),
@@ -136,7 +138,7 @@ def make_scenario(
         shaped = blend(team_reward(correct, agents), own_jobs(task, episode, agents, correct), own_weight)
         # Bonus, for the format only: workers and the aggregator reply with only a number,
         # the planner's brief carries one.
-        bonus = {**answered(episode, agents), **bare_number_replies(episode, [*WORKERS, "aggregator"])}
+        bonus = {**answered(episode, briefers), **bare_number_replies(episode, adders)}
         return blend(shaped, bonus, format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
