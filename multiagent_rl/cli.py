@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--config", default=None, help="YAML config file")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--processes", type=int, default=1,
+        help="data-parallel processes on this machine (runs `accelerate launch --num_processes N`; one per GPU)",
+    )
 
     ev = sub.add_parser("eval", help="Held-out team reward of the base model and the trained adapters, as JSON.")
     ev.add_argument("scenario")
@@ -147,6 +152,9 @@ def _scenario_overrides(overrides: list[str]):
 def cmd_train(args) -> int:
     import yaml
 
+    _positive(args.processes, "--processes")
+    if args.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args.processes, argv_without_processes(sys.argv[1:]))
     from trainers.loop import Run
 
     run_dir = Path(args.out)
@@ -159,9 +167,37 @@ def cmd_train(args) -> int:
         raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
     run = Run(config, run_dir)
     summary = run.train()
-    _print_final_transcripts(run)
-    _print_before_after(summary, run)
+    if run.ranks.is_main:
+        _print_final_transcripts(run)
+        _print_before_after(summary, run)
     return 0
+
+
+def _launch(processes: int, argv: list[str]) -> int:
+    """Re-run this command under `accelerate launch` with N local processes: NCCL, one GPU
+    each, where there are enough GPUs; else gloo on the CPU, the cores split between them."""
+    import subprocess
+
+    import torch
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--dynamo_backend", "no"]
+    if torch.cuda.device_count() < processes:
+        launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
+    return subprocess.call([*launch, "-m", "multiagent_rl.cli", *argv])
+
+
+def argv_without_processes(argv: list[str]) -> list[str]:
+    """The command line minus `--processes N` (the launched workers must not launch again)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--processes":
+            skip = True
+        elif not item.startswith("--processes="):
+            out.append(item)
+    return out
 
 
 def _print_final_transcripts(run, count: int = 2) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -37,9 +37,13 @@ class TrainConfig(BaseModel):
     scenario: str = Field("debate", description="Scenario name or path/file.py:NAME.")
     scenario_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the scenario factory.")
     model: str = Field("smollm2-135m-instruct", description="Alias, HF id or folder; 'tiny' for tests.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weight dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Base weight dtype; auto: bfloat16 on a GPU, float32 on a CPU (LoRA weights stay float32)."
+    )
     mixed_precision: Literal["no", "bf16"] = Field(
-        "bf16", description="Autocast matmuls to bfloat16 in rollout and update (about 2x faster on CPUs with AVX512-BF16)."
+        "bf16",
+        description="accelerate's mixed precision: autocast matmuls to bfloat16 in rollout and update "
+        "(about 2x faster on CPUs with AVX512-BF16; the usual choice on GPUs).",
     )
     trainer: Literal["grpo"] = Field("grpo", description="Training algorithm.")
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
@@ -80,6 +84,12 @@ class TrainConfig(BaseModel):
     log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="accelerate trackers.")
     progress: bool = True
     max_batch_size: int | None = Field(None, ge=1, description="Split a round's generate call into chunks of this size.")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        # YAML reads a bare `no` (`--set mixed_precision=no`) as False.
+        return "no" if value is False else value
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .distributed import SINGLE, Ranks
+
 # ----- advantages -------------------------------------------------------------------
 
 
@@ -157,20 +159,20 @@ class Batch:
     window: int  # K
 
 
-def pad_batch(samples: Sequence[Sample], pad_id: int) -> Batch:
-    """Left-pad prompt+completion ids; the completion mask covers the last K targets."""
+def pad_batch(samples: Sequence[Sample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
+    """Left-pad prompt+completion ids; the completion mask covers the last K targets.
+    Built on the host, then moved to `device` (the model's) in one copy per tensor."""
     seqs = [s.prompt_ids + s.completion_ids for s in samples]
     width = max(len(x) for x in seqs)
     window = max(len(s.completion_ids) for s in samples)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, L)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, L)
-    mask = torch.zeros((len(seqs), window), dtype=torch.float32)  # (B, K)
-    for i, (s, seq) in enumerate(zip(samples, seqs, strict=True)):
-        input_ids[i, width - len(seq) :] = torch.tensor(seq)
-        attention[i, width - len(seq) :] = 1
-        mask[i, window - len(s.completion_ids) :] = 1.0
-    positions = (attention.cumsum(1) - 1).clamp_min(0)  # (B, L)
-    return Batch(input_ids, attention, positions, mask, window)
+    ids = [[pad_id] * (width - len(seq)) + seq for seq in seqs]
+    attention = [[0] * (width - len(seq)) + [1] * len(seq) for seq in seqs]
+    mask = [[0.0] * (window - len(s.completion_ids)) + [1.0] * len(s.completion_ids) for s in samples]
+    input_ids = torch.tensor(ids, dtype=torch.long, device=device)  # (B, L)
+    attention_t = torch.tensor(attention, dtype=torch.long, device=device)  # (B, L)
+    mask_t = torch.tensor(mask, dtype=torch.float32, device=device)  # (B, K)
+    positions = (attention_t.cumsum(1) - 1).clamp_min(0)  # (B, L)
+    return Batch(input_ids, attention_t, positions, mask_t, window)
 
 
 def window_logprobs(model, batch: Batch, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -200,20 +202,28 @@ class UpdateSettings:
     mixed_precision: str = "no"  # "bf16": autocast matmuls to bfloat16 (log-probs stay float32)
 
 
-def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int, backward=None, scheduler=None) -> dict[str, float]:
+def grpo_update(
+    model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int,
+    backward=None, scheduler=None, ranks: Ranks = SINGLE,
+) -> dict[str, float]:
     """Update every adapter from its samples. An adapter shared by several roles gets all
     their samples; the others' LoRA weights get no gradient (only the active one trains).
 
     `model` is a PeftModel; `backward(loss)` defaults to loss.backward() (accelerate's otherwise).
+    With several processes (`ranks`), each passes its own samples: loss normalisers count
+    every rank's samples and gradients are summed over ranks before each optimizer step,
+    so N processes take the step one process would take on all the samples.
     """
     from multiagent_rl.adapters import enable_training
 
     backward = backward or (lambda loss: loss.backward())
+    device = _device(model)
     informative = [s for s in samples if s.advantage != 0.0 and s.completion_ids]
     metrics: dict[str, float] = defaultdict(float)
-    metrics["update/samples"] = len(samples)
-    metrics["update/informative_samples"] = len(informative)
-    if not informative:
+    total_samples, total_informative = ranks.sum([len(samples), len(informative)])
+    metrics["update/samples"] = total_samples
+    metrics["update/informative_samples"] = total_informative
+    if not total_informative:
         # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
         metrics.update({"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
                         "grad_norm": 0.0, "update/optimizer_steps": 0.0})
@@ -224,9 +234,7 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
     # Old log-probs: with one pass over the batch the policy is unchanged when each
     # sample is first seen, so the ratio is exactly 1 (old = current, detached).
     one_pass = settings.epochs == 1 and settings.minibatches == 1
-    autocast = torch.autocast(
-        device_type=_device_type(model), dtype=torch.bfloat16, enabled=settings.mixed_precision == "bf16"
-    )
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision == "bf16")
     old_cache: dict[int, torch.Tensor] = {}
     ref_cache: dict[int, torch.Tensor] = {}
     model.train()
@@ -235,42 +243,45 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
             for adapter, group in by_adapter.items():
                 model.set_adapter(adapter)
                 for chunk in _chunks(group, settings.micro_batch_size):
-                    batch = pad_batch(chunk, pad_id)
+                    batch = pad_batch(chunk, pad_id, device)
                     with autocast:
                         if not one_pass:
-                            _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk)))
+                            _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
                         if settings.beta > 0:
                             with model.disable_adapter():
-                                ref = window_logprobs(model, batch, _temperatures(chunk))
+                                ref = window_logprobs(model, batch, _temperatures(chunk, device))
                             _remember(ref_cache, chunk, ref)
     counts = defaultdict(float)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    minibatches = _split(informative, settings.minibatches)
+    # Every rank takes the same number of optimizer steps, one with fewer samples on empty minibatches.
+    (steps_per_epoch,) = ranks.max([len(minibatches)])
+    minibatches += [[]] * (int(steps_per_epoch) - len(minibatches))
     for _ in range(settings.epochs):
-        for minibatch in _split(informative, settings.minibatches):
+        for minibatch in minibatches:
             optimizer.zero_grad(set_to_none=True)
             mb_by_adapter: dict[str, list[Sample]] = defaultdict(list)
             for s in minibatch:
                 mb_by_adapter[s.adapter].append(s)
-            norm = Normaliser(
-                sequences=len(minibatch),
-                tokens=sum(len(s.completion_ids) for s in minibatch),
-                max_len=max(len(s.completion_ids) for s in minibatch),
-            )
+            sequences, tokens = ranks.sum([len(minibatch), sum(len(s.completion_ids) for s in minibatch)])
+            (max_len,) = ranks.max([max((len(s.completion_ids) for s in minibatch), default=0)])
+            norm = Normaliser(sequences=int(sequences), tokens=int(tokens), max_len=int(max_len))
             for adapter, group in mb_by_adapter.items():
                 model.set_adapter(adapter)
                 enable_training(model, [adapter])
                 for chunk in _chunks(group, settings.micro_batch_size):
-                    batch = pad_batch(chunk, pad_id)
+                    batch = pad_batch(chunk, pad_id, device)
                     mask = batch.mask
                     with autocast:
-                        logps = window_logprobs(model, batch, _temperatures(chunk))  # (B, K)
+                        logps = window_logprobs(model, batch, _temperatures(chunk, device))  # (B, K)
                     if one_pass:
                         old = logps.detach()
                     else:
-                        old = _recall(old_cache, chunk, batch.window)
-                    adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32)  # (B,)
+                        old = _recall(old_cache, chunk, batch.window, device)
+                    adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)  # (B,)
                     per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
                     if settings.beta > 0:
-                        ref = _recall(ref_cache, chunk, batch.window)
+                        ref = _recall(ref_cache, chunk, batch.window, device)
                         kl = kl_to_reference(logps, ref)  # (B, L-1)
                         per_token = per_token + settings.beta * kl
                         counts["kl_sum"] += float((kl.detach() * mask).sum())
@@ -279,7 +290,8 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
                     counts["loss"] += float(loss.detach())
                     counts["clipped"] += float((clipped * mask).sum())
                     counts["tokens"] += float(mask.sum())
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            ranks.sum_gradients(trainable)
+            params = [p for p in trainable if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm) if params else torch.tensor(0.0)
             optimizer.step()
             if scheduler is not None:
@@ -287,6 +299,10 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
             counts["grad_norm"] += float(grad_norm)
             counts["optimizer_steps"] += 1
     enable_training(model, list(model.peft_config))
+    # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
+    counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"] = ranks.sum(
+        [counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"]]
+    )
     steps = max(counts["optimizer_steps"], 1)
     metrics["loss/policy"] = counts["loss"] / steps
     metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["tokens"], 1)
@@ -299,9 +315,9 @@ def grpo_update(model, optimizer, samples: Sequence[Sample], settings: UpdateSet
     return dict(metrics)
 
 
-def _temperatures(chunk: Sequence[Sample]) -> torch.Tensor:
+def _temperatures(chunk: Sequence[Sample], device: torch.device) -> torch.Tensor:
     # Greedy (0) turns are scored at temperature 1.
-    return torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in chunk])  # (B,)
+    return torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in chunk], device=device)  # (B,)
 
 
 def _remember(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: torch.Tensor) -> None:
@@ -310,17 +326,18 @@ def _remember(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: t
         cache[id(s)] = row[row.shape[0] - len(s.completion_ids) :].detach().clone()
 
 
-def _recall(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: int) -> torch.Tensor:
+def _recall(cache: dict[int, torch.Tensor], chunk: Sequence[Sample], window: int, device: torch.device) -> torch.Tensor:
     """Cached per-sample log-probs laid out right-aligned in a (B, K) window."""
-    out = torch.zeros((len(chunk), window))
+    out = torch.zeros((len(chunk), window), device=device)
     for i, s in enumerate(chunk):
         row = cache[id(s)]
         out[i, window - row.shape[0] :] = row
     return out
 
 
-def _device_type(model) -> str:
-    return next(model.parameters()).device.type
+def _device(model) -> torch.device:
+    """The one device the model's weights (and so every batch) live on."""
+    return next(model.parameters()).device
 
 
 def _chunks(items: Sequence, size: int):
@@ -329,6 +346,8 @@ def _chunks(items: Sequence, size: int):
 
 
 def _split(items: Sequence, parts: int) -> list[Sequence]:
+    if not items:
+        return []
     parts = max(1, min(parts, len(items)))
     size = math.ceil(len(items) / parts)
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -7,6 +7,12 @@
 Everything random in step N derives from (seed, N): task draws and sampling seeds.
 So a run resumed from `checkpoints/step-K` replays steps K+1.. exactly as an
 uninterrupted run would.
+
+accelerate owns devices and processes. The model, optimizer and every batch live on
+`accelerator.device`; with `accelerate launch --num_processes N` each rank plays its
+shard of the step's task groups (the draw does not depend on N), gradients are summed
+over ranks before each optimizer step (`trainers/distributed.py`), and only the main
+process writes config, metrics and checkpoints; each rank writes its own episode log.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -37,20 +44,29 @@ from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
 from multiagent_rl.scenario import Scenario, load_scenario
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import Ranks
 from .grpo import Sample, UpdateSettings, discounted_credit, group_advantages, grpo_update
 
 
-def team_reward_stats(episodes: list[Episode]) -> dict[str, float]:
+def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
     """Mean and standard error of the team reward (mean over agents) across episodes, and
     the team's accuracy: the share of tasks with a reference answer that the team got right
-    (unaffected by reward shaping; NaN when no task has one)."""
-    values = [ep.team_reward() for ep in episodes]
-    graded = [answers_match(ep.team_answer, ep.task.answer) for ep in episodes if ep.task.answer is not None]
+    (unaffected by reward shaping; NaN when no task has one). With `ranks`, over every
+    rank's episodes."""
+    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes]
+    if ranks is not None:
+        scored = ranks.gather(scored)
+    values = [value for value, _ in scored]
+    graded = [correct for _, correct in scored if correct is not None]
     accuracy = statistics.fmean(graded) if graded else float("nan")
     if not values:
         return {"mean": float("nan"), "se": float("nan"), "n": 0, "accuracy": accuracy}
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
+
+
+def _graded(episode: Episode) -> bool | None:
+    return answers_match(episode.team_answer, episode.task.answer) if episode.task.answer is not None else None
 
 
 EVAL_NAMES = {
@@ -72,21 +88,38 @@ class Run:
     def __init__(self, config: TrainConfig, run_dir: str | Path, scenario: Scenario | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
+        self.accelerator = make_accelerator(config, self.run_dir)
+        self.ranks = Ranks.from_accelerator(self.accelerator)
+        self.device = self.accelerator.device
         self.scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
-        torch.manual_seed(config.seed)
-        self.model_base, self.tokenizer = load_model(config.model, dtype=config.dtype)
+        torch.manual_seed(config.seed)  # the same LoRA init on every rank
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.model_base, self.tokenizer = load_model(config.model, dtype=self.dtype)
         self.agent_adapters = adapter_map(self.scenario, config.adapters)
         lora = LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, list(config.lora.target_modules))
-        self.model = attach_adapters(self.model_base, adapter_names(self.agent_adapters), lora)
+        # Placed with accelerator.device, not prepare(): DDP's wrapper would sync every
+        # backward, but each micro-batch here trains one adapter of a multi-adapter peft
+        # model (set_adapter), so ranks sum gradients themselves before each optimizer step.
+        self.model = attach_adapters(self.model_base, adapter_names(self.agent_adapters), lora).to(self.device)
         self.backend = self._make_backend()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0
-        )
-        self.accelerator = None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        # prepare() places the optimizer state on the device; the scheduler steps once per
+        # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
+        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
         self.step = 0
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """What the run really trains on, as recorded in every metrics line."""
+        return {
+            "runtime/device": str(self.device),
+            "runtime/processes": self.ranks.count,
+            "runtime/mixed_precision": self.accelerator.mixed_precision,
+            "runtime/dtype": self.dtype,
+        }
 
     # ----- wiring -------------------------------------------------------------------
     def _make_backend(self):
@@ -94,7 +127,8 @@ class Run:
             from multiagent_rl.backends.hf import HFBackend
 
             return HFBackend(
-                self.model, self.tokenizer, max_batch_size=self.config.max_batch_size, mixed_precision=self.config.mixed_precision
+                self.model, self.tokenizer, max_batch_size=self.config.max_batch_size,
+                mixed_precision=self.accelerator.mixed_precision,
             )
         from multiagent_rl.backends.vllm import VLLMBackend
 
@@ -113,21 +147,17 @@ class Run:
         save_adapters(self.model, live)
         return live
 
-    def _start_accelerator(self):
-        from accelerate import Accelerator
-
-        trackers = [t for t in self.config.log_with if t]
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=str(self.run_dir))
-        if trackers:
-            self.accelerator.init_trackers("tracker", config={"scenario": self.config.scenario, "lr": self.config.lr})
-
     # ----- the loop -----------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.ranks.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ranks.barrier()
         resumed = self._resume()
-        save_config(cfg, self.run_dir / "config.yaml")
-        self._start_accelerator()
+        if self.ranks.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        if self._trackers:
+            self.accelerator.init_trackers("tracker", config={"scenario": cfg.scenario, "lr": cfg.lr})
         summary: dict[str, Any] = {"resumed_from": resumed}
         if resumed is not None:
             summary["before"] = self._logged_eval(0)
@@ -139,7 +169,7 @@ class Run:
         while self.step < cfg.steps:
             self.step += 1
             metrics = self.train_step(self.step)
-            spent += metrics["perf/step_seconds"]
+            spent += metrics["perf/step_seconds"]  # the slowest rank's, so every rank stops together
             out_of_time = budget is not None and spent >= budget
             last = self.step == cfg.steps or out_of_time
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
@@ -148,11 +178,13 @@ class Run:
                 summary["after"] = result
             self._log(metrics)
             if self.step % cfg.save_every == 0 or last:
-                save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, {"scenario": self.scenario.name})
+                if self.ranks.is_main:
+                    save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, {"scenario": self.scenario.name})
+                self.ranks.barrier()
             if out_of_time:
                 summary["stopped"] = f"time budget of {cfg.time_budget_minutes} min used after {self.step} steps"
                 break
-        if self.accelerator is not None and self.config.log_with:
+        if self._trackers:
             self.accelerator.end_training()
         summary["steps"] = self.step
         summary["train_seconds"] = spent
@@ -162,22 +194,31 @@ class Run:
         rng = random.Random(self.config.seed * 1_000_003 + step)
         return [self.scenario.sample_task(rng, "train") for _ in range(self.config.tasks_per_step)]
 
+    def episode_log(self, name: str) -> EpisodeLog:
+        """This rank's log `episodes/<name>.msgpack` (`<name>.rank<R>` with several processes:
+        never two writers on one file)."""
+        suffix = f".rank{self.ranks.index}" if self.ranks.distributed else ""
+        return EpisodeLog(self.run_dir / "episodes" / f"{name}{suffix}.msgpack")
+
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
-        log = EpisodeLog(self.run_dir / "episodes" / f"step-{step:06d}.msgpack")
+        # Each rank samples its own stream: the same seed on every rank would correlate shards.
+        seed = cfg.seed * 1_000_003 + step + 7_919 * self.ranks.index
+        torch.manual_seed(seed)
+        tasks = self.tasks_for_step(step)
         batch = rollout(
             self.scenario,
             self.backend,
-            self.tasks_for_step(step),
+            self.ranks.shard(tasks),
             group_size=cfg.group_size,
             adapters=self.agent_adapters,
             sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
-            seed=cfg.seed * 1_000_003 + step,
+            seed=seed,
             step=step,
-            log=log,
-            progress=cfg.progress,
+            log=self.episode_log(f"step-{step:06d}"),
+            progress=cfg.progress and self.ranks.is_main,
+            first_group=self.ranks.shard_start(len(tasks)),
         )
         t1 = time.perf_counter()
         samples, adv_metrics = self.make_samples(batch)
@@ -194,16 +235,17 @@ class Run:
         )
         update = grpo_update(
             self.model, self.optimizer, samples, settings, self.tokenizer.pad_token_id,
-            backward=self.accelerator.backward if self.accelerator else None, scheduler=self.scheduler,
+            backward=self.accelerator.backward, scheduler=self.scheduler, ranks=self.ranks,
         )
         t2 = time.perf_counter()
         if self.config.backend != "hf":
             self.backend.sync_adapters(str(self._publish_adapters(step)))
-        metrics = {"step": step, **rollout_metrics(batch), **adv_metrics, **update}
+        metrics = {"step": step, **rollout_metrics(batch, self.ranks), **adv_metrics, **update}
         metrics["lr"] = self.scheduler.get_last_lr()[0]
-        metrics["perf/rollout_seconds"] = t1 - t0
-        metrics["perf/update_seconds"] = t2 - t1
-        metrics["perf/step_seconds"] = time.perf_counter() - t0
+        rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
+        metrics["perf/rollout_seconds"] = rollout_s
+        metrics["perf/update_seconds"] = update_s
+        metrics["perf/step_seconds"] = step_s
         return metrics
 
     def make_samples(self, batch: RolloutBatch) -> tuple[list[Sample], dict[str, float]]:
@@ -211,7 +253,7 @@ class Run:
         (or a discounted share with credit='discounted')."""
         cfg = self.config
         agents = self.scenario.agents
-        groups = torch.tensor([ep.group for ep in batch.episodes])
+        groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long)
         advantages: dict[str, torch.Tensor] = {}
         equal = singleton = total = 0
         for agent in agents:
@@ -233,10 +275,13 @@ class Run:
             samples.append(
                 Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a, temperature=s.temperature)
             )
+        equal, singleton, total, abs_sum, count = self.ranks.sum(
+            [equal, singleton, total, sum(abs(x.advantage) for x in samples), len(samples)]
+        )
         metrics = {
             "groups/equal_reward_fraction": equal / max(total, 1),
             "groups/singleton_fraction": singleton / max(total, 1),
-            "advantage/abs_mean": statistics.fmean(abs(x.advantage) for x in samples) if samples else 0.0,
+            "advantage/abs_mean": abs_sum / count if count else 0.0,
         }
         return samples, metrics
 
@@ -247,17 +292,18 @@ class Run:
         batch = rollout(
             self.scenario,
             self.backend,
-            tasks,
+            self.ranks.shard(tasks),
             group_size=1,
             adapters=adapters if adapters is not None else self.agent_adapters,
             sampling=Sampling(greedy=True, max_new_tokens=self.config.max_new_tokens),
             seed=self.config.seed,
             split="eval",
             step=step,
-            log=EpisodeLog(self.run_dir / "episodes" / f"{tag}-step-{step:06d}.msgpack"),
-            progress=self.config.progress,
+            log=self.episode_log(f"{tag}-step-{step:06d}"),
+            progress=self.config.progress and self.ranks.is_main,
+            first_group=self.ranks.shard_start(len(tasks)),
         )
-        return team_reward_stats(batch.episodes)
+        return team_reward_stats(batch.episodes, self.ranks)
 
     # ----- persistence ------------------------------------------------------------------
     def _resume(self) -> int | None:
@@ -267,7 +313,10 @@ class Run:
         step, path = found
         load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.step = step
-        self._drop_after(step)
+        self.ranks.barrier()  # every rank has read the folder before the main one trims it
+        if self.ranks.is_main:
+            self._drop_after(step)
+        self.ranks.barrier()
         return step
 
     def _drop_after(self, step: int) -> None:
@@ -285,7 +334,8 @@ class Run:
             tmp.write_text("".join(k + "\n" for k in kept))
             tmp.replace(metrics)
         for log in (self.run_dir / "episodes").glob("*step-*.msgpack"):
-            if int(log.stem.rsplit("-", 1)[1]) > step:
+            found = LOG_STEP.search(log.name)
+            if found and int(found.group(1)) > step:
                 log.unlink()
 
     def _logged_eval(self, step: int) -> dict[str, float] | None:
@@ -300,37 +350,81 @@ class Run:
                 return {k: record.get(name, float("nan")) for k, name in EVAL_NAMES.items()}
         return None
 
+    @property
+    def _trackers(self) -> bool:
+        return bool(self.accelerator.log_with)
+
     def _log(self, metrics: dict[str, Any]) -> None:
-        line = json.dumps(metrics, default=float)
+        """One metrics line (main process only: every rank holds the same reduced metrics)."""
+        if not self.ranks.is_main:
+            return
+        line = json.dumps({**metrics, **self.runtime}, default=float)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(line + "\n")
             handle.flush()
-        if self.accelerator is not None and self.config.log_with:
+        if self._trackers:
             scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "step" and math.isfinite(v)}
             self.accelerator.log(scalars, step=int(metrics["step"]))
 
 
-def rollout_metrics(batch: RolloutBatch) -> dict[str, float]:
-    """Rewards per team and agent, and completion health (empty, truncated, length)."""
-    episodes = batch.episodes
+LOG_STEP = re.compile(r"step-(\d+)(?:\.rank\d+)?\.msgpack$")
+
+
+def make_accelerator(config: TrainConfig, run_dir: Path):
+    """The run's Accelerator: CPU unless a GPU is there, precision from `mixed_precision`.
+    accelerate keeps one state per process; a later run in the same process (a notebook,
+    the tests) that asks for another precision starts that state afresh."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, config.mixed_precision):
+        AcceleratorState._reset_state()
+    trackers = [t for t in config.log_with if t]
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_dir=str(run_dir),
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """`auto`: bfloat16 weights on a GPU, float32 on a CPU (where bf16 weights are slower)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.type == "cuda" else "float32"
+
+
+def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str, float]:
+    """Rewards per team and agent, and completion health (empty, truncated, length); with
+    `ranks`, over every rank's episodes, exactly as one process would compute them."""
+    ranks = ranks or Ranks()
+    # Small per-episode and per-completion records, gathered so every rank computes the same.
+    episodes = ranks.gather([
+        (ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
+        for ep in batch.episodes
+    ])
+    completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
+    (tokens,) = ranks.sum([batch.generated_tokens])
+    seconds, calls = ranks.max([batch.generate_seconds, batch.backend_calls])  # ranks generate side by side
     out: dict[str, float] = {}
-    team = [ep.team_reward() for ep in episodes]
+    team = [team_value for team_value, _, _ in episodes]
     out["reward/team_mean"] = statistics.fmean(team)
     out["reward/team_std"] = statistics.pstdev(team)
     per_agent: dict[str, list[float]] = defaultdict(list)
-    for ep in episodes:
-        for agent, r in ep.rewards.items():
+    for _, rewards, _ in episodes:
+        for agent, r in rewards.items():
             per_agent[agent].append(r)
     for agent, values in per_agent.items():
         out[f"reward/{agent}_mean"] = statistics.fmean(values)
         out[f"reward/{agent}_std"] = statistics.pstdev(values)
-    texts = [t.message.text for ep in episodes for t in ep.turns]
-    samples = batch.samples
-    out["completions/empty_fraction"] = sum(1 for t in texts if not t.strip()) / max(len(texts), 1)
-    out["completions/truncated_fraction"] = sum(1 for s in samples if s.finish_reason == "length") / max(len(samples), 1)
-    out["completions/mean_tokens"] = statistics.fmean(len(s.completion_ids) for s in samples) if samples else 0.0
-    answered = [t.message.answer is not None for ep in episodes for t in ep.turns]
-    out["completions/answer_fraction"] = sum(answered) / max(len(answered), 1)
-    out["perf/tokens_per_s"] = batch.generated_tokens / max(batch.generate_seconds, 1e-9)
-    out["perf/backend_calls"] = batch.backend_calls
+    turns = [turn for _, _, ep_turns in episodes for turn in ep_turns]
+    out["completions/empty_fraction"] = sum(1 for text, _ in turns if not text.strip()) / max(len(turns), 1)
+    out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)
+    out["completions/mean_tokens"] = statistics.fmean(n for _, n in completions) if completions else 0.0
+    out["completions/answer_fraction"] = sum(answered for _, answered in turns) / max(len(turns), 1)
+    out["perf/tokens_per_s"] = tokens / max(seconds, 1e-9)
+    out["perf/backend_calls"] = int(calls)
     return out

@@ -95,10 +95,11 @@ class HFBackend:
         prompts = [self.encode(r) for r in requests]
         width = max(len(p) for p in prompts)
         pad = tok.pad_token_id
+        device = next(self.model.parameters()).device  # every input goes where the weights are
         # Left padding: every row's next token is generated at the same position.
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, P)
-        temperatures = torch.tensor([float(r.temperature) for r in requests])
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, P)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)  # (B, P)
+        temperatures = torch.tensor([float(r.temperature) for r in requests], device=device)  # (B,)
         max_new = max(int(r.max_new_tokens) for r in requests)
         kwargs = {}
         if self.adapters:
@@ -107,8 +108,7 @@ class HFBackend:
             raise ValueError("requests name adapters but the model has none")
         was_training = self.model.training
         self.model.eval()
-        device = next(self.model.parameters()).device.type
-        autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
         try:
             with autocast:
                 out = self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
