@@ -253,14 +253,15 @@ class Run:
         (or a discounted share with credit='discounted')."""
         cfg = self.config
         agents = self.scenario.agents
-        groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long)
+        # Advantages are host-side bookkeeping (they reach the model as floats in each Sample).
+        groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu")
         advantages: dict[str, torch.Tensor] = {}
         equal = singleton = total = 0
         for agent in agents:
             if cfg.reward_source == "team":
-                rewards = torch.tensor([ep.team_reward() for ep in batch.episodes])
+                rewards = torch.tensor([ep.team_reward() for ep in batch.episodes], device="cpu")
             else:
-                rewards = torch.tensor([ep.rewards[agent] for ep in batch.episodes])
+                rewards = torch.tensor([ep.rewards[agent] for ep in batch.episodes], device="cpu")
             adv, stats = group_advantages(rewards, groups, scale_by_std=cfg.scale_rewards)
             advantages[agent] = adv
             equal += stats.equal_reward_groups
