@@ -1,11 +1,16 @@
-"""Peak memory of N separate adapters against one: the same 4-solver debate step (rollout +
-update) with `adapters=per_role` (4 LoRA adapters, each with its own optimizer state) and
-`adapters=shared` (1 adapter), each in a fresh subprocess; the figure is the ratio of their
-peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), target <= 1.15x.
+"""Peak memory, each workload in a fresh subprocess, as VmHWM (see `common.peak_rss_mb`):
 
-The workload is identical in both processes (same tasks, prompts, completions budget, and
-micro-batches of one agent's samples, so activations peak alike); rewards are random so every group carries signal and the update really runs (a step whose
-advantages are all zero skips the update and would hide the optimizer state).
+- the 4-solver debate step (rollout + update) with `adapters=per_role` (4 LoRA adapters, each
+  with its own optimizer state) against `adapters=shared` (1 adapter): the ratio, target
+  <= 1.15x, and the step's own peak, target <= 2.5 GB;
+- the same step with `gradient_checkpointing=true` (activations recomputed in backward);
+- the one-agent workload of the TRL comparison (`train_cost.py`: 4 prompts x 8 samples, 20
+  tokens, dense reward, 3 steps) on our trainer; `train_cost.py` puts TRL's own peak on the
+  same workload beside it (target: ours <= TRL's).
+
+The debate workload is identical in both adapter modes (same tasks, prompts, completion
+budget, and micro-batches of one agent's samples, so activations peak alike); rewards are
+random so every group carries signal and the update really runs.
 
     python -m benchmarks.memory [--model tiny] [--agents 4] [--tasks 2] [--group 4]
 """
@@ -17,15 +22,15 @@ import json
 import subprocess
 import sys
 
-from benchmarks.common import EMBEDDED, REPO_DIR, emit
+from benchmarks.common import EMBEDDED, REPO_DIR, emit, peak_rss_mb
 
 MARK = "MEMORY-RESULT "
 
 
-def worker(model: str, mode: str, agents: int, tasks: int, group: int, max_new_tokens: int) -> dict:
-    """One rollout + update step in this process; peak RSS in MB."""
+def debate_worker(model: str, mode: str, agents: int, tasks: int, group: int, max_new_tokens: int,
+                  checkpointing: bool = False) -> dict:
+    """One rollout + update step of the debate in this process; peak RSS in MB."""
     import random
-    import resource
     import tempfile
 
     from multiagent_rl import load_scenario
@@ -46,6 +51,7 @@ def worker(model: str, mode: str, agents: int, tasks: int, group: int, max_new_t
         # Micro-batches of one agent's samples in both modes, so the update's activation
         # peak is the same and the difference is the adapters (weights, grads, AdamW state).
         micro_batch_size=tasks * group,
+        gradient_checkpointing=checkpointing,
         log_with=[],
         progress=False,
         seed=0,
@@ -54,40 +60,59 @@ def worker(model: str, mode: str, agents: int, tasks: int, group: int, max_new_t
         run = Run(config, tmp, scenario=scenario)
         metrics = run.train_step(1)
         adapters = len(run.model.peft_config)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
         "mode": mode,
         "adapters": adapters,
-        "peak_rss_mb": peak_kb / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "completions": int(metrics["update/samples"]),
         "update_skipped": bool(metrics["update/skipped"]),
     }
 
 
-def measure(model: str, mode: str, agents: int, tasks: int, group: int, max_new_tokens: int) -> dict:
-    cmd = [
-        sys.executable, "-m", "benchmarks.memory", "--worker", mode, "--model", model, "--agents", str(agents),
-        "--tasks", str(tasks), "--group", str(group), "--max-new-tokens", str(max_new_tokens),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR)
+def one_agent_worker(model: str, steps: int, tasks: int, group: int, max_new_tokens: int) -> dict:
+    """The TRL comparison's one-agent workload (dense reward) on our trainer; peak RSS in MB."""
+    import tempfile
+
+    from benchmarks.train_cost import addition_scenario, train_config
+    from trainers.loop import Run
+
+    args = argparse.Namespace(tasks=tasks, group=group, max_new_tokens=max_new_tokens, steps=steps, mixed_precision="bf16")
+    config = train_config(model, "addition", {}, args)
+    with tempfile.TemporaryDirectory(prefix="mrl-memory-bench-") as tmp:
+        run = Run(config, tmp, scenario=addition_scenario(max_new_tokens, "dense"))
+        for step in range(1, steps + 1):
+            run.train_step(step)
+    return {"mode": "one-agent", "peak_rss_mb": peak_rss_mb()}
+
+
+def measure(*worker_args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--worker", *worker_args],
+                          capture_output=True, text=True, cwd=REPO_DIR)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise RuntimeError(f"memory worker ({mode}) exited {proc.returncode}: {tail}")
+    raise RuntimeError(f"memory worker {worker_args[0]} exited {proc.returncode}: {tail}")
+
+
+def one_agent_peak(model: str, steps: int = 3, tasks: int = 4, group: int = 8, max_new_tokens: int = 20) -> float:
+    """Our peak RSS (MB) on the TRL comparison's workload, in a fresh process."""
+    return measure("one-agent", "--model", model, "--steps", str(steps), "--tasks", str(tasks), "--group", str(group),
+                   "--max-new-tokens", str(max_new_tokens))["peak_rss_mb"]
 
 
 def main(model: str = EMBEDDED, agents: int = 4, tasks: int = 2, group: int = 4, max_new_tokens: int = 16) -> dict:
     print(f"memory bench: model={model} debate solvers={agents} rounds=1 tasks={tasks} group={group}", flush=True)
+    sizes = ["--model", model, "--agents", str(agents), "--tasks", str(tasks), "--group", str(group),
+             "--max-new-tokens", str(max_new_tokens)]
     results = {}
-    for mode in ("shared", "per_role"):  # one at a time: they must not share the CPU or RAM pressure
-        results[mode] = measure(model, mode, agents, tasks, group, max_new_tokens)
-        r = results[mode]
-        print(
-            f"  {r['adapters']} adapter(s): peak RSS {r['peak_rss_mb']:.0f} MB "
-            f"({r['completions']} completions, update skipped: {r['update_skipped']})",
-            flush=True,
-        )
+    # One at a time: they must not share the CPU or RAM pressure.
+    for name, mode, extra in (("shared", "shared", []), ("per_role", "per_role", []),
+                              ("checkpointing", "shared", ["--checkpointing"])):
+        results[name] = measure(mode, *sizes, *extra)
+        r = results[name]
+        print(f"  {name}: {r['adapters']} adapter(s): peak RSS {r['peak_rss_mb']:.0f} MB "
+              f"({r['completions']} completions, update skipped: {r['update_skipped']})", flush=True)
     one, many = results["shared"], results["per_role"]
     figures = {
         "memory: peak RSS, 1 adapter (MB)": round(one["peak_rss_mb"], 1),
@@ -95,24 +120,33 @@ def main(model: str = EMBEDDED, agents: int = 4, tasks: int = 2, group: int = 4,
         f"memory: peak RSS {many['adapters']} adapters / 1 (x, target <= 1.15)": round(
             many["peak_rss_mb"] / one["peak_rss_mb"], 4
         ),
+        f"memory: {agents}-solver debate step peak RSS, {many['adapters']} adapters (GB, target <= 2.5)": round(
+            many["peak_rss_mb"] / 1024, 3
+        ),
+        "memory: peak RSS with gradient checkpointing, 1 adapter (MB)": round(results["checkpointing"]["peak_rss_mb"], 1),
     }
     return emit(figures)
 
 
 def cli(argv: list[str] | None = None) -> dict | None:
-    parser = argparse.ArgumentParser(description="Peak RSS with N adapters vs 1")
+    parser = argparse.ArgumentParser(description="Peak RSS with N adapters vs 1, and of the TRL workload")
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=2)
     parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--worker", choices=["shared", "per_role"], help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["shared", "per_role", "one-agent"], help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
-    if a.worker:
-        result = worker(a.model, a.worker, a.agents, a.tasks, a.group, a.max_new_tokens)
-        print(MARK + json.dumps(result), flush=True)
-        return None
-    return main(a.model, a.agents, a.tasks, a.group, a.max_new_tokens)
+    if a.worker == "one-agent":
+        result = one_agent_worker(a.model, a.steps, a.tasks, a.group, a.max_new_tokens)
+    elif a.worker:
+        result = debate_worker(a.model, a.worker, a.agents, a.tasks, a.group, a.max_new_tokens, a.checkpointing)
+    else:
+        return main(a.model, a.agents, a.tasks, a.group, a.max_new_tokens)
+    print(MARK + json.dumps(result), flush=True)
+    return None
 
 
 if __name__ == "__main__":

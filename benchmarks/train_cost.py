@@ -297,6 +297,13 @@ def one_agent(kind: str, ours_model: str, folder: str | None, args, trl: bool, f
     figures[f"{prefix} TRL equal-reward group fraction"] = round(zero, 3) if zero is not None else None
     figures[ratio_name] = round(one["per_completion"] / result["seconds_per_completion"], 3)
     notes[trl_name] = f"trl {result['trl']}, {result['steps']} steps, warm-up excluded: {result['warmup_excluded']}"
+    if kind == "dense":  # where both trainers do the same work: peak memory side by side
+        from benchmarks.memory import one_agent_peak
+
+        ours_peak = one_agent_peak(ours_model, args.steps, args.tasks, args.group, args.max_new_tokens)
+        figures["memory: 1-agent TRL workload, ours peak RSS (MB)"] = round(ours_peak, 1)
+        figures["memory: 1-agent TRL workload, TRL peak RSS (MB)"] = round(result["peak_rss_mb"], 1)
+        figures["memory: 1-agent TRL workload, ours/TRL peak RSS (x, target <= 1)"] = round(ours_peak / result["peak_rss_mb"], 3)
 
 
 def main(

@@ -184,7 +184,16 @@ def run(args: argparse.Namespace) -> dict:
         # groups whose rewards are all equal (zero advantage; TRL still runs their forward/backward)
         "frac_reward_zero_std": statistics.fmean(zero_std) if zero_std else None,
         "train_seconds": total,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would include the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
     micro_batch_size: int = Field(16, ge=1, description="Samples per forward/backward (gradient accumulation).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory in the update, about a third more update time."
+    )
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
     clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
     beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")

@@ -101,6 +101,8 @@ class Run:
         # backward, but each micro-batch here trains one adapter of a multi-adapter peft
         # model (set_adapter), so ranks sum gradients themselves before each optimizer step.
         self.model = attach_adapters(self.model_base, adapter_names(self.agent_adapters), lora).to(self.device)
+        if config.gradient_checkpointing:  # training forwards only; generation runs in eval mode
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.backend = self._make_backend()
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
