@@ -29,6 +29,18 @@ class LoraConfig(BaseModel):
     )
 
 
+class VLLMConfig(BaseModel):
+    """The vLLM engine of `backend: vllm`, colocated with training in the same process."""
+
+    model_config = ConfigDict(extra="forbid")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights + KV cache); training uses the rest."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spreads the model over.")
+    max_loras: int | None = Field(None, ge=1, description="Adapters served in one batch; None: max(4, adapters).")
+    dtype: str = Field("auto", description="vLLM's weight dtype (auto: bfloat16 for a float32 checkpoint).")
+
+
 class TrainConfig(BaseModel):
     """Everything a run needs; `config.yaml` in the run folder is this, resolved."""
 
@@ -47,6 +59,7 @@ class TrainConfig(BaseModel):
     )
     trainer: Literal["grpo"] = Field("grpo", description="Training algorithm.")
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     steps: int = Field(20, ge=0, description="Training steps (each: rollout -> update).")

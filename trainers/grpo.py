@@ -11,6 +11,7 @@ they get zero advantages and are counted in the metrics, never hidden.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ def grpo_update(
     if not total_informative:
         # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
         metrics.update({"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
-                        "grad_norm": 0.0, "update/optimizer_steps": 0.0})
+                        "grad_norm": 0.0, "update/optimizer_steps": 0.0, "perf/grad_sync_seconds": 0.0})
         return dict(metrics)
     by_adapter: dict[str, list[Sample]] = defaultdict(list)
     for s in informative:
@@ -290,7 +291,9 @@ def grpo_update(
                     counts["loss"] += float(loss.detach())
                     counts["clipped"] += float((clipped * mask).sum())
                     counts["tokens"] += float(mask.sum())
+            sync_start = time.perf_counter()
             ranks.sum_gradients(trainable)
+            counts["sync_seconds"] += time.perf_counter() - sync_start
             params = [p for p in trainable if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm) if params else torch.tensor(0.0)
             optimizer.step()
@@ -309,6 +312,7 @@ def grpo_update(
     metrics["loss/kl"] = counts["kl_sum"] / max(counts["tokens"], 1)
     metrics["grad_norm"] = counts["grad_norm"] / steps
     metrics["update/optimizer_steps"] = counts["optimizer_steps"]
+    metrics["perf/grad_sync_seconds"] = counts["sync_seconds"]  # waiting for other ranks included
     metrics["update/skipped"] = 0.0
     if not math.isfinite(metrics["loss/policy"]):
         raise FloatingPointError(f"policy loss is {metrics['loss/policy']}; lower lr or check rewards")

@@ -37,7 +37,7 @@ from multiagent_rl.adapters import (
     save_adapters,
 )
 from multiagent_rl.answers import answers_match
-from multiagent_rl.config import TrainConfig, save_config
+from multiagent_rl.config import ConfigError, TrainConfig, save_config
 from multiagent_rl.models import load_model, resolve_model_path
 from multiagent_rl.records import Episode, EpisodeLog
 from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
@@ -134,13 +134,22 @@ class Run:
             )
         from multiagent_rl.backends.vllm import VLLMBackend
 
+        if self.ranks.distributed:
+            raise ConfigError(
+                f"backend=vllm runs beside training in one process; with {self.ranks.count} processes use "
+                "backend=hf (see the README's Scaling out)"
+            )
+        engine = self.config.vllm
         live = self._publish_adapters(0)
         return VLLMBackend(
             resolve_model_path(self.config.model),
             adapter_dirs={p.name: str(p) for p in live.iterdir()},
             max_lora_rank=self.config.lora.rank,
-            max_loras=max(4, len(self.model.peft_config)),
+            max_loras=engine.max_loras or max(4, len(self.model.peft_config)),
             seed=self.config.seed,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            dtype=engine.dtype,
         )
 
     def _publish_adapters(self, step: int) -> Path:
