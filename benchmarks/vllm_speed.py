@@ -25,7 +25,13 @@ from pathlib import Path
 
 from benchmarks.common import EMBEDDED, TINY, emit, randomize_lora_b
 from multiagent_rl import load_scenario
-from multiagent_rl.adapters import LoraSettings, adapter_map, adapter_names, attach_adapters, save_adapters
+from multiagent_rl.adapters import (
+    LoraSettings,
+    adapter_map,
+    adapter_names,
+    attach_adapters,
+    save_adapters,
+)
 from multiagent_rl.backends.base import GenerationRequest, GenerationResult
 from multiagent_rl.models import load_model, resolve_model_path
 from multiagent_rl.rollout import Sampling, rollout

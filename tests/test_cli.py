@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from multiagent_rl.cli import main
+from multiagent_rl.cli import argv_without_processes, main
 
 SCENARIOS = ["debate", "division_of_labour", "negotiation", "signalling"]
 TINY = [
@@ -182,3 +183,24 @@ def test_train_on_an_existing_run_resumes_it(trained, capsys, tmp_path):
     steps = [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2]
     assert (copy / "checkpoints" / "step-2" / "trainer_state.json").is_file()
+
+
+def test_train_with_two_processes_launches_data_parallel_ranks(tmp_path):
+    run_dir = tmp_path / "run"
+    script = Path(sys.executable).parent / "multiagent-rl"
+    done = subprocess.run(
+        [str(script), "train", "signalling", "--out", str(run_dir), "--processes", "2", *TINY, "--set", "tasks_per_step=2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1] and lines[-1]["runtime/processes"] == 2
+    assert sorted(p.name for p in (run_dir / "episodes").glob("step-*.msgpack")) == [
+        "step-000001.rank0.msgpack", "step-000001.rank1.msgpack"
+    ]
+    assert done.stdout.count("held-out team reward") == 1  # the main process reports, once
+
+
+def test_argv_without_processes_keeps_everything_else():
+    argv = ["train", "debate", "--processes", "2", "--out", "r", "--processes=3", "--set", "steps=1"]
+    assert argv_without_processes(argv) == ["train", "debate", "--out", "r", "--set", "steps=1"]

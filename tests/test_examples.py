@@ -54,3 +54,24 @@ def test_custom_scenario_passes_the_pettingzoo_harness():
     from pettingzoo.test import parallel_api_test
 
     parallel_api_test(load_scenario(f"{CUSTOM}:checker").make_env(seed=0), num_cycles=5)
+
+
+def test_gpu_check_runs_its_checks_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-dry-run", "--model", "tiny", "--steps", "2",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "all parameters and batches were on cpu" in done.stdout
+    import json
+
+    figures = json.loads(out.read_text())
+    assert figures["step seconds per completion"] > 0 and figures["updates skipped"] <= 1
+
+
+def test_gpu_check_without_a_gpu_says_so():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no CUDA device" in done.stderr

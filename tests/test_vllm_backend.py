@@ -280,3 +280,18 @@ def test_sync_refuses_adapters_the_engine_cannot_serve(backend, model_dir, adapt
     with pytest.raises(VLLMBackendError, match="no peft adapters"):
         backend.sync_adapters(str(tmp_path / "big" / "a"))
     assert backend.adapters == loaded  # nothing was half-applied
+
+
+def test_a_call_larger_than_one_scheduler_step_completes(backend):
+    # 40 seeded requests of ~150 prompt tokens: more than vLLM's 4096-token step budget, which
+    # once split a prompt's prefill and crashed the CPU engine ("CPU Generator does not use offset").
+    text = "Count the apples and the pears in this long story. " * 14
+    requests = [
+        GenerationRequest(messages=[{"role": "user", "content": f"{i}: {text}"}], adapter=("a", "b", None)[i % 3],
+                          temperature=1.0, max_new_tokens=4, tag=i)
+        for i in range(40)
+    ]
+    results = backend.generate(requests, seed=3)
+    assert sum(len(r.prompt_ids) for r in results) > 4096
+    assert [r.tag for r in results] == list(range(40))
+    assert all(1 <= len(r.completion_ids) <= 4 for r in results)

@@ -91,6 +91,12 @@ def _import_vllm():
     return vllm, TokensPrompt, LoRARequest
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 def request_seed(seed: int, index: int) -> int:
     """A per-request sampling seed from a call seed and the request's index (splitmix64
     mix, so neighbouring calls don't share shifted streams)."""
@@ -203,6 +209,12 @@ class VLLMBackend:
                     self.lora_target_modules |= parts
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         llm_kwargs.setdefault("logprobs_mode", "processed_logprobs")
+        if _on_cpu():
+            # vLLM's CPU sampler cannot rewind a seeded request's generator after a partial
+            # (chunked) prefill ("CPU Generator does not use offset"), and every request here
+            # carries a seed: schedule each prompt's prefill whole. A call whose prompts add up
+            # to more than max_num_batched_tokens (4096) crashed the engine before.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         self.llm = vllm.LLM(
             model=self.model_path,
             enable_lora=True,
