@@ -59,9 +59,13 @@ def attach_adapters(model, names: Iterable[str], settings: LoraSettings):
         target_modules=list(settings.target_modules),
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, config, adapter_name=names[0])
-    for name in names[1:]:
-        peft_model.add_adapter(name, config)
+    try:
+        peft_model = get_peft_model(model, config, adapter_name=names[0])
+        for name in names[1:]:
+            peft_model.add_adapter(name, config)
+    except ValueError as exc:  # e.g. target modules the model does not have
+        message = " ".join(str(exc).split())[:300]
+        raise ScenarioError(f"lora.target_modules={list(settings.target_modules)} does not fit the model: {message}") from exc
     for pname, param in peft_model.named_parameters():
         param.requires_grad = "lora_" in pname
     return peft_model

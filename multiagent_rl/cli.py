@@ -17,17 +17,34 @@ from .graph import GraphError
 from .models import ModelError
 from .scenario import ScenarioError, list_scenarios, load_scenario
 
+DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
 USER_ERRORS = (ScenarioError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .analysis import RunError  # a run folder that holds nothing to analyse
+    from safetensors import SafetensorError  # a damaged weights file
 
-    return (*USER_ERRORS, RunError)
+    from trainers.run_folder import RunFolderError  # a folder in use by another process
+
+    from .analysis import RunError  # a run folder that holds nothing to analyse
+    from .contain import UserCodeError  # a reward or task function failed (file and line named)
+
+    # OSError: read-only or full disks, a file where a folder should be; JSONDecodeError: a
+    # damaged JSON record. Neither is a bug to show a traceback for (--debug shows one).
+    return (*USER_ERRORS, RunError, RunFolderError, UserCodeError, SafetensorError, OSError, json.JSONDecodeError)
 
 
 class UsageError(Exception):
     pass
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: OS errors name the path, nothing spans lines."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +53,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="multiagent-rl", description="Train teams of LLM agents with reinforcement learning.")
+    parser = _Parser(
+        prog="multiagent-rl", description="Train teams of LLM agents with reinforcement learning.",
+        epilog=f"Errors are one line; --debug (or {DEBUG_ENV}=1) shows the whole traceback.",
+    )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("scenarios", help="List the registered scenarios.")
 
@@ -54,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--config", default=None, help="YAML config file")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--allow-changes", action="store_true",
+        help="resume even with changed seed, model, LoRA, group size or scenario (recorded in config-changes.jsonl)",
+    )
     train.add_argument(
         "--processes", type=int, default=1,
         help="data-parallel processes on this machine (runs `accelerate launch --num_processes N`; one per GPU)",
@@ -73,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -82,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"multiagent-rl: error: {exc}", file=sys.stderr)
         return 2
     except _user_errors() as exc:
-        print(f"multiagent-rl: error: {exc}", file=sys.stderr)
+        if debug:  # --debug (or MULTIAGENT_RL_DEBUG=1): the whole traceback
+            raise
+        print(f"multiagent-rl: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("multiagent-rl: interrupted", file=sys.stderr)
@@ -153,6 +182,7 @@ def cmd_train(args) -> int:
     import yaml
 
     _positive(args.processes, "--processes")
+    check_run_folder(args.out)
     if args.processes > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args.processes, argv_without_processes(sys.argv[1:]))
     from trainers.loop import Run
@@ -165,12 +195,28 @@ def cmd_train(args) -> int:
     config = load_config(args.config, [f"scenario={args.scenario}", *args.overrides], base=base)
     if base and base.get("scenario") != config.scenario:
         raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
-    run = Run(config, run_dir)
+    run = Run(config, run_dir, allow_changes=args.allow_changes)
     summary = run.train()
     if run.ranks.is_main:
         _print_final_transcripts(run)
         _print_before_after(summary, run)
     return 0
+
+
+def check_run_folder(out: str) -> None:
+    """`--out` must be a folder this process can write, checked before any model loads."""
+    if not out.strip():
+        raise UsageError("--out is empty; give a run folder, e.g. --out runs/debate-1")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out!r} is not writable: {exc.strerror or exc}") from exc
 
 
 def _launch(processes: int, argv: list[str]) -> int:
@@ -237,8 +283,9 @@ def _print_before_after(summary: dict, run) -> None:
 def cmd_eval(args) -> int:
     import yaml
 
-    from trainers.checkpoint import latest_checkpoint, load_checkpoint
+    from trainers.checkpoint import load_checkpoint, resumable_checkpoint
     from trainers.loop import Run
+    from trainers.run_folder import RunLock
 
     _positive(args.episodes, "--episodes")
     run_dir = Path(args.run)
@@ -246,22 +293,31 @@ def cmd_eval(args) -> int:
     if not saved.is_file():
         raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(None, [f"scenario={args.scenario}", "log_with=[]"], base=yaml.safe_load(saved.read_text()))
-    found = latest_checkpoint(run_dir)
+    found, damaged = resumable_checkpoint(run_dir)
+    for path, why in damaged:
+        print(f"multiagent-rl: checkpoint {path.name} is damaged ({why}); skipped", file=sys.stderr)
     if found is None:
         raise UsageError(f"{run_dir} has no complete checkpoint yet")
     run = Run(config, run_dir)
     step, path = found
     load_checkpoint(path, run.model, run.optimizer, run.scheduler)
-    base = run.evaluate(step=step, episodes=args.episodes, adapters=dict.fromkeys(run.scenario.agents), tag="base-eval")
-    trained = run.evaluate(step=step, episodes=args.episodes, tag="trained-eval")
+    out = run_dir / "evals" / path.name  # never into the run's training records
+    with RunLock(run_dir, "eval"):
+        base = run.evaluate(step=step, episodes=args.episodes, adapters=dict.fromkeys(run.scenario.agents),
+                            tag="base", log_dir=out)
+        trained = run.evaluate(step=step, episodes=args.episodes, tag="trained", log_dir=out)
     print(json.dumps({
-        "scenario": run.scenario.name, "checkpoint": path.name, "episodes": base["n"],
+        "scenario": run.scenario.name, "checkpoint": path.name, "episodes": base["n"], "log": str(out),
         "base": base, "trained": trained, "change": trained["mean"] - base["mean"],
     }, indent=2))
     return 0
 
 
 def cmd_analyse(args) -> int:
+    import contextlib
+
+    from trainers.run_folder import RunLock
+
     from .analysis import run_analysis
 
     run = Path(args.run)
@@ -270,7 +326,11 @@ def cmd_analyse(args) -> int:
     for other in args.compare:
         if not (Path(other) / "episodes").is_dir():
             raise UsageError(f"{other} has no episodes/ folder")
-    text, report = run_analysis(run, compare=args.compare or None, out=Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    # Writing into the run folder waits for no one: a trainer or evaluator holding it refuses the report.
+    inside = out is None or out.resolve().parent == run.resolve()
+    with RunLock(run, "analyse") if inside else contextlib.nullcontext():
+        text, report = run_analysis(run, compare=args.compare or None, out=out)
     print(text)
     print(f"report: {report}")
     return 0

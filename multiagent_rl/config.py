@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 
 class LoraConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rank: int = Field(16, ge=1, description="LoRA rank r.")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
@@ -32,7 +32,7 @@ class LoraConfig(BaseModel):
 class VLLMConfig(BaseModel):
     """The vLLM engine of `backend: vllm`, colocated with training in the same process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     gpu_memory_utilization: float = Field(
         0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights + KV cache); training uses the rest."
     )
@@ -44,7 +44,8 @@ class VLLMConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Everything a run needs; `config.yaml` in the run folder is this, resolved."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: `lr=.inf` would train one step and then NaN.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     scenario: str = Field("debate", description="Scenario name or path/file.py:NAME.")
     scenario_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the scenario factory.")
@@ -66,7 +67,7 @@ class TrainConfig(BaseModel):
     time_budget_minutes: float | None = Field(
         None, gt=0, description="Stop after this much training time (evaluation excluded), even before `steps`."
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="Seeds every random stream of the run (0 <= seed < 2**32).")
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
     group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")
     lr: float = Field(2e-4, gt=0)
@@ -97,6 +98,14 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(10, ge=0, description="Held-out evaluation every N steps (0: only before and after).")
     eval_episodes: int = Field(50, ge=1)
     save_every: int = Field(10, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
+    max_failed_fraction: float = Field(
+        0.5, ge=0, le=1, description="Stop when more than this share of a step's episodes fail in user code (the reward)."
+    )
+    fail_fast: bool = Field(False, description="Stop at the first episode whose reward fails.")
+    reward_timeout_seconds: float | None = Field(
+        60.0, gt=0, description="A reward call that takes longer fails its episode (None: no limit)."
+    )
     log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="accelerate trackers.")
     progress: bool = True
     max_batch_size: int | None = Field(None, ge=1, description="Split a round's generate call into chunks of this size.")
@@ -141,9 +150,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not text (byte {exc.start} is not UTF-8); give a YAML file") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
         data.update(loaded)
@@ -162,6 +176,21 @@ def describe_validation_error(exc: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"unknown config key {key!r}; known keys: {', '.join(TrainConfig.model_fields)}"
     return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+# Settings whose change on resume breaks "the resumed run replays what an uninterrupted run
+# would": they shape the task stream, the sampling streams or the trained parameters.
+STREAM_SETTINGS = (
+    "scenario", "scenario_options", "model", "dtype", "seed", "trainer", "adapters", "lora", "tasks_per_step",
+    "group_size",
+)
+
+
+def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, dict[str, Any]]:
+    """Top-level settings that differ between a saved config (as loaded from config.yaml)
+    and `after`: {key: {"from": old, "to": new}}."""
+    now = after.model_dump()
+    return {k: {"from": before.get(k), "to": v} for k, v in now.items() if before.get(k) != v}
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

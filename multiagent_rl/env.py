@@ -18,6 +18,7 @@ from typing import Any
 import gymnasium
 from pettingzoo import ParallelEnv
 
+from .contain import describe_failure, time_limit
 from .graph import deliveries, inbox
 from .records import Episode, Message, Task, Turn
 from .scenario import Scenario, ScenarioError
@@ -54,13 +55,22 @@ class TeamEnv(ParallelEnv):
         task: Task | None = None,
         render_mode: str | None = None,
         max_message_chars: int = 2000,
+        contain_failures: bool = False,
+        reward_timeout: float | None = None,
     ):
+        """`contain_failures`: a reward that raises, hangs past `reward_timeout` seconds or is
+        not finite marks the episode failed (`Episode.failure`) instead of raising (the trainer
+        drops such episodes' groups); off by default, so user code fails loudly when you call
+        the env yourself."""
         if render_mode not in (None, "ansi"):
             raise ScenarioError(f"render_mode {render_mode!r} is not supported; use 'ansi' or None")
         self.scenario = scenario
         self.split = split
         self.render_mode = render_mode
         self.max_message_chars = max_message_chars
+        self.contain_failures = contain_failures
+        self.reward_timeout = reward_timeout
+        self.failure: str | None = None
         self.possible_agents = list(scenario.agents)
         # PettingZoo wants the same space object on every call (it seeds them).
         self._observation_spaces = {a: TextSpace(max_length=MAX_OBSERVATION_CHARS) for a in self.possible_agents}
@@ -97,6 +107,7 @@ class TeamEnv(ParallelEnv):
         self.turns = []
         self.final_rewards = {}
         self.team_answer = None
+        self.failure = None
         return self._observations(), self._infos()
 
     def step(self, actions: dict[str, Any]):
@@ -129,17 +140,28 @@ class TeamEnv(ParallelEnv):
         done = self.round >= self.scenario.num_rounds
         rewards = dict.fromkeys(self.agents, 0.0)
         if done:
-            episode = self.episode(with_rewards=False)
-            self.team_answer = self.scenario.team_answer(episode)
-            episode.team_answer = self.team_answer
-            self.final_rewards = self.scenario.rewards(self.task, episode)
-            rewards = dict(self.final_rewards)
+            self._finish()
+            rewards = {a: self.final_rewards.get(a, 0.0) for a in self.agents}
         observations, infos = self._observations(), self._infos()
         terminations = dict.fromkeys(self.agents, done)
         truncations = dict.fromkeys(self.agents, False)
         if done:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
+
+    def _finish(self) -> None:
+        """The team answer and the rewards, with user code contained if asked."""
+        episode = self.episode(with_rewards=False)
+        try:
+            with time_limit(self.reward_timeout if self.contain_failures else None):
+                self.team_answer = self.scenario.team_answer(episode)
+                episode.team_answer = self.team_answer
+                self.final_rewards = self.scenario.rewards(self.task, episode)
+        except Exception as exc:
+            if not self.contain_failures:
+                raise
+            self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
+            self.final_rewards = {}
 
     def record_generation(
         self,
@@ -245,6 +267,7 @@ class TeamEnv(ParallelEnv):
             teams=self.scenario.teams,
             team_answer=self.team_answer,
             split=self.split if self.split in ("eval", "play") else "train",
+            failure=self.failure,
             **fields,
         )
 

@@ -87,7 +87,13 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     source = embedded_model_dir() if name in (EMBEDDED_ALIAS, TINY_ALIAS) else name
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load a tokenizer for model {name!r} ({exc.__class__.__name__}); give an HF folder, "
+            f"an HF id available offline, {EMBEDDED_ALIAS!r} or {TINY_ALIAS!r}"
+        ) from exc
     tokenizer.padding_side = "left"  # generation appends on the right
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

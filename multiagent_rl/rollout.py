@@ -67,12 +67,16 @@ def rollout(
     log: EpisodeLog | None = None,
     progress: bool = False,
     first_group: int = 0,
+    contain_failures: bool = False,
+    reward_timeout: float | None = None,
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
     `adapters` maps agent -> adapter name (None: the base model); default: the scenario's.
     `first_group`: the global index of `tasks[0]` when this process plays a shard of a
     larger batch, so group ids and per-episode seeds do not depend on the sharding.
+    `contain_failures`, `reward_timeout`: a failing reward marks its episode failed instead of
+    raising (see `TeamEnv`).
     """
     sampling = sampling or Sampling()
     adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles}
@@ -80,7 +84,7 @@ def rollout(
     groups: list[int] = []
     for g, task in enumerate(tasks, start=first_group):
         for k in range(group_size):
-            env = scenario.make_env(task=task, split=split)
+            env = scenario.make_env(task=task, split=split, contain_failures=contain_failures, reward_timeout=reward_timeout)
             env.reset(seed=seed * 100_003 + g * 1_009 + k, options={"task": task})
             envs.append(env)
             groups.append(g)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .answers import is_bare_number, parse_answer
+from .contain import describe_failure
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, Task
 
@@ -412,6 +413,12 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
     sys.modules[module_spec.name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise ScenarioError(f"scenario file {exc.filename}:{exc.lineno} has a syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise ScenarioError(describe_failure(exc, f"importing scenario file {str(path)!r}")) from exc
     except BaseException:
         sys.modules.pop(module_spec.name, None)
         raise

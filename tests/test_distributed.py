@@ -116,7 +116,7 @@ def test_each_rank_writes_its_own_episode_log_and_only_the_main_one_writes_the_r
         one = read_episodes(runs / "one" / "episodes" / f"step-{step:06d}.msgpack").episodes
         both = parts[0].episodes + parts[1].episodes
         assert [[t.message.text for t in e.turns] for e in both] == [[t.message.text for t in e.turns] for e in one]
-    assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.yaml", "episodes", "metrics.jsonl"]
+    assert sorted(p.name for p in two.iterdir()) == [".lock", "checkpoints", "config.yaml", "episodes", "metrics.jsonl"]
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert [m["step"] for m in metrics(two)] == [0, 1, 2]  # one writer: no line twice
 

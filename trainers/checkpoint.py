@@ -1,16 +1,23 @@
 """Checkpoints without pickle: adapters in peft format, optimizer tensors in
-safetensors, everything else in JSON; written to a temporary folder and renamed,
-so `checkpoints/step-N/` either exists whole or not at all.
+safetensors, everything else in JSON; written to a temporary folder, every file and the
+folder fsynced, then renamed, so `checkpoints/step-N/` either exists whole or not at all,
+even across a power cut.
 
 checkpoints/step-N/
   adapters/<name>/adapter_config.json, adapter_model.safetensors
   optimizer.safetensors     optimizer state tensors ("state.<param index>.<key>")
   trainer_state.json        step, optimizer param groups, scheduler state, Python RNG
   rng.safetensors           torch RNG state
+  manifest.json             written last: every file's size and sha256, library versions
+
+`resumable_checkpoint` checks the manifest of the newest checkpoint before anything is
+loaded and falls back to the previous good one, naming what was damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import random
 import re
@@ -23,6 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from multiagent_rl.adapters import load_adapter_weights, save_adapters
 
+from .durable import fsync_dir, fsync_file
+
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -31,24 +40,105 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """The highest complete `checkpoints/step-N` (temporary folders are ignored)."""
+    """The highest complete-looking `checkpoints/step-N` (temporary folders are ignored; nothing
+    is verified: `resumable_checkpoint` is what resumes)."""
+    found = [(step, p) for step, p in step_dirs(run_dir) if (p / "trainer_state.json").is_file()]
+    return found[-1] if found else None
+
+
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every `checkpoints/step-N` folder, oldest first (temporary folders are not among them)."""
     root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    found = []
-    for p in root.iterdir():
-        m = STEP_DIR.match(p.name)
-        if m and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
-    return max(found) if found else None
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))) if root.is_dir() else []
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None = None) -> Path:
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-step-"
+
+
+def remove_temporary(run_dir: Path) -> list[str]:
+    """Delete what a crash inside a write left: checkpoint folders never committed, and the
+    run folder's `*.tmp` files (a config or metrics rewrite cut short)."""
+    root = Path(run_dir) / "checkpoints"
+    stale = sorted(p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()) if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p)
+    files = sorted(Path(run_dir).glob("*.tmp"))
+    for f in files:
+        f.unlink()
+    return [p.name for p in stale + files]
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if `path` is whole, else what is wrong with it (one phrase)."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        # A committed folder always has one (it is written before the rename); without it,
+        # only a checkpoint of an older version, marked whole by its trainer_state.json.
+        return None if (path / "trainer_state.json").is_file() else "no manifest.json"
+    try:
+        listed = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"manifest.json is unreadable ({type(exc).__name__})"
+    for name, want in listed.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != want["size"]:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {want['size']}"
+        if _sha256(file) != want["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def resumable_checkpoint(run_dir: Path) -> tuple[tuple[int, Path] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and every newer one that did not, with why."""
+    damaged = []
+    for step, path in reversed(step_dirs(run_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return (step, path), damaged
+        damaged.append((path, problem))
+    return None, damaged
+
+
+def prune_checkpoints(run_dir: Path, keep: int | None) -> list[str]:
+    """Delete all but the newest `keep` checkpoints (None keeps every one)."""
+    if keep is None:
+        return []
+    found = step_dirs(run_dir)
+    removed = []
+    for _, path in found[:-keep] if len(found) > keep else []:
+        shutil.rmtree(path)
+        removed.append(path.name)
+    return removed
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write `checkpoints/step-N/` whole or not at all; `extra` goes into trainer_state.json,
+    `config` (the run's resolved settings) into the manifest."""
     final = checkpoint_dir(run_dir, step)
-    tmp = final.parent / f".tmp-step-{step}"
+    tmp = final.parent / f"{TMP_PREFIX}{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        _write_checkpoint(tmp, step, model, optimizer, scheduler, extra, config)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # disk full, interrupted: leave nothing half-written
+        raise
+    return final
+
+
+def _write_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None,
+                      config: dict[str, Any] | None) -> None:
     save_adapters(model, tmp / "adapters")
     opt_state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -69,12 +159,21 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, extra
         "python_rng": _jsonable(random.getstate()),
         **(extra or {}),
     }
-    # trainer_state.json last: its presence marks the folder complete.
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "step": step,
+        "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        "versions": {name: _version(name) for name in ("multiagent-rl", "torch", "transformers", "peft", "accelerate")},
+        "config": config,
+    }
+    for p in files:
+        fsync_file(p)
+    # The manifest last: a folder without one was cut off before it was whole.
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    fsync_file(tmp / MANIFEST)
+    for folder in sorted({p.parent for p in files} | {tmp}, key=lambda d: len(d.parts), reverse=True):
+        fsync_dir(folder)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
@@ -114,3 +213,18 @@ def _jsonable(value: Any) -> Any:
 def _python_rng(value: list) -> tuple:
     version, internal, gauss = value
     return (version, tuple(internal), gauss)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

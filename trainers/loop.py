@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
-import re
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from multiagent_rl.adapters import (
     LoraSettings,
@@ -37,23 +39,37 @@ from multiagent_rl.adapters import (
     save_adapters,
 )
 from multiagent_rl.answers import answers_match
-from multiagent_rl.config import ConfigError, TrainConfig, save_config
+from multiagent_rl.config import (
+    STREAM_SETTINGS,
+    ConfigError,
+    TrainConfig,
+    changed_settings,
+    save_config,
+)
+from multiagent_rl.contain import UserCodeError, describe_failure
 from multiagent_rl.models import load_model, resolve_model_path
 from multiagent_rl.records import Episode, EpisodeLog
 from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
 from multiagent_rl.scenario import Scenario, load_scenario
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    load_checkpoint,
+    prune_checkpoints,
+    remove_temporary,
+    resumable_checkpoint,
+    save_checkpoint,
+)
 from .distributed import Ranks
 from .grpo import Sample, UpdateSettings, discounted_credit, group_advantages, grpo_update
+from .run_folder import RunLock, restore_committed_state
 
 
 def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
     """Mean and standard error of the team reward (mean over agents) across episodes, and
     the team's accuracy: the share of tasks with a reference answer that the team got right
-    (unaffected by reward shaping; NaN when no task has one). With `ranks`, over every
-    rank's episodes."""
-    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes]
+    (unaffected by reward shaping; NaN when no task has one). Episodes whose reward failed
+    are left out. With `ranks`, over every rank's episodes."""
+    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes if ep.failure is None]
     if ranks is not None:
         scored = ranks.gather(scored)
     values = [value for value, _ in scored]
@@ -85,9 +101,14 @@ def eval_metrics(result: dict[str, float]) -> dict[str, float]:
 class Run:
     """A training run in a folder: config.yaml, metrics.jsonl, episodes/, checkpoints/."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, scenario: Scenario | None = None):
+    def __init__(self, config: TrainConfig, run_dir: str | Path, scenario: Scenario | None = None,
+                 allow_changes: bool = False):
+        """`allow_changes`: resume even if settings that shape the run's streams (seed, model,
+        LoRA, group size, scenario, ...) differ from the run folder's config.yaml; the change
+        is recorded in config-changes.jsonl with the step it took effect."""
         self.config = config
         self.run_dir = Path(run_dir)
+        self.allow_changes = allow_changes
         self.accelerator = make_accelerator(config, self.run_dir)
         self.ranks = Ranks.from_accelerator(self.accelerator)
         self.device = self.accelerator.device
@@ -95,6 +116,7 @@ class Run:
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model_base, self.tokenizer = load_model(config.model, dtype=self.dtype)
+        check_batch_fits(config, self.scenario, len(self.tokenizer), self.ranks.count)
         self.agent_adapters = adapter_map(self.scenario, config.adapters)
         lora = LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, list(config.lora.target_modules))
         # Placed with accelerator.device, not prepare(): DDP's wrapper would sync every
@@ -112,6 +134,7 @@ class Run:
         # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
         self.step = 0
+        self.damaged_checkpoints = 0
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -160,12 +183,22 @@ class Run:
 
     # ----- the loop -----------------------------------------------------------------
     def train(self) -> dict[str, Any]:
+        lock = RunLock(self.run_dir, "train").acquire() if self.ranks.is_main else None
+        try:
+            return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.config
-        if self.ranks.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ranks.barrier()
+        self.ranks.barrier()  # the main process holds the folder's lock before any rank reads it
+        changes = self._check_settings() if self.ranks.is_main else {}
         resumed = self._resume()
         if self.ranks.is_main:
+            if changes:  # recorded once the resume has taken them on
+                with open(self.run_dir / "config-changes.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": resumed + 1, "changes": changes}, default=str) + "\n")
             save_config(cfg, self.run_dir / "config.yaml")
         if self._trackers:
             self.accelerator.init_trackers("tracker", config={"scenario": cfg.scenario, "lr": cfg.lr})
@@ -180,6 +213,8 @@ class Run:
         while self.step < cfg.steps:
             self.step += 1
             metrics = self.train_step(self.step)
+            if self.damaged_checkpoints:  # said once, on the first step after the fall-back
+                metrics["resume/damaged_checkpoints"], self.damaged_checkpoints = self.damaged_checkpoints, 0
             spent += metrics["perf/step_seconds"]  # the slowest rank's, so every rank stops together
             out_of_time = budget is not None and spent >= budget
             last = self.step == cfg.steps or out_of_time
@@ -190,7 +225,9 @@ class Run:
             self._log(metrics)
             if self.step % cfg.save_every == 0 or last:
                 if self.ranks.is_main:
-                    save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, {"scenario": self.scenario.name})
+                    save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
+                                    {"scenario": self.scenario.name}, config=cfg.model_dump(mode="json"))
+                    prune_checkpoints(self.run_dir, cfg.keep_checkpoints)
                 self.ranks.barrier()
             if out_of_time:
                 summary["stopped"] = f"time budget of {cfg.time_budget_minutes} min used after {self.step} steps"
@@ -203,13 +240,16 @@ class Run:
 
     def tasks_for_step(self, step: int):
         rng = random.Random(self.config.seed * 1_000_003 + step)
-        return [self.scenario.sample_task(rng, "train") for _ in range(self.config.tasks_per_step)]
+        try:
+            return [self.scenario.sample_task(rng, "train") for _ in range(self.config.tasks_per_step)]
+        except Exception as exc:  # no task, no episode to mark failed: stop, naming file and line
+            raise UserCodeError(describe_failure(exc, f"step {step}: the task generator of {self.scenario.name!r}")) from exc
 
-    def episode_log(self, name: str) -> EpisodeLog:
-        """This rank's log `episodes/<name>.msgpack` (`<name>.rank<R>` with several processes:
-        never two writers on one file)."""
+    def episode_log(self, name: str, folder: Path | None = None) -> EpisodeLog:
+        """This rank's log `<folder>/<name>.msgpack` (`<name>.rank<R>` with several processes:
+        never two writers on one file); `folder` defaults to the run's `episodes/`."""
         suffix = f".rank{self.ranks.index}" if self.ranks.distributed else ""
-        return EpisodeLog(self.run_dir / "episodes" / f"{name}{suffix}.msgpack")
+        return EpisodeLog((folder or self.run_dir / "episodes") / f"{name}{suffix}.msgpack")
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
@@ -230,9 +270,13 @@ class Run:
             log=self.episode_log(f"step-{step:06d}"),
             progress=cfg.progress and self.ranks.is_main,
             first_group=self.ranks.shard_start(len(tasks)),
+            contain_failures=True,
+            reward_timeout=cfg.reward_timeout_seconds,
         )
+        failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
         samples, adv_metrics = self.make_samples(batch)
+        adv_metrics["episodes/failed_fraction"] = failed
         settings = UpdateSettings(
             epochs=cfg.epochs,
             minibatches=cfg.minibatches,
@@ -259,22 +303,39 @@ class Run:
         metrics["perf/step_seconds"] = step_s
         return metrics
 
+    def check_failures(self, batch: RolloutBatch, step: int) -> float:
+        """The share of this step's episodes (all ranks) whose reward failed; stops the run,
+        naming the first failure, under `fail_fast` or past `max_failed_fraction`. The failed
+        episodes are already in the log, failure included."""
+        cfg = self.config
+        first = next((ep.failure for ep in batch.episodes if ep.failure), None)
+        failed, total = self.ranks.sum([sum(ep.failure is not None for ep in batch.episodes), len(batch.episodes)])
+        failures = self.ranks.gather([first] if first else [])
+        fraction = failed / max(total, 1)
+        if failed and (cfg.fail_fast or fraction > cfg.max_failed_fraction):
+            rule = "fail_fast is on" if cfg.fail_fast else f"more than max_failed_fraction={cfg.max_failed_fraction:g}"
+            raise UserCodeError(f"step {step}: {int(failed)} of {int(total)} episodes failed ({rule}); first: {failures[0]}")
+        return fraction
+
     def make_samples(self, batch: RolloutBatch) -> tuple[list[Sample], dict[str, float]]:
         """Per-agent group-relative advantages; every turn of an agent gets its episode's advantage
-        (or a discounted share with credit='discounted')."""
+        (or a discounted share with credit='discounted'). A group with a failed episode (its
+        reward raised) is dropped: its samples get no advantage."""
         cfg = self.config
         agents = self.scenario.agents
+        broken = {ep.group for ep in batch.episodes if ep.failure is not None}
         # Advantages are host-side bookkeeping (they reach the model as floats in each Sample).
         groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu")
+        kept = torch.tensor([ep.group not in broken for ep in batch.episodes], device="cpu")
         advantages: dict[str, torch.Tensor] = {}
         equal = singleton = total = 0
         for agent in agents:
             if cfg.reward_source == "team":
                 rewards = torch.tensor([ep.team_reward() for ep in batch.episodes], device="cpu")
             else:
-                rewards = torch.tensor([ep.rewards[agent] for ep in batch.episodes], device="cpu")
-            adv, stats = group_advantages(rewards, groups, scale_by_std=cfg.scale_rewards)
-            advantages[agent] = adv
+                rewards = torch.tensor([ep.rewards.get(agent, 0.0) for ep in batch.episodes], device="cpu")
+            adv, stats = group_advantages(rewards[kept], groups[kept], scale_by_std=cfg.scale_rewards)
+            advantages[agent] = torch.zeros(len(batch.episodes), device="cpu").masked_scatter(kept, adv)
             equal += stats.equal_reward_groups
             singleton += stats.singleton_groups
             total += stats.groups
@@ -297,8 +358,12 @@ class Run:
         }
         return samples, metrics
 
-    def evaluate(self, step: int, episodes: int | None = None, adapters: dict | None = None, tag: str = "eval") -> dict[str, float]:
-        """Greedy held-out team reward (mean, standard error); `adapters` None -> the trained ones."""
+    def evaluate(
+        self, step: int, episodes: int | None = None, adapters: dict | None = None, tag: str = "eval",
+        log_dir: Path | None = None,
+    ) -> dict[str, float]:
+        """Greedy held-out team reward (mean, standard error); `adapters` None -> the trained ones.
+        Episodes go to `log_dir` (default: the run's episodes/, as part of training)."""
         n = episodes or self.config.eval_episodes
         tasks = self.scenario.heldout_tasks(n, seed=self.config.seed)
         batch = rollout(
@@ -311,44 +376,60 @@ class Run:
             seed=self.config.seed,
             split="eval",
             step=step,
-            log=self.episode_log(f"{tag}-step-{step:06d}"),
+            log=self.episode_log(f"{tag}-step-{step:06d}", log_dir),
             progress=self.config.progress and self.ranks.is_main,
             first_group=self.ranks.shard_start(len(tasks)),
+            contain_failures=True,
+            reward_timeout=self.config.reward_timeout_seconds,
         )
         return team_reward_stats(batch.episodes, self.ranks)
 
     # ----- persistence ------------------------------------------------------------------
-    def _resume(self) -> int | None:
-        found = latest_checkpoint(self.run_dir)
-        if found is None:
-            return None
-        step, path = found
-        load_checkpoint(path, self.model, self.optimizer, self.scheduler)
-        self.step = step
-        self.ranks.barrier()  # every rank has read the folder before the main one trims it
-        if self.ranks.is_main:
-            self._drop_after(step)
-        self.ranks.barrier()
-        return step
+    def _check_settings(self) -> dict[str, dict[str, Any]]:
+        """This run's settings against the folder's config.yaml once a checkpoint exists: a
+        change to the run's streams is refused (unless allowed); returns every change."""
+        saved = self.run_dir / "config.yaml"
+        found, _ = resumable_checkpoint(self.run_dir)
+        if found is None or not saved.is_file():
+            return {}  # nothing trained yet: any settings start the run
+        try:
+            before = yaml.safe_load(saved.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{saved} cannot be read ({type(exc).__name__}); it records how the run was trained") from exc
+        changes = changed_settings(before, self.config)
+        stream = [k for k in changes if k in STREAM_SETTINGS]
+        if stream and not self.allow_changes:
+            k = stream[0]
+            raise ConfigError(
+                f"{self.run_dir} was trained with {k}={changes[k]['from']!r}, not {changes[k]['to']!r}"
+                f"{' (and ' + ', '.join(stream[1:]) + ')' if stream[1:] else ''}: resuming with changed "
+                f"{', '.join(stream)} breaks its streams; give another --out, or --allow-changes to go on (recorded)"
+            )
+        return changes
 
-    def _drop_after(self, step: int) -> None:
-        """Forget records of steps after the checkpoint: they will be replayed identically."""
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            kept = []
-            for line in metrics.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= step:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-            tmp = metrics.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in kept))
-            tmp.replace(metrics)
-        for log in (self.run_dir / "episodes").glob("*step-*.msgpack"):
-            found = LOG_STEP.search(log.name)
-            if found and int(found.group(1)) > step:
-                log.unlink()
+    def _resume(self) -> int | None:
+        """Load the newest checkpoint, if any, and bring the folder back to its step: records
+        of later steps (which will be replayed identically) are moved to quarantine/."""
+        found, damaged = resumable_checkpoint(self.run_dir)
+        if found is not None:
+            step, path = found
+            try:
+                load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+            except (RuntimeError, KeyError, ValueError) as exc:  # verified whole, so it is another model's
+                message = " ".join(str(exc).split())[:200]
+                raise ConfigError(
+                    f"{path} does not fit this run's model ({type(exc).__name__}: {message}); "
+                    "was it trained with another model, LoRA rank or adapters?"
+                ) from exc
+            self.step = step
+        self.damaged_checkpoints = len(damaged)
+        self.ranks.barrier()  # every rank has read the folder before the main one tidies it
+        if self.ranks.is_main:
+            remove_temporary(self.run_dir)
+            for line in restore_committed_state(self.run_dir, found[0] if found else None, damaged):
+                print(f"multiagent-rl: {self.run_dir}: {line}", file=sys.stderr)
+        self.ranks.barrier()
+        return found[0] if found else None
 
     def _logged_eval(self, step: int) -> dict[str, float] | None:
         """The held-out result logged at `step`, if any (for resumed runs' before/after)."""
@@ -374,12 +455,11 @@ class Run:
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(line + "\n")
             handle.flush()
+            os.fsync(handle.fileno())  # a committed step's line survives a power cut too
         if self._trackers:
             scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "step" and math.isfinite(v)}
             self.accelerator.log(scalars, step=int(metrics["step"]))
 
-
-LOG_STEP = re.compile(r"step-(\d+)(?:\.rank\d+)?\.msgpack$")
 
 
 def make_accelerator(config: TrainConfig, run_dir: Path):
@@ -402,6 +482,23 @@ def make_accelerator(config: TrainConfig, run_dir: Path):
     )
 
 
+def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, processes: int = 1) -> None:
+    """Refuse, before anything is allocated, a batch whose generate call could not fit in memory:
+    every row keeps a float32 score vector over the vocabulary for each new token."""
+    rows = -(-config.tasks_per_step // processes) * config.group_size * max(len(r) for r in scenario.schedule)
+    if config.max_batch_size:
+        rows = min(rows, config.max_batch_size)
+    tokens = config.max_new_tokens or scenario.max_new_tokens
+    need = rows * vocab * 4 * (tokens + 2)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.8 * have:
+        raise ConfigError(
+            f"tasks_per_step={config.tasks_per_step} x group_size={config.group_size} makes {rows} rows per generate "
+            f"call, about {need / 2**30:.0f} GiB of scores; this machine has {have / 2**30:.0f} GiB: "
+            "lower group_size or tasks_per_step, or set max_batch_size"
+        )
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     """`auto`: bfloat16 weights on a GPU, float32 on a CPU (where bf16 weights are slower)."""
     if dtype != "auto":
@@ -415,24 +512,25 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
     ranks = ranks or Ranks()
     # Small per-episode and per-completion records, gathered so every rank computes the same.
     episodes = ranks.gather([
-        (ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
+        (ep.failure is None, ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
         for ep in batch.episodes
     ])
     completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
     (tokens,) = ranks.sum([batch.generated_tokens])
     seconds, calls = ranks.max([batch.generate_seconds, batch.backend_calls])  # ranks generate side by side
     out: dict[str, float] = {}
-    team = [team_value for team_value, _, _ in episodes]
-    out["reward/team_mean"] = statistics.fmean(team)
-    out["reward/team_std"] = statistics.pstdev(team)
+    rewarded = [(team_value, rewards) for ok, team_value, rewards, _ in episodes if ok]  # failed ones have none
+    team = [team_value for team_value, _ in rewarded]
+    out["reward/team_mean"] = statistics.fmean(team) if team else float("nan")
+    out["reward/team_std"] = statistics.pstdev(team) if team else float("nan")
     per_agent: dict[str, list[float]] = defaultdict(list)
-    for _, rewards, _ in episodes:
+    for _, rewards in rewarded:
         for agent, r in rewards.items():
             per_agent[agent].append(r)
     for agent, values in per_agent.items():
         out[f"reward/{agent}_mean"] = statistics.fmean(values)
         out[f"reward/{agent}_std"] = statistics.pstdev(values)
-    turns = [turn for _, _, ep_turns in episodes for turn in ep_turns]
+    turns = [turn for *_, ep_turns in episodes for turn in ep_turns]
     out["completions/empty_fraction"] = sum(1 for text, _ in turns if not text.strip()) / max(len(turns), 1)
     out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)
     out["completions/mean_tokens"] = statistics.fmean(n for _, n in completions) if completions else 0.0

@@ -239,10 +239,16 @@ def run_analysis(
     html_text = render_report(main, others)
     path = Path(out) if out is not None else Path(run) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".report-*.html"):  # left by an analyse killed mid-write
+        stale.unlink(missing_ok=True)
     # Write then rename, so a crash never leaves half a report where a good one was.
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(html_text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(html_text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return summary_table([main, *others]).to_text(), path
