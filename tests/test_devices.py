@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from multiagent_rl.config import load_config
-from trainers.loop import Run, resolve_dtype
+from trainers.loop import Run
+from trainers.runtime import resolve_dtype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distributed_run import duo  # noqa: E402
+from duo_run import duo  # noqa: E402
 
 
 def device_checks(model) -> list[str]:

@@ -1,5 +1,5 @@
 """Data-parallel training over 2 gloo processes (`accelerate launch`) against 1 process on the
-same samples (tests/distributed_run.py makes generation independent of the sharding), resume
+same samples (tests/duo_run.py makes generation independent of the sharding), resume
 with the same and another number of processes, per-rank episode logs, one writer of metrics
 and checkpoints; and the Ranks helpers on one process."""
 
@@ -21,7 +21,7 @@ from multiagent_rl import read_episodes
 from trainers.distributed import Ranks
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tests" / "distributed_run.py"
+SCRIPT = ROOT / "tests" / "duo_run.py"
 # Gradients summed in another order, then Adam: 2 steps at lr 0.01 differ by ~6e-5 here,
 # a sixth of one percent of one step; a sample trained twice or missed moves weights by ~1e-2.
 TOLERANCE = 5e-4

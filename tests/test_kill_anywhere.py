@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from multiagent_rl import read_episodes
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tests" / "distributed_run.py"
+SCRIPT = ROOT / "tests" / "duo_run.py"
 STEPS, SAVE_EVERY, EPISODES_PER_STEP = 6, 2, 4 * 3  # tasks_per_step x group_size in the script
 TRIALS = 12
 

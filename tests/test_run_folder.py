@@ -17,7 +17,7 @@ from trainers.loop import Run
 from trainers.run_folder import RunFolderError, RunLock, plan_restore, restore_committed_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distributed_run import duo  # noqa: E402  (rewards that always differ: every step updates)
+from duo_run import duo  # noqa: E402  (rewards that always differ: every step updates)
 
 
 def config(*overrides: str):

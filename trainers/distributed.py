@@ -53,17 +53,17 @@ class Ranks:
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sum over ranks (float64, so counts stay exact)."""
-        if not self.distributed:
-            return [float(v) for v in values]
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
-        return t.tolist()
+        return self._all_reduce(values, "SUM")
 
     def max(self, values: Sequence[float]) -> list[float]:
+        """Element-wise maximum over ranks (e.g. the slowest rank's seconds)."""
+        return self._all_reduce(values, "MAX")
+
+    def _all_reduce(self, values: Sequence[float], op: str) -> list[float]:
         if not self.distributed:
             return [float(v) for v in values]
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
         return t.tolist()
 
     def gather(self, items: list[Any]) -> list[Any]:

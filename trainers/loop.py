@@ -21,10 +21,8 @@ import json
 import math
 import os
 import random
-import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,6 @@ from multiagent_rl.adapters import (
     attach_adapters,
     save_adapters,
 )
-from multiagent_rl.answers import answers_match
 from multiagent_rl.config import (
     STREAM_SETTINGS,
     ConfigError,
@@ -48,7 +45,7 @@ from multiagent_rl.config import (
 )
 from multiagent_rl.contain import UserCodeError, describe_failure
 from multiagent_rl.models import load_model, resolve_model_path
-from multiagent_rl.records import Episode, EpisodeLog
+from multiagent_rl.records import EpisodeLog
 from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
 from multiagent_rl.scenario import Scenario, load_scenario
 
@@ -61,41 +58,9 @@ from .checkpoint import (
 )
 from .distributed import Ranks
 from .grpo import Sample, UpdateSettings, discounted_credit, group_advantages, grpo_update
+from .metrics import EVAL_NAMES, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
-
-
-def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
-    """Mean and standard error of the team reward (mean over agents) across episodes, and
-    the team's accuracy: the share of tasks with a reference answer that the team got right
-    (unaffected by reward shaping; NaN when no task has one). Episodes whose reward failed
-    are left out. With `ranks`, over every rank's episodes."""
-    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes if ep.failure is None]
-    if ranks is not None:
-        scored = ranks.gather(scored)
-    values = [value for value, _ in scored]
-    graded = [correct for _, correct in scored if correct is not None]
-    accuracy = statistics.fmean(graded) if graded else float("nan")
-    if not values:
-        return {"mean": float("nan"), "se": float("nan"), "n": 0, "accuracy": accuracy}
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
-
-
-def _graded(episode: Episode) -> bool | None:
-    return answers_match(episode.team_answer, episode.task.answer) if episode.task.answer is not None else None
-
-
-EVAL_NAMES = {
-    "mean": "eval/team_reward_mean",
-    "se": "eval/team_reward_se",
-    "n": "eval/team_reward_n",
-    "accuracy": "eval/team_accuracy",
-}
-
-
-def eval_metrics(result: dict[str, float]) -> dict[str, float]:
-    """Held-out stats under their metrics.jsonl names."""
-    return {EVAL_NAMES[k]: v for k, v in result.items()}
+from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 
 
 class Run:
@@ -459,82 +424,3 @@ class Run:
         if self._trackers:
             scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "step" and math.isfinite(v)}
             self.accelerator.log(scalars, step=int(metrics["step"]))
-
-
-
-def make_accelerator(config: TrainConfig, run_dir: Path):
-    """The run's Accelerator: CPU unless a GPU is there, precision from `mixed_precision`.
-    accelerate keeps one state per process; a later run in the same process (a notebook,
-    the tests) that asks for another precision starts that state afresh."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, config.mixed_precision):
-        AcceleratorState._reset_state()
-    trackers = [t for t in config.log_with if t]
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        log_with=trackers or None,
-        project_dir=str(run_dir),
-        step_scheduler_with_optimizer=False,
-    )
-
-
-def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, processes: int = 1) -> None:
-    """Refuse, before anything is allocated, a batch whose generate call could not fit in memory:
-    every row keeps a float32 score vector over the vocabulary for each new token."""
-    rows = -(-config.tasks_per_step // processes) * config.group_size * max(len(r) for r in scenario.schedule)
-    if config.max_batch_size:
-        rows = min(rows, config.max_batch_size)
-    tokens = config.max_new_tokens or scenario.max_new_tokens
-    need = rows * vocab * 4 * (tokens + 2)
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > 0.8 * have:
-        raise ConfigError(
-            f"tasks_per_step={config.tasks_per_step} x group_size={config.group_size} makes {rows} rows per generate "
-            f"call, about {need / 2**30:.0f} GiB of scores; this machine has {have / 2**30:.0f} GiB: "
-            "lower group_size or tasks_per_step, or set max_batch_size"
-        )
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto`: bfloat16 weights on a GPU, float32 on a CPU (where bf16 weights are slower)."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device.type == "cuda" else "float32"
-
-
-def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str, float]:
-    """Rewards per team and agent, and completion health (empty, truncated, length); with
-    `ranks`, over every rank's episodes, exactly as one process would compute them."""
-    ranks = ranks or Ranks()
-    # Small per-episode and per-completion records, gathered so every rank computes the same.
-    episodes = ranks.gather([
-        (ep.failure is None, ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
-        for ep in batch.episodes
-    ])
-    completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
-    (tokens,) = ranks.sum([batch.generated_tokens])
-    seconds, calls = ranks.max([batch.generate_seconds, batch.backend_calls])  # ranks generate side by side
-    out: dict[str, float] = {}
-    rewarded = [(team_value, rewards) for ok, team_value, rewards, _ in episodes if ok]  # failed ones have none
-    team = [team_value for team_value, _ in rewarded]
-    out["reward/team_mean"] = statistics.fmean(team) if team else float("nan")
-    out["reward/team_std"] = statistics.pstdev(team) if team else float("nan")
-    per_agent: dict[str, list[float]] = defaultdict(list)
-    for _, rewards in rewarded:
-        for agent, r in rewards.items():
-            per_agent[agent].append(r)
-    for agent, values in per_agent.items():
-        out[f"reward/{agent}_mean"] = statistics.fmean(values)
-        out[f"reward/{agent}_std"] = statistics.pstdev(values)
-    turns = [turn for *_, ep_turns in episodes for turn in ep_turns]
-    out["completions/empty_fraction"] = sum(1 for text, _ in turns if not text.strip()) / max(len(turns), 1)
-    out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)
-    out["completions/mean_tokens"] = statistics.fmean(n for _, n in completions) if completions else 0.0
-    out["completions/answer_fraction"] = sum(answered for _, answered in turns) / max(len(turns), 1)
-    out["perf/tokens_per_s"] = tokens / max(seconds, 1e-9)
-    out["perf/backend_calls"] = int(calls)
-    return out

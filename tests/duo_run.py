@@ -1,11 +1,13 @@
-"""A training run the distributed tests launch with 1 or N processes (not collected by pytest).
+"""A tiny two-agent training run (`duo`: rewards that always differ, so every step updates)
+that tests import, or launch as a script with 1 or N processes (not collected by pytest).
 
-    python tests/distributed_run.py --out DIR --steps 2
-    accelerate launch --multi_gpu --num_processes 2 tests/distributed_run.py --out DIR --steps 2
+    python tests/duo_run.py --out DIR --steps 2
+    accelerate launch --multi_gpu --num_processes 2 tests/duo_run.py --out DIR --steps 2
+    python tests/duo_run.py --out DIR --steps 6 --save-every 2 --hf   # the kill-anywhere test
 
-Generation is replaced by `KeyedBackend`, whose completions depend only on each request's
-own content (never on the batch it came in or the rank that sent it), so 1 and N processes
-play exactly the same samples and must end with the same weights.
+Unless `--hf`, generation is replaced by `KeyedBackend`, whose completions depend only on each
+request's own content (never on the batch it came in or the rank that sent it), so 1 and N
+processes play exactly the same samples and must end with the same weights.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""What a step and a held-out evaluation report: rewards per team and agent, completion
+health, accuracy; over every rank's episodes, exactly as one process would compute them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from multiagent_rl.answers import answers_match
+from multiagent_rl.records import Episode
+from multiagent_rl.rollout import RolloutBatch
+
+from .distributed import Ranks
+
+
+def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
+    """Mean and standard error of the team reward (mean over agents) across episodes, and
+    the team's accuracy: the share of tasks with a reference answer that the team got right
+    (unaffected by reward shaping; NaN when no task has one). Episodes whose reward failed
+    are left out. With `ranks`, over every rank's episodes."""
+    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes if ep.failure is None]
+    if ranks is not None:
+        scored = ranks.gather(scored)
+    values = [value for value, _ in scored]
+    graded = [correct for _, correct in scored if correct is not None]
+    accuracy = statistics.fmean(graded) if graded else float("nan")
+    if not values:
+        return {"mean": float("nan"), "se": float("nan"), "n": 0, "accuracy": accuracy}
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
+
+
+def _graded(episode: Episode) -> bool | None:
+    return answers_match(episode.team_answer, episode.task.answer) if episode.task.answer is not None else None
+
+
+EVAL_NAMES = {
+    "mean": "eval/team_reward_mean",
+    "se": "eval/team_reward_se",
+    "n": "eval/team_reward_n",
+    "accuracy": "eval/team_accuracy",
+}
+
+
+def eval_metrics(result: dict[str, float]) -> dict[str, float]:
+    """Held-out stats under their metrics.jsonl names."""
+    return {EVAL_NAMES[k]: v for k, v in result.items()}
+
+
+def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str, float]:
+    """Rewards per team and agent, and completion health (empty, truncated, length); with
+    `ranks`, over every rank's episodes, exactly as one process would compute them."""
+    ranks = ranks or Ranks()
+    # Small per-episode and per-completion records, gathered so every rank computes the same.
+    episodes = ranks.gather([
+        (ep.failure is None, ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
+        for ep in batch.episodes
+    ])
+    completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
+    (tokens,) = ranks.sum([batch.generated_tokens])
+    seconds, calls = ranks.max([batch.generate_seconds, batch.backend_calls])  # ranks generate side by side
+    out: dict[str, float] = {}
+    rewarded = [(team_value, rewards) for ok, team_value, rewards, _ in episodes if ok]  # failed ones have none
+    team = [team_value for team_value, _ in rewarded]
+    out["reward/team_mean"] = statistics.fmean(team) if team else float("nan")
+    out["reward/team_std"] = statistics.pstdev(team) if team else float("nan")
+    per_agent: dict[str, list[float]] = defaultdict(list)
+    for _, rewards in rewarded:
+        for agent, r in rewards.items():
+            per_agent[agent].append(r)
+    for agent, values in per_agent.items():
+        out[f"reward/{agent}_mean"] = statistics.fmean(values)
+        out[f"reward/{agent}_std"] = statistics.pstdev(values)
+    turns = [turn for *_, ep_turns in episodes for turn in ep_turns]
+    out["completions/empty_fraction"] = sum(1 for text, _ in turns if not text.strip()) / max(len(turns), 1)
+    out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)
+    out["completions/mean_tokens"] = statistics.fmean(n for _, n in completions) if completions else 0.0
+    out["completions/answer_fraction"] = sum(answered for _, answered in turns) / max(len(turns), 1)
+    out["perf/tokens_per_s"] = tokens / max(seconds, 1e-9)
+    out["perf/backend_calls"] = int(calls)
+    return out
