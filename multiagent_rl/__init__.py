@@ -33,12 +33,13 @@ from .scenario import (
     team_reward,
     zero_sum,
 )
+from .task_sources import TaskDataError, TaskTable, tasks_from
 
 __all__ = [
     "Episode", "EpisodeLog", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
     "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
-    "register", "ring", "star", "team_reward", "zero_sum",
+    "register", "ring", "star", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
 ]
 __version__ = "0.1.0"

@@ -16,9 +16,10 @@ from .config import ConfigError, load_config
 from .graph import GraphError
 from .models import ModelError
 from .scenario import ScenarioError, list_scenarios, load_scenario
+from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
-USER_ERRORS = (ScenarioError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (ScenarioError, TaskDataError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -35,6 +35,7 @@ from .answers import is_bare_number, parse_answer
 from .contain import describe_failure
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, Task
+from .task_sources import TaskTable
 
 if TYPE_CHECKING:
     from .env import TeamEnv
@@ -80,8 +81,9 @@ class Scenario:
         roles: the agents, in order.
         graph: a MessageGraph, or a function round -> MessageGraph.
         schedule: one list of acting agent names per round.
-        make_task: rng -> Task. Splits come from the task key (a stable hash),
-            so train and held-out tasks never overlap.
+        make_task: rng -> Task, or a `TaskTable` of tasks from data (`tasks_from`). Splits
+            come from the data's split column, else the task key (a stable hash), so train
+            and held-out tasks never overlap.
         reward: (task, episode) -> {agent: float}; `episode.team_answer` is set.
         team_answer: episode -> str | None (default: majority of the last round).
         parse: text -> answer (default `parse_answer`).
@@ -197,7 +199,10 @@ class Scenario:
 
     # ----- tasks ----------------------------------------------------------------
     def split_of(self, task: Task) -> str:
-        """'eval' for the held-out share of task keys, else 'train' (stable across runs)."""
+        """The split a task table's data gives it, else 'eval' for the held-out share of task
+        keys and 'train' for the rest (stable across runs)."""
+        if isinstance(self.make_task, TaskTable) and (given := self.make_task.split_of(task)) is not None:
+            return given
         key = self.split_key(task) if self.split_key is not None else task.key
         bucket = zlib.crc32(str(key).encode("utf-8")) % 100
         return "eval" if bucket < self.heldout_percent else "train"

@@ -27,6 +27,7 @@ from multiagent_rl import (
     from_edges,
     latest_answers,
     parse_number_answer,
+    tasks_from,
     team_reward,
 )
 
@@ -59,10 +60,16 @@ def make_scenario(
     share: str = "full",
     own_weight: float = 0.5,
     format_bonus: float = 0.1,
+    tasks: str | None = None,
+    tasks_split: str | None = None,
 ) -> Scenario:
     """Build the debate scenario; options are also settable from the CLI (`--set scenario_options.solvers=3`).
 
     share: what a solver sees of a teammate's message, "full" text or "answer" only.
+    tasks: a JSONL, CSV or Parquet file of problems (columns `prompt`, `answer`, optional
+    `id`) instead of the generated ones; tasks_split: its split column, if it has one
+    (e.g. `--set scenario_options.tasks=examples/word_problems.jsonl
+    --set scenario_options.tasks_split=split`).
     """
     names = [f"solver_{chr(ord('a') + i)}" for i in range(solvers)]
     if solvers < 1 or rounds < 1:
@@ -73,6 +80,8 @@ def make_scenario(
 
     def sample(rng: random.Random) -> Task:
         return make_word_problem(rng, max_value=max_value, ops=ops)
+
+    table = tasks_from(tasks, split=tasks_split) if tasks else None
 
     def reward(task: Task, episode: Episode) -> dict[str, float]:
         correct = float(answers_match(episode.team_answer, task.answer))
@@ -93,11 +102,12 @@ def make_scenario(
         roles=roles,
         graph=complete(names, visibility=share) if solvers > 1 else from_edges([], agents=names),  # a lone solver hears no one
         schedule=[names] * rounds,
-        make_task=sample,
+        make_task=table or sample,
         reward=reward,
         parse=parse_number_answer,
         turn_instruction=instruction,
-        split_key=lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}",  # held-out sums are unseen
+        # Generated problems: held-out sums are never seen in training. Data: its own split, or the key hash.
+        split_key=None if table else (lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}"),
         max_new_tokens=16,
         options={
             "solvers": solvers,
@@ -107,5 +117,8 @@ def make_scenario(
             "share": share,
             "own_weight": own_weight,
             "format_bonus": format_bonus,
+            "tasks": tasks,
+            "tasks_split": tasks_split,
         },
     )
+
