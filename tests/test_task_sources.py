@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from multiagent_rl import Role, Scenario, Task, TaskDataError, TaskTable, from_edges, load_scenario, tasks_from, team_reward
+from multiagent_rl import (
+    Role,
+    Scenario,
+    Task,
+    TaskDataError,
+    TaskTable,
+    from_edges,
+    load_scenario,
+    tasks_from,
+    team_reward,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"id": f"q{i}", "question": f"What is {i} + 1?", "solution": i + 1, "part": "test" if i % 4 == 0 else "train"}
