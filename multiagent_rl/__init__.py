@@ -17,6 +17,7 @@ from .graph import (
     star,
 )
 from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
+from .rewards import RewardTerm, WeightedReward, weighted
 from .scenario import (
     Role,
     Scenario,
@@ -40,6 +41,6 @@ __all__ = [
     "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
-    "register", "ring", "star", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
+    "register", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
 ]
 __version__ = "0.1.0"

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     play.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    play.add_argument("--run", default=None, help="play with this run's trained adapters (its newest good checkpoint)")
+    play.add_argument("--checkpoint", default=None, help="with --run: a checkpoint folder name, e.g. step-20")
 
     train = sub.add_parser("train", help="Train the scenario's adapters; resumes an existing run folder.")
     train.add_argument("scenario")
@@ -141,9 +143,16 @@ def cmd_play(args) -> int:
     from .rollout import Sampling, rollout
 
     _positive(args.episodes, "--episodes")
-    options = dict(_scenario_overrides(args.overrides))
-    scenario = load_scenario(args.scenario, **options)
-    model, tokenizer = load_model(args.model or EMBEDDED_ALIAS)
+    if args.checkpoint and not args.run:
+        raise UsageError("--checkpoint goes with --run RUN")
+    if args.run:  # the trained team: the run's model, adapters and scenario options
+        run = _trained_run(args.scenario, Path(args.run), args.checkpoint)[0]
+        scenario, backend, adapters = run.scenario, run.backend, run.agent_adapters
+    else:
+        options = dict(_scenario_overrides(args.overrides))
+        scenario = load_scenario(args.scenario, **options)
+        model, tokenizer = load_model(args.model or EMBEDDED_ALIAS)
+        backend, adapters = HFBackend(model, tokenizer), dict.fromkeys(scenario.agents)
     out = Path(args.out or f"runs/play-{scenario.name}")
     log = EpisodeLog(out / "episodes" / "play.msgpack")
     import random
@@ -151,13 +160,43 @@ def cmd_play(args) -> int:
     rng = random.Random(args.seed)
     tasks = [scenario.sample_task(rng, "train") for _ in range(args.episodes)]
     batch = rollout(
-        scenario, HFBackend(model, tokenizer), tasks, adapters=dict.fromkeys(scenario.agents),
+        scenario, backend, tasks, adapters=adapters,
         sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log, progress=True,
     )
     print_transcripts(batch.episodes)
     mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
     print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
     return 0
+
+
+def _trained_run(scenario: str, run_dir: Path, checkpoint: str | None):
+    """(Run of `run_dir` with the adapters of its newest good checkpoint or of `checkpoint`,
+    that checkpoint's folder, its step). Damaged newer checkpoints are named and skipped."""
+    import yaml
+
+    from trainers.checkpoint import load_checkpoint, resumable_checkpoint, verify_checkpoint
+    from trainers.loop import Run
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = load_config(None, [f"scenario={scenario}", "log_with=[]"], base=yaml.safe_load(saved.read_text()))
+    if checkpoint:
+        path = run_dir / "checkpoints" / checkpoint
+        problem = verify_checkpoint(path) if path.is_dir() else "no such checkpoint"
+        if problem:
+            raise UsageError(f"{path}: {problem}")
+    else:
+        found, damaged = resumable_checkpoint(run_dir)
+        for bad, why in damaged:
+            print(f"multiagent-rl: checkpoint {bad.name} is damaged ({why}); skipped", file=sys.stderr)
+        if found is None:
+            raise UsageError(f"{run_dir} has no complete checkpoint yet")
+        path = found[1]
+    run = Run(config, run_dir)
+    state = load_checkpoint(path, run.model, run.optimizer, run.scheduler)
+    print(f"adapters of {path}", file=sys.stderr)
+    return run, path, int(state["step"])
 
 
 def print_transcripts(episodes, title: str = "episode") -> None:
@@ -193,10 +232,16 @@ def cmd_train(args) -> int:
     saved = run_dir / "config.yaml"
     if saved.is_file():  # resuming: start from the run's own resolved config
         base = yaml.safe_load(saved.read_text()) or {}
-    config = load_config(args.config, [f"scenario={args.scenario}", *args.overrides], base=base)
+    overrides = [f"scenario={args.scenario}", *args.overrides]
+    config = load_config(args.config, overrides, base=base)
     if base and base.get("scenario") != config.scenario:
         raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
-    run = Run(config, run_dir, allow_changes=args.allow_changes)
+    scenario = load_scenario(config.scenario, **config.scenario_options)
+    sources: dict[str, str] = {}
+    # The scenario's recommended settings sit under everything the user gave (and, on resume,
+    # under the run's own config.yaml, which already holds every setting).
+    config = load_config(args.config, overrides, base=base, scenario_defaults=scenario.train_defaults, sources=sources)
+    run = Run(config, run_dir, scenario=scenario, allow_changes=args.allow_changes, config_sources=sources)
     summary = run.train()
     if run.ranks.is_main:
         _print_final_transcripts(run)
@@ -282,26 +327,11 @@ def _print_before_after(summary: dict, run) -> None:
 
 
 def cmd_eval(args) -> int:
-    import yaml
-
-    from trainers.checkpoint import load_checkpoint, resumable_checkpoint
-    from trainers.loop import Run
     from trainers.run_folder import RunLock
 
     _positive(args.episodes, "--episodes")
     run_dir = Path(args.run)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = load_config(None, [f"scenario={args.scenario}", "log_with=[]"], base=yaml.safe_load(saved.read_text()))
-    found, damaged = resumable_checkpoint(run_dir)
-    for path, why in damaged:
-        print(f"multiagent-rl: checkpoint {path.name} is damaged ({why}); skipped", file=sys.stderr)
-    if found is None:
-        raise UsageError(f"{run_dir} has no complete checkpoint yet")
-    run = Run(config, run_dir)
-    step, path = found
-    load_checkpoint(path, run.model, run.optimizer, run.scheduler)
+    run, path, step = _trained_run(args.scenario, run_dir, None)
     out = run_dir / "evals" / path.name  # never into the run's training records
     with RunLock(run_dir, "eval"):
         base = run.evaluate(step=step, episodes=args.episodes, adapters=dict.fromkeys(run.scenario.agents),

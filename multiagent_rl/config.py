@@ -142,9 +142,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> TrainConfig:
-    """A validated TrainConfig from an optional YAML file, then `key=value` overrides."""
-    data: dict[str, Any] = dict(base or {})
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+    scenario_defaults: dict[str, Any] | None = None,
+    sources: dict[str, str] | None = None,
+) -> TrainConfig:
+    """A validated TrainConfig. Layers, each over the one before: the built-in defaults, the
+    scenario's recommended settings (`scenario_defaults`, dotted keys), `base` (a run folder's
+    config.yaml), the YAML file at `path` (a section there replaces the layers' section),
+    then `key=value` overrides. `sources`, if given, is filled with key -> the layer it came from."""
+    data: dict[str, Any] = {}
+    record = sources if sources is not None else {}
+    for key, value in (scenario_defaults or {}).items():
+        _set_dotted(data, key, value)
+        record[key] = "the scenario's recommended settings"
+    data.update(base or {})
+    record.update(dict.fromkeys(base or {}, "the run folder's config.yaml"))
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -161,9 +176,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
         data.update(loaded)
+        for key in loaded:
+            for known in [k for k in record if k == key or k.startswith(f"{key}.")]:
+                del record[known]  # the file's section replaces what the layers below said
+            record[key] = f"config file {p}"
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
+        record[key] = "--set"
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
@@ -193,8 +213,25 @@ def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, di
     return {k: {"from": before.get(k), "to": v} for k, v in now.items() if before.get(k) != v}
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
+def save_config(config: TrainConfig, path: str | Path, sources: dict[str, str] | None = None) -> None:
+    """Write the resolved config, headed by a comment saying where each non-default value came from."""
     path = Path(path)
+    lines = ["# The resolved settings of this run."]
+    if sources:
+        lines.append("# Where each came from (settings not listed are the built-in defaults):")
+        lines += [f"#   {key}: {where}" for key, where in sorted(sources.items())]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+    tmp.write_text("\n".join(lines) + "\n" + yaml.safe_dump(config.model_dump(), sort_keys=False))
     tmp.replace(path)
+
+
+def check_train_defaults(defaults: dict[str, Any], where: str) -> None:
+    """A scenario's recommended settings must name real config keys (not the scenario itself)."""
+    for key in defaults:
+        top = key.split(".", 1)[0]
+        if top not in TrainConfig.model_fields or top in ("scenario", "scenario_options"):
+            raise ConfigError(f"{where}: train_defaults names {key!r}, not a training setting")
+    try:
+        load_config(scenario_defaults=defaults)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: train_defaults: {exc}") from exc

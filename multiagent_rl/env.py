@@ -71,6 +71,7 @@ class TeamEnv(ParallelEnv):
         self.contain_failures = contain_failures
         self.reward_timeout = reward_timeout
         self.failure: str | None = None
+        self.reward_terms: dict[str, dict[str, float]] = {}
         self.possible_agents = list(scenario.agents)
         # PettingZoo wants the same space object on every call (it seeds them).
         self._observation_spaces = {a: TextSpace(max_length=MAX_OBSERVATION_CHARS) for a in self.possible_agents}
@@ -108,6 +109,7 @@ class TeamEnv(ParallelEnv):
         self.final_rewards = {}
         self.team_answer = None
         self.failure = None
+        self.reward_terms = {}
         return self._observations(), self._infos()
 
     def step(self, actions: dict[str, Any]):
@@ -156,12 +158,12 @@ class TeamEnv(ParallelEnv):
             with time_limit(self.reward_timeout if self.contain_failures else None):
                 self.team_answer = self.scenario.team_answer(episode)
                 episode.team_answer = self.team_answer
-                self.final_rewards = self.scenario.rewards(self.task, episode)
+                self.final_rewards, self.reward_terms = self.scenario.scored(self.task, episode)
         except Exception as exc:
             if not self.contain_failures:
                 raise
             self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
-            self.final_rewards = {}
+            self.final_rewards, self.reward_terms = {}, {}
 
     def record_generation(
         self,
@@ -268,6 +270,7 @@ class TeamEnv(ParallelEnv):
             team_answer=self.team_answer,
             split=self.split if self.split in ("eval", "play") else "train",
             failure=self.failure,
+            reward_terms=self.reward_terms if with_rewards else {},
             **fields,
         )
 

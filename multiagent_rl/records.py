@@ -93,6 +93,9 @@ class Episode(BaseModel):
     group: int | None = Field(default=None, description="Index of the task's sample group.")
     seed: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    reward_terms: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="term -> agent -> value (unweighted); the reward is their weighted sum."
+    )
     failure: str | None = Field(
         default=None, description="Set when user code (the reward) failed on this episode: what, where, which task."
     )

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .answers import is_bare_number, parse_answer
+from .config import ConfigError, check_train_defaults
 from .contain import describe_failure
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, Task
+from .rewards import WeightedReward
 from .task_sources import TaskTable
 
 if TYPE_CHECKING:
@@ -84,13 +86,16 @@ class Scenario:
         make_task: rng -> Task, or a `TaskTable` of tasks from data (`tasks_from`). Splits
             come from the data's split column, else the task key (a stable hash), so train
             and held-out tasks never overlap.
-        reward: (task, episode) -> {agent: float}; `episode.team_answer` is set.
+        reward: (task, episode) -> {agent: float}; `episode.team_answer` is set. Or a
+            `WeightedReward` of named terms (`weighted(RewardTerm(...), ...)`), each logged.
         team_answer: episode -> str | None (default: majority of the last round).
         parse: text -> answer (default `parse_answer`).
         heldout_percent: share of task keys that belong to the held-out split.
         split_key: task -> the text whose hash picks its split (default: `task.key`); e.g.
             only the numbers of a word problem, so held-out sums are never seen in training.
         turn_instruction: (round index, number of rounds) -> text appended to each agent's turn prompt.
+        train_defaults: the training settings this scenario learns with ({"lr": 5e-4, "lora.rank": 16,
+            ...}); `train` applies them under the user's config file and --set.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class Scenario:
         max_new_tokens: int = 48,
         temperature: float = 1.0,
         options: Mapping[str, Any] | None = None,
+        train_defaults: Mapping[str, Any] | None = None,
     ):
         self.name = name
         self.description = description
@@ -127,6 +133,7 @@ class Scenario:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.options = dict(options or {})
+        self.train_defaults = dict(train_defaults or {})
         self.validate()
 
     # ----- declaration checks -------------------------------------------------
@@ -171,6 +178,10 @@ class Scenario:
             raise ScenarioError(f"scenario {self.name!r}: make_task and reward must be callables")
         if not 0 < self.heldout_percent < 100:
             raise ScenarioError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
+        try:
+            check_train_defaults(self.train_defaults, f"scenario {self.name!r}")
+        except ConfigError as exc:
+            raise ScenarioError(str(exc)) from exc
 
     # ----- structure ----------------------------------------------------------
     @property
@@ -242,8 +253,20 @@ class Scenario:
 
     def rewards(self, task: Task, episode: Episode) -> dict[str, float]:
         """Call the reward function and check it gives one finite float per agent."""
-        raw = self.reward(task, episode)
-        return check_rewards(raw, self.agents, where=f"scenario {self.name!r} reward")
+        return self.scored(task, episode)[0]
+
+    def scored(self, task: Task, episode: Episode) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """(total per agent, each named term per agent), all checked finite for every agent. A plain
+        reward function is one term, `total`; a `WeightedReward` gives its own terms."""
+        where = f"scenario {self.name!r} reward"
+        if isinstance(self.reward, WeightedReward):
+            parts = {
+                name: check_rewards(values, self.agents, where=f"{where} term {name!r}")
+                for name, values in self.reward.parts(task, episode).items()
+            }
+            return check_rewards(self.reward.total(parts), self.agents, where=where), parts
+        total = check_rewards(self.reward(task, episode), self.agents, where=where)
+        return total, {"total": dict(total)}
 
     def make_env(self, seed: int | None = None, **kwargs: Any) -> TeamEnv:
         """A PettingZoo ParallelEnv playing this scenario (see `TeamEnv`)."""

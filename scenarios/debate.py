@@ -7,7 +7,7 @@ solver_b's outcome would not depend on what solver_b said), plus a small
 individual bonus for replying with only a number, as the system prompt asks.
 
 Worked example of: a complete graph, a multi-round schedule, a procedural task
-sampler, and blends of team and individual rewards.
+sampler, and a reward of weighted, named terms (team correctness, own answer, format).
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import random
 
 from multiagent_rl import (
     Episode,
+    RewardTerm,
     Role,
     Scenario,
     ScenarioError,
     Task,
     answers_match,
     bare_number_replies,
-    blend,
     complete,
     from_edges,
     latest_answers,
     parse_number_answer,
     tasks_from,
-    team_reward,
+    weighted,
 )
 
 NAMES = ["Ali", "Mia", "Sam", "Lea", "Tom", "Ana", "Ben", "Zoe"]
@@ -83,13 +83,25 @@ def make_scenario(
 
     table = tasks_from(tasks, split=tasks_split) if tasks else None
 
-    def reward(task: Task, episode: Episode) -> dict[str, float]:
-        correct = float(answers_match(episode.team_answer, task.answer))
-        own = {n: float(answers_match(said, task.answer)) for n, said in latest_answers(episode, names).items()}
-        shaped = blend(team_reward(correct, names), own, own_weight)
-        # Bonus: replies that are only a number (pays for the format, not the content; a long
-        # reply cut at the token budget that happens to end in a number earns nothing).
-        return blend(shaped, bare_number_replies(episode, names), format_bonus)
+    def correct(task: Task, episode: Episode) -> float:
+        return float(answers_match(episode.team_answer, task.answer))
+
+    def own(task: Task, episode: Episode) -> dict[str, float]:
+        return {n: float(answers_match(said, task.answer)) for n, said in latest_answers(episode, names).items()}
+
+    def bare_number(task: Task, episode: Episode) -> dict[str, float]:
+        # Pays for the format, not the content; a long reply cut at the token budget that
+        # happens to end in a number earns nothing.
+        return bare_number_replies(episode, names)
+
+    if not (0 <= own_weight <= 1 and 0 <= format_bonus <= 1):
+        raise ScenarioError(f"debate: own_weight and format_bonus must be in [0, 1], got {own_weight}, {format_bonus}")
+    # (1 - format_bonus) x [(1 - own_weight) x team correctness + own_weight x own answer] + format_bonus x format
+    reward = weighted(
+        RewardTerm("correct", correct, (1 - format_bonus) * (1 - own_weight)),
+        RewardTerm("own", own, (1 - format_bonus) * own_weight),
+        RewardTerm("format", bare_number, format_bonus),
+    )
 
     def instruction(round_index: int, total: int) -> str:
         if round_index == 0:
@@ -109,6 +121,12 @@ def make_scenario(
         # Generated problems: held-out sums are never seen in training. Data: its own split, or the key hash.
         split_key=None if table else (lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}"),
         max_new_tokens=16,
+        # The settings the README's learning table measured (examples/debate_learning.yaml).
+        train_defaults={
+            "adapters": "per_role", "steps": 200, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 6,
+            "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
+            "save_every": 5,
+        },
         options={
             "solvers": solvers,
             "rounds": rounds,

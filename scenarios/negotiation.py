@@ -33,14 +33,14 @@ from typing import Any
 
 from multiagent_rl import (
     Episode,
+    RewardTerm,
     Role,
     Scenario,
     ScenarioError,
     Task,
     answered,
-    blend,
     from_edges,
-    team_reward,
+    weighted,
     zero_sum,
 )
 
@@ -224,20 +224,29 @@ def make_scenario(
             return None
         return "; ".join(f"{t} keeps {deal[t]['books']},{deal[t]['hats']}" for t in TEAMS)
 
-    def reward(task: Task, episode: Episode) -> dict[str, float]:
+    def team_scores(task: Task, episode: Episode) -> dict[str, float]:
         deal = find_deal(episode, negotiators)
-        scores = dict.fromkeys(TEAMS, 0.0)
-        if deal is not None:
-            values, pot = task.meta["values"], task.meta["pot"]
-            scores = {t: normalised_value(values[t], deal[t], pot) for t in TEAMS}
+        if deal is None:
+            return dict.fromkeys(TEAMS, 0.0)
+        values, pot = task.meta["values"], task.meta["pot"]
+        return {t: normalised_value(values[t], deal[t], pot) for t in TEAMS}
+
+    def deal_value(task: Task, episode: Episode) -> dict[str, float]:
+        scores = team_scores(task, episode)
         if mode == "zero_sum":
-            return zero_sum(scores, teams)  # no format bonus: it would break the zero sum
-        rewards: dict[str, float] = {}
-        for t in TEAMS:
-            rewards.update(team_reward(scores[t], [a for a in agents if teams[a] == t]))
-        # A small bonus for well-formed proposals, so an untrained model that never reaches
-        # a deal still gets a signal to learn the format from.
-        return blend(rewards, answered(episode, agents), format_bonus)
+            return zero_sum(scores, teams)
+        return {a: scores[teams[a]] for a in agents}
+
+    def proposal_format(task: Task, episode: Episode) -> dict[str, float]:
+        # So an untrained model that never reaches a deal still gets a signal to learn the format from.
+        return answered(episode, agents)
+
+    if mode == "zero_sum":  # no format bonus: it would break the zero sum
+        reward = weighted(RewardTerm("deal_value", deal_value))
+    else:
+        reward = weighted(
+            RewardTerm("deal_value", deal_value, 1 - format_bonus), RewardTerm("format", proposal_format, format_bonus)
+        )
 
     def instruction(round_index: int, total: int) -> str:
         if round_index >= total:  # the env also asks for the view after the last round

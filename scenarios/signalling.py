@@ -21,6 +21,7 @@ import re
 
 from multiagent_rl import (
     Episode,
+    RewardTerm,
     Role,
     Scenario,
     ScenarioError,
@@ -28,7 +29,7 @@ from multiagent_rl import (
     chain,
     majority_answer,
     parse_number_answer,
-    team_reward,
+    weighted,
 )
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange"]
@@ -103,8 +104,10 @@ def make_scenario(K: int = 3, message_tokens: int = 12) -> Scenario:
     def sample(rng: random.Random) -> Task:
         return make_reference_task(rng, k=K)
 
-    def reward(task: Task, episode: Episode) -> dict[str, float]:
-        return team_reward(float(episode.team_answer == task.answer), AGENTS)
+    def picked_target(task: Task, episode: Episode) -> float:
+        return float(episode.team_answer == task.answer)
+
+    reward = weighted(RewardTerm("picked_target", picked_target))
 
     return Scenario(
         name="signalling",

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from multiagent_rl.adapters import (
     LoraSettings,
@@ -67,13 +68,15 @@ class Run:
     """A training run in a folder: config.yaml, metrics.jsonl, episodes/, checkpoints/."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, scenario: Scenario | None = None,
-                 allow_changes: bool = False):
+                 allow_changes: bool = False, config_sources: dict[str, str] | None = None):
         """`allow_changes`: resume even if settings that shape the run's streams (seed, model,
         LoRA, group size, scenario, ...) differ from the run folder's config.yaml; the change
-        is recorded in config-changes.jsonl with the step it took effect."""
+        is recorded in config-changes.jsonl with the step it took effect. `config_sources`:
+        where each setting came from (`load_config(sources=...)`), written into config.yaml."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.allow_changes = allow_changes
+        self.config_sources = config_sources
         self.accelerator = make_accelerator(config, self.run_dir)
         self.ranks = Ranks.from_accelerator(self.accelerator)
         self.device = self.accelerator.device
@@ -164,7 +167,7 @@ class Run:
             if changes:  # recorded once the resume has taken them on
                 with open(self.run_dir / "config-changes.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"step": resumed + 1, "changes": changes}, default=str) + "\n")
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(cfg, self.run_dir / "config.yaml", self.config_sources)
         if self._trackers:
             self.accelerator.init_trackers("tracker", config={"scenario": cfg.scenario, "lr": cfg.lr})
         summary: dict[str, Any] = {"resumed_from": resumed}
@@ -174,19 +177,26 @@ class Run:
             summary["before"] = self.evaluate(step=0)
             self._log({"step": 0, **eval_metrics(summary["before"])})
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
-        spent = 0.0
+        spent, done, skipped = 0.0, 0, 0
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.scenario.name}", unit="step",
+                   disable=not (cfg.progress and self.ranks.is_main))
         while self.step < cfg.steps:
             self.step += 1
             metrics = self.train_step(self.step)
             if self.damaged_checkpoints:  # said once, on the first step after the fall-back
                 metrics["resume/damaged_checkpoints"], self.damaged_checkpoints = self.damaged_checkpoints, 0
             spent += metrics["perf/step_seconds"]  # the slowest rank's, so every rank stops together
-            out_of_time = budget is not None and spent >= budget
+            done += 1
+            skipped += int(metrics["update/skipped"])
+            # Stop before a step that would overrun the budget by more than half a step's time.
+            out_of_time = budget is not None and spent + 0.5 * spent / done > budget
             last = self.step == cfg.steps or out_of_time
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 result = self.evaluate(step=self.step)
                 metrics.update(eval_metrics(result))
                 summary["after"] = result
+            bar.update(1)
+            bar.set_postfix(self._progress(metrics, summary.get("after") or summary.get("before"), skipped), refresh=False)
             self._log(metrics)
             if self.step % cfg.save_every == 0 or last:
                 if self.ranks.is_main:
@@ -197,11 +207,20 @@ class Run:
             if out_of_time:
                 summary["stopped"] = f"time budget of {cfg.time_budget_minutes} min used after {self.step} steps"
                 break
+        bar.close()
         if self._trackers:
             self.accelerator.end_training()
         summary["steps"] = self.step
         summary["train_seconds"] = spent
         return summary
+
+    @staticmethod
+    def _progress(metrics: dict[str, Any], held_out: dict[str, float] | None, skipped: int) -> dict[str, str]:
+        shown = {"reward": f"{metrics['reward/team_mean']:.3f}"}
+        if held_out:
+            shown["held-out"] = f"{held_out['mean']:.3f}"
+        shown["skipped"] = str(skipped)
+        return shown
 
     def tasks_for_step(self, step: int):
         rng = random.Random(self.config.seed * 1_000_003 + step)

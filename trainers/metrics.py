@@ -57,6 +57,7 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
         (ep.failure is None, ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
         for ep in batch.episodes
     ])
+    terms = ranks.gather([ep.reward_terms for ep in batch.episodes if ep.failure is None and ep.reward_terms])
     completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
     (tokens,) = ranks.sum([batch.generated_tokens])
     seconds, calls = ranks.max([batch.generate_seconds, batch.backend_calls])  # ranks generate side by side
@@ -72,6 +73,12 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
     for agent, values in per_agent.items():
         out[f"reward/{agent}_mean"] = statistics.fmean(values)
         out[f"reward/{agent}_std"] = statistics.pstdev(values)
+    by_term: dict[str, list[float]] = defaultdict(list)
+    for parts in terms:
+        for term, values in parts.items():
+            for agent, value in values.items():
+                by_term[f"reward/{agent}/{term}"].append(value)
+    out.update({name: statistics.fmean(values) for name, values in sorted(by_term.items())})
     turns = [turn for *_, ep_turns in episodes for turn in ep_turns]
     out["completions/empty_fraction"] = sum(1 for text, _ in turns if not text.strip()) / max(len(turns), 1)
     out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)

@@ -32,7 +32,7 @@ from .messages import (
 )
 from .report import RunAnalysis, analyse, render_report, run_analysis
 from .signalling import meaning_attributes, meaning_message_information, topographic_similarity
-from .summary import reward_by_step, summary_table
+from .summary import reward_by_step, reward_terms_by_step, summary_table
 from .synthetic import write_synthetic_debate_run
 from .tables import Table
 from .textstats import distinct_n, edit_distance, entropy_bits, js_distance, spearman, words
@@ -42,7 +42,7 @@ __all__ = [
     "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "distinct_n", "dynamics_by_step", "episode_dynamics",
     "edge_message_stats", "edit_distance", "entropy_bits", "influence_graph", "js_distance", "load_run",
     "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step",
-    "read_metrics", "render_report", "reward_by_step", "role_specialisation", "run_analysis", "spearman",
+    "read_metrics", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "spearman",
     "summarise_ablation", "summarise_dynamics", "summary_table", "topographic_similarity",
     "training_episodes", "training_phases", "words", "write_synthetic_debate_run",
 ]

@@ -106,6 +106,28 @@ def reward_curves(curves: Mapping[str, Sequence[dict]]) -> str:
 
 
 @styled
+def reward_terms(rows: Sequence[dict]) -> str:
+    """Each named reward term (unweighted, mean over agents) by training step, one line each.
+    `rows`: step, term, value."""
+    fig = _figure(9, 3.2)
+    ax = _axes(fig, 1, 1, 1)
+    terms = sorted({r["term"] for r in rows})
+    for i, term in enumerate(terms):
+        points = sorted((r["step"], r["value"]) for r in rows if r["term"] == term)
+        steps, values = zip(*points, strict=True)
+        window = max(1, len(points) // 25)
+        ax.plot(steps, _smooth(values, window), color=PALETTE[i % len(PALETTE)], linewidth=2, label=term)
+    if not terms:
+        _empty(ax, "the reward has no named terms")
+    else:
+        ax.set_xlabel("training step")
+        ax.set_ylabel("term value (mean over agents)")
+        ax.legend(loc="best", fontsize=9)
+    ax.set_title("Reward terms over training")
+    return to_png(fig)
+
+
+@styled
 def message_trends(rows: Sequence[dict], agents: Sequence[str]) -> str:
     """Three panels over training steps, one line per agent: mean message length (chars),
     distinct-1 and unigram entropy."""

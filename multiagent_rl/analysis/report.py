@@ -40,7 +40,7 @@ from .messages import (
     text_stats,
 )
 from .signalling import meaning_attributes, meaning_message_information, topographic_similarity
-from .summary import reward_by_step, summary_table, unique_names
+from .summary import reward_by_step, reward_terms_by_step, summary_table, unique_names
 from .tables import Table
 
 PHASE_ROWS = [
@@ -59,6 +59,7 @@ class RunAnalysis:
     run: RunLog
     agents: list[str]
     rewards: Table
+    reward_terms: Table
     agent_stats: Table
     edge_stats: Table
     by_step: Table
@@ -119,6 +120,7 @@ def analyse(
         run=run,
         agents=agents_in(episodes),
         rewards=done(reward_by_step(episodes, run.metrics)),
+        reward_terms=reward_terms_by_step(episodes),
         agent_stats=done(agent_message_stats(episodes)),
         edge_stats=done(edge_message_stats(episodes)),
         by_step=done(message_stats_by_step(episodes)),
@@ -157,7 +159,9 @@ def render_report(main: RunAnalysis, others: Sequence[RunAnalysis] = ()) -> str:
     curves = {name: a.rewards for name, a in zip(unique_names(runs), runs, strict=True)}
     sections.append(("rewards", "Rewards", page.section(
         "rewards", "Team reward", "Mean team reward per training step (train, smoothed when long) and on held-out tasks (eval).",
-        page.figure(plots.reward_curves(curves), "team reward by training step"))))
+        page.figure(plots.reward_curves(curves), "team reward by training step")
+        + (page.figure(plots.reward_terms(list(main.reward_terms)), "reward terms by training step")
+           if len(main.reward_terms) else ""))))
 
     volume = influence_graph(main.edge_stats, weight="messages", agents=agents)
     sections.append(("messages", "Messages", page.section(

@@ -39,6 +39,20 @@ def reward_by_step(episodes: Sequence[Episode], metrics: Sequence[dict[str, Any]
     return Table(rows, ["split", "step", "team_reward", "episodes", "source"])
 
 
+def reward_terms_by_step(episodes: Sequence[Episode]) -> Table:
+    """Mean of each named reward term (over agents and training episodes) per step: rows
+    ``step``, ``term``, ``value``, ``episodes``. Empty when the reward has no named terms."""
+    grouped: dict[tuple[int, str], list[float]] = {}
+    for e in episodes:
+        if e.step is None or e.split != "train" or set(e.reward_terms) <= {"total"}:
+            continue
+        for term, values in e.reward_terms.items():
+            if values:
+                grouped.setdefault((e.step, term), []).append(sum(values.values()) / len(values))
+    rows = [{"step": step, "term": term, "value": sum(v) / len(v), "episodes": len(v)} for (step, term), v in sorted(grouped.items())]
+    return Table(rows, ["step", "term", "value", "episodes"])
+
+
 def _pair(early: float | None, late: float | None) -> str:
     if early is None and late is None:
         return "–"
