@@ -241,6 +241,7 @@ def cmd_train(args) -> int:
     # The scenario's recommended settings sit under everything the user gave (and, on resume,
     # under the run's own config.yaml, which already holds every setting).
     config = load_config(args.config, overrides, base=base, scenario_defaults=scenario.train_defaults, sources=sources)
+    sources["scenario"] = "the command line"
     run = Run(config, run_dir, scenario=scenario, allow_changes=args.allow_changes, config_sources=sources)
     summary = run.train()
     if run.ranks.is_main:

@@ -141,3 +141,13 @@ def test_the_readme_command_trains_debate_on_the_shipped_file(single_thread, tmp
 
     episodes = read_episodes(tmp_path / "run" / "episodes" / "step-000001.msgpack").episodes
     assert all(e.task.key.startswith("wp-") for e in episodes)
+
+
+def test_bad_task_data_at_the_command_line_is_one_line(capsys, tmp_path):
+    from multiagent_rl.cli import main
+
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "What is 1 + 1?"}\n')
+    code = main(["train", "debate", "--out", str(tmp_path / "run"), "--set", "model=tiny",
+                 "--set", f"scenario_options.tasks={tmp_path / 'bad.jsonl'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bad.jsonl: row 1: no column 'answer'" in err

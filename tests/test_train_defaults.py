@@ -52,6 +52,7 @@ def test_train_applies_the_scenarios_defaults_and_config_yaml_names_their_source
     assert saved["group_size"] == 2  # --set wins
     header = (run / "config.yaml").read_text().split("\n")
     assert "#   lr: the scenario's recommended settings" in header and "#   group_size: --set" in header
+    assert "#   scenario: the command line" in header
 
 
 def test_the_learning_configs_are_the_scenarios_defaults():
