@@ -259,9 +259,9 @@ def check_run_folder(out: str) -> None:
         raise UsageError(f"--out {out!r} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-check"
+        probe = path / f".write-check-{os.getpid()}"  # per process: ranks check side by side
         probe.write_bytes(b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out!r} is not writable: {exc.strerror or exc}") from exc
 
