@@ -161,8 +161,9 @@ class Run:
     def _train(self) -> dict[str, Any]:
         cfg = self.config
         self.ranks.barrier()  # the main process holds the folder's lock before any rank reads it
-        changes = self._check_settings() if self.ranks.is_main else {}
-        resumed = self._resume()
+        found, damaged = resumable_checkpoint(self.run_dir)  # checksums read once, for both uses
+        changes = self._check_settings(found) if self.ranks.is_main else {}
+        resumed = self._resume(found, damaged)
         if self.ranks.is_main:
             if changes:  # recorded once the resume has taken them on
                 with open(self.run_dir / "config-changes.jsonl", "a", encoding="utf-8") as handle:
@@ -369,11 +370,10 @@ class Run:
         return team_reward_stats(batch.episodes, self.ranks)
 
     # ----- persistence ------------------------------------------------------------------
-    def _check_settings(self) -> dict[str, dict[str, Any]]:
+    def _check_settings(self, found: tuple[int, Path] | None) -> dict[str, dict[str, Any]]:
         """This run's settings against the folder's config.yaml once a checkpoint exists: a
         change to the run's streams is refused (unless allowed); returns every change."""
         saved = self.run_dir / "config.yaml"
-        found, _ = resumable_checkpoint(self.run_dir)
         if found is None or not saved.is_file():
             return {}  # nothing trained yet: any settings start the run
         try:
@@ -391,10 +391,9 @@ class Run:
             )
         return changes
 
-    def _resume(self) -> int | None:
+    def _resume(self, found: tuple[int, Path] | None, damaged: list[tuple[Path, str]]) -> int | None:
         """Load the newest checkpoint, if any, and bring the folder back to its step: records
         of later steps (which will be replayed identically) are moved to quarantine/."""
-        found, damaged = resumable_checkpoint(self.run_dir)
         if found is not None:
             step, path = found
             try:
