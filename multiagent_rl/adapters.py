@@ -47,28 +47,40 @@ def adapter_names(mapping: Mapping[str, str]) -> list[str]:
 
 def attach_adapters(model, names: Iterable[str], settings: LoraSettings):
     """Wrap `model` in a PeftModel with one fresh LoRA adapter per name; base weights frozen."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     names = list(names)
     if not names:
         raise ScenarioError("attach_adapters needs at least one adapter name")
-    config = LoraConfig(
+    try:
+        peft_model = get_peft_model(model, _lora_config(settings), adapter_name=names[0])
+    except ValueError as exc:  # e.g. target modules the model does not have
+        message = " ".join(str(exc).split())[:300]
+        raise ScenarioError(f"lora.target_modules={list(settings.target_modules)} does not fit the model: {message}") from exc
+    return add_adapters(peft_model, names[1:], settings)
+
+
+def add_adapters(peft_model, names: Iterable[str], settings: LoraSettings):
+    """Add fresh LoRA adapters to a PeftModel (each name new); only LoRA weights require grad."""
+    for name in names:
+        if name in peft_model.peft_config:
+            raise ScenarioError(f"adapter {name!r} exists already; adapters: {', '.join(peft_model.peft_config)}")
+        peft_model.add_adapter(name, _lora_config(settings))
+    for pname, param in peft_model.named_parameters():
+        param.requires_grad = "lora_" in pname
+    return peft_model
+
+
+def _lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
         task_type="CAUSAL_LM",
     )
-    try:
-        peft_model = get_peft_model(model, config, adapter_name=names[0])
-        for name in names[1:]:
-            peft_model.add_adapter(name, config)
-    except ValueError as exc:  # e.g. target modules the model does not have
-        message = " ".join(str(exc).split())[:300]
-        raise ScenarioError(f"lora.target_modules={list(settings.target_modules)} does not fit the model: {message}") from exc
-    for pname, param in peft_model.named_parameters():
-        param.requires_grad = "lora_" in pname
-    return peft_model
 
 
 def adapter_parameters(peft_model, name: str) -> dict[str, object]:

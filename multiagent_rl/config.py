@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,64 @@ class VLLMConfig(BaseModel):
     dtype: str = Field("auto", description="vLLM's weight dtype (auto: bfloat16 for a float32 checkpoint).")
 
 
+class GRPOConfig(BaseModel):
+    """`trainer: grpo`: per-agent group-relative advantages (one outcome per episode)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
+    reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
+    credit: Literal["outcome", "discounted"] = Field(
+        "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
+    )
+    gamma: float = Field(1.0, gt=0, le=1.0, description="Discount per round for credit: discounted.")
+
+
+class CriticConfig(BaseModel):
+    """`trainer: critic`: a value model over the global state at each turn, GAE over turns."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model: str | None = Field(
+        None, description="None: the policy's base model with its own LoRA adapter (no second copy); else a separate model."
+    )
+    value_per: Literal["team", "agent"] = Field(
+        "team", description="One value per team (cooperative: one for all) or one per agent (rewards that differ by agent)."
+    )
+    gamma: float = Field(1.0, ge=0, le=1.0, description="Discount per turn.")
+    lam: float = Field(0.95, ge=0, le=1.0, description="GAE lambda (gamma = lam = 1: Monte Carlo returns).")
+    lr: float = Field(5e-4, gt=0, description="The critic's learning rate (its adapter and value head).")
+    epochs: int = Field(1, ge=1, description="Passes of the value loss over each batch.")
+    value_clip: float | None = Field(0.2, gt=0, description="Clip of the value change per update (None: unclipped).")
+    normalize_advantages: bool = Field(True, description="Whiten each agent's advantages over the batch.")
+    normalize_targets: bool = Field(False, description="Learn values of running-normalised targets (PopArt-style).")
+    group_weight: float = Field(
+        0.0, ge=0, le=1.0, description="With groups: mix of the group-relative advantage (1) and the critic's (0)."
+    )
+    max_state_tokens: int = Field(1024, ge=8, description="The value sees the last this many tokens of the state.")
+    micro_batch_size: int = Field(8, ge=1, description="States per value forward/backward.")
+
+
+# Flat keys of earlier versions and the section key that holds each now.
+MOVED_KEYS = {"scale_rewards": "grpo.scale_rewards", "reward_source": "grpo.reward_source",
+              "credit": "grpo.credit", "gamma": "grpo.gamma"}
+
+
+def move_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Earlier configs' flat GRPO keys, moved into the `grpo:` section (both spellings work;
+    giving both with different values is an error naming the key)."""
+    data = dict(data)
+    for old, new in MOVED_KEYS.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        section = dict(data.get("grpo") or {})
+        key = new.split(".", 1)[1]
+        if key in section and section[key] != value:
+            raise ConfigError(f"{old}={value!r} and {new}={section[key]!r} disagree; {old} is now {new}")
+        section[key] = value
+        data["grpo"] = section
+    return data
+
+
 class TrainConfig(BaseModel):
     """Everything a run needs; `config.yaml` in the run folder is this, resolved."""
 
@@ -58,7 +116,9 @@ class TrainConfig(BaseModel):
         description="accelerate's mixed precision: autocast matmuls to bfloat16 in rollout and update "
         "(about 2x faster on CPUs with AVX512-BF16; the usual choice on GPUs).",
     )
-    trainer: Literal["grpo"] = Field("grpo", description="Training algorithm.")
+    trainer: str = Field("grpo", description="Training algorithm: grpo, critic, or a registered one (trainers/base.py).")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
@@ -83,15 +143,9 @@ class TrainConfig(BaseModel):
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
     clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
     beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
-    scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
     loss_aggregation: Literal["sequence_mean", "token_mean", "fixed_length"] = Field(
         "token_mean", description="sequence_mean (GRPO), token_mean (DAPO), fixed_length (Dr. GRPO)."
     )
-    reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
-    credit: Literal["outcome", "discounted"] = Field(
-        "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
-    )
-    gamma: float = Field(1.0, gt=0, le=1.0)
     temperature: float | None = Field(None, ge=0, description="Sampling temperature; None: the scenario's.")
     top_p: float = Field(1.0, gt=0, le=1.0)
     max_new_tokens: int | None = Field(None, ge=1, description="Override the scenario's completion budget.")
@@ -109,6 +163,11 @@ class TrainConfig(BaseModel):
     log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="accelerate trackers.")
     progress: bool = True
     max_batch_size: int | None = Field(None, ge=1, description="Split a round's generate call into chunks of this size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return move_flat_keys(data) if isinstance(data, dict) else data
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -229,7 +288,7 @@ def check_train_defaults(defaults: dict[str, Any], where: str) -> None:
     """A scenario's recommended settings must name real config keys (not the scenario itself)."""
     for key in defaults:
         top = key.split(".", 1)[0]
-        if top not in TrainConfig.model_fields or top in ("scenario", "scenario_options"):
+        if (top not in TrainConfig.model_fields and top not in MOVED_KEYS) or top in ("scenario", "scenario_options"):
             raise ConfigError(f"{where}: train_defaults names {key!r}, not a training setting")
     try:
         load_config(scenario_defaults=defaults)

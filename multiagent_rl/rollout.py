@@ -31,18 +31,27 @@ class Sampling:
 
 @dataclass
 class TurnSample:
-    """One agent turn, as the trainer needs it."""
+    """One agent turn, as every trainer needs it: filled once, by the rollout."""
 
     episode: int  # index into RolloutBatch.episodes
     group: int  # index of the task: episodes of one group share a task
     agent: str
-    adapter: str | None
+    adapter: str | None  # None: the base model played it
     round: int
     prompt_ids: list[int]
     completion_ids: list[int]
-    logprobs: list[float]
+    logprobs: list[float]  # the rollout's own, per completion token
     finish_reason: str
-    temperature: float = 1.0
+    temperature: float = 1.0  # the one it was sampled at
+    turn: int = 0  # its place in the episode's turns (Episode.turns[turn])
+    state: str = ""  # the global state when it was taken (TeamEnv.state(): task, private views, messages)
+    reward: float = 0.0  # the reward given at this turn (the episode's final reward is on Episode.rewards)
+    trainable: bool = True  # False: no training sample (the base model played it)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Unique within a batch: (episode, turn)."""
+        return (self.episode, self.turn)
 
 
 @dataclass
@@ -93,8 +102,12 @@ def rollout(
     round_index = 0
     while any(env.agents for env in envs):
         requests: list[GenerationRequest] = []
+        states: dict[int, tuple[str, int]] = {}  # env -> (global state before this round, turns so far)
         for e, env in enumerate(envs):
-            for agent in env.acting_agents():
+            acting = env.acting_agents()
+            if acting:
+                states[e] = (env.state(), len(env.turns))
+            for agent in acting:
                 role = scenario.role(agent)
                 requests.append(
                     GenerationRequest(
@@ -120,6 +133,8 @@ def rollout(
         temperatures = {r.tag: r.temperature for r in requests}
         for result in results:
             e, agent = result.tag
+            state, turns_before = states[e]
+            turn = next(i for i in range(turns_before, len(envs[e].turns)) if envs[e].turns[i].agent == agent)
             envs[e].record_generation(
                 agent,
                 adapter=adapters[agent],
@@ -140,6 +155,9 @@ def rollout(
                     logprobs=result.logprobs,
                     finish_reason=result.finish_reason,
                     temperature=temperatures[result.tag],
+                    turn=turn,
+                    state=state,
+                    trainable=adapters[agent] is not None,
                 )
             )
         round_index += 1

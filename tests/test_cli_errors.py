@@ -36,7 +36,7 @@ def files(tmp_path):
     (["--set", "model=/no/such/model"], "cannot load a tokenizer for model '/no/such/model'"),
     (["--set", "lora.target_modules=[nope]"], "lora.target_modules=['nope'] does not fit the model"),
     (["--set", "lr=.inf"], "'lr'"),
-    (["--set", "gamma=.nan"], "'gamma'"),
+    (["--set", "gamma=.nan"], "'grpo.gamma'"),
     (["--set", "group_size=100000"], "lower group_size"),
     (["--config", "{files}/binary.yaml"], "is not text"),
     (["--config", "{files}/broken.yaml"], "not valid YAML at line 3"),

@@ -9,14 +9,13 @@ import math
 import pytest
 import torch
 
-from trainers import grpo
-from trainers.grpo import (
+from trainers import grpo, policy
+from trainers.grpo import discounted_credit, group_advantages
+from trainers.policy import (
     Normaliser,
     Sample,
     aggregate,
     clipped_policy_loss,
-    discounted_credit,
-    group_advantages,
     kl_to_reference,
     pad_batch,
     token_logprobs,
@@ -240,7 +239,7 @@ def test_pad_batch_when_pad_equals_a_completion_token():
 
 def test_window_logprobs_match_a_full_unpadded_forward():
     from multiagent_rl.models import tiny_model
-    from trainers.grpo import window_logprobs
+    from trainers.policy import window_logprobs
 
     class Tok:
         vocab = 50
@@ -286,6 +285,6 @@ def test_discounted_credit():
 
 def test_split_and_chunks_cover_every_sample_once():
     items = list(range(7))
-    assert [list(p) for p in grpo._split(items, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
-    assert [list(p) for p in grpo._split(items, 10)] == [[i] for i in items]
-    assert [list(c) for c in grpo._chunks(items, 4)] == [[0, 1, 2, 3], [4, 5, 6]]
+    assert [list(p) for p in policy._split(items, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [list(p) for p in policy._split(items, 10)] == [[i] for i in items]
+    assert [list(c) for c in policy._chunks(items, 4)] == [[0, 1, 2, 3], [4, 5, 6]]

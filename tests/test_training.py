@@ -26,7 +26,7 @@ from multiagent_rl import (
 from multiagent_rl.config import load_config
 from multiagent_rl.rollout import rollout
 from trainers.checkpoint import latest_checkpoint
-from trainers.grpo import Sample, UpdateSettings, grpo_update
+from trainers.policy import Sample, UpdateSettings, policy_update
 from trainers.loop import Run, team_reward_stats
 
 AGENTS = ["solver", "critic"]
@@ -105,7 +105,7 @@ NO_CLIP = UpdateSettings(loss_aggregation="token_mean", max_grad_norm=1e12, micr
 
 def recorded_grads(run: Run, samples: list[Sample]) -> dict[str, torch.Tensor]:
     recorder = GradRecorder(run.model)
-    grpo_update(run.model, recorder, samples, NO_CLIP, run.tokenizer.pad_token_id)
+    policy_update(run.model, recorder, samples, NO_CLIP, run.tokenizer.pad_token_id)
     return recorder.grads
 
 
@@ -113,7 +113,7 @@ def rollout_samples(run: Run, step: int = 1) -> tuple[list[Sample], list[str]]:
     """Samples of one step's rollout and the agent of each."""
     batch = rollout(run.scenario, run.backend, run.tasks_for_step(step), group_size=run.config.group_size,
                     adapters=run.agent_adapters, seed=step)
-    samples, _ = run.make_samples(batch)
+    samples, _ = run.trainer.make_samples(batch)
     return samples, [s.agent for s in batch.samples]
 
 
@@ -184,9 +184,9 @@ def test_separate_adapters_do_not_leak(single_thread, tmp_path):
     # weights: after an update of both (so AdamW has momentum for the critic), a solver-only
     # update leaves the critic bit-identical even with weight decay
     settings = UpdateSettings(max_grad_norm=1.0)
-    grpo_update(run.model, run.optimizer, samples, settings, run.tokenizer.pad_token_id)
+    policy_update(run.model, run.optimizer, samples, settings, run.tokenizer.pad_token_id)
     critic, solver = lora_state(run.model, "critic"), lora_state(run.model, "solver")
-    grpo_update(run.model, run.optimizer, solver_only, settings, run.tokenizer.pad_token_id)
+    policy_update(run.model, run.optimizer, solver_only, settings, run.tokenizer.pad_token_id)
     assert all(torch.equal(t, lora_state(run.model, "critic")[n]) for n, t in critic.items())
     assert any(not torch.equal(t, lora_state(run.model, "solver")[n]) for n, t in solver.items())
 
@@ -322,7 +322,7 @@ def test_empty_completions_are_visible_in_the_metrics(single_thread, tmp_path):
 
 
 def test_update_uses_each_roles_sampling_temperature(single_thread, tmp_path, monkeypatch):
-    from trainers import grpo
+    from trainers import policy
 
     scenario = Scenario(
         name="duo",
@@ -331,13 +331,13 @@ def test_update_uses_each_roles_sampling_temperature(single_thread, tmp_path, mo
     )
     run = Run(config(), tmp_path, scenario=scenario)
     seen: dict[str, set[float]] = {}
-    original = grpo.window_logprobs
+    original = policy.window_logprobs
 
     def recording(model, batch, temperature=1.0):
         seen.setdefault(model.active_adapter, set()).update(torch.as_tensor(temperature).flatten().tolist())
         return original(model, batch, temperature)
 
-    monkeypatch.setattr(grpo, "window_logprobs", recording)
+    monkeypatch.setattr(policy, "window_logprobs", recording)
     assert run.train_step(1)["update/skipped"] == 0.0
     assert seen["critic"] == {1.0}
     assert seen["solver"] == {0.5}

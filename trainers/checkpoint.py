@@ -116,17 +116,19 @@ def prune_checkpoints(run_dir: Path, keep: int | None) -> list[str]:
 
 def save_checkpoint(
     run_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None, adapters: list[str] | None = None, write_more=None,
 ) -> Path:
     """Write `checkpoints/step-N/` whole or not at all; `extra` goes into trainer_state.json,
-    `config` (the run's resolved settings) into the manifest."""
+    `config` (the run's resolved settings) into the manifest. `adapters`: the ones saved under
+    adapters/ (default: all); `write_more(folder)` adds files (a trainer's own state) before
+    the manifest lists them."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.parent / f"{TMP_PREFIX}{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        _write_checkpoint(tmp, step, model, optimizer, scheduler, extra, config)
+        _write_checkpoint(tmp, step, model, optimizer, scheduler, extra, config, adapters, write_more)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -137,9 +139,8 @@ def save_checkpoint(
     return final
 
 
-def _write_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None,
-                      config: dict[str, Any] | None) -> None:
-    save_adapters(model, tmp / "adapters")
+def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as (tensors for safetensors, JSON-able rest)."""
     opt_state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -149,12 +150,35 @@ def _write_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, extra: 
                 tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"optimizer_param_groups": opt_state["param_groups"], "optimizer_scalars": scalars}
+
+
+def load_optimizer_state(optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Restore what `optimizer_state` gave."""
+    opt_state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        opt_state.setdefault(int(index), {})[key] = value
+    for index, values in state.get("optimizer_scalars", {}).items():
+        opt_state.setdefault(int(index), {}).update(values)
+    groups = state["optimizer_param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+
+
+def _write_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any] | None,
+                      config: dict[str, Any] | None, adapters: list[str] | None, write_more) -> None:
+    save_adapters(model, tmp / "adapters", adapters)
+    tensors, opt_json = optimizer_state(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
     save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
+    if write_more is not None:
+        write_more(tmp)
     state = {
         "step": step,
-        "optimizer_param_groups": opt_state["param_groups"],
-        "optimizer_scalars": scalars,
+        **opt_json,
         "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
         "python_rng": _jsonable(random.getstate()),
         **(extra or {}),
@@ -176,23 +200,15 @@ def _write_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, extra: 
         fsync_dir(folder)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore adapters, optimizer, scheduler and RNG from a checkpoint; returns trainer_state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, read_more=None) -> dict[str, Any]:
+    """Restore adapters, optimizer, scheduler and RNG from a checkpoint (and, with
+    `read_more(folder)`, a trainer's own state); returns trainer_state."""
     path = Path(path)
     state = json.loads((path / "trainer_state.json").read_text())
     load_adapter_weights(model, path / "adapters")
-    tensors = load_file(path / "optimizer.safetensors")
-    opt_state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        opt_state.setdefault(int(index), {})[key] = value
-    for index, values in state.get("optimizer_scalars", {}).items():
-        opt_state.setdefault(int(index), {}).update(values)
-    groups = state["optimizer_param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    load_optimizer_state(optimizer, load_file(path / "optimizer.safetensors"), state)
+    if read_more is not None:
+        read_more(path)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     random.setstate(_python_rng(state["python_rng"]))

@@ -1,5 +1,6 @@
-"""The shared training loop: rollout -> advantages -> update adapters -> sync backend
--> log -> checkpoint -> held-out evaluation.
+"""The shared training loop: rollout -> trainer -> sync backend -> log -> checkpoint ->
+held-out evaluation. The trainer (`config.trainer`, from the registry in
+`trainers/base.py`) owns advantages, losses and optimizers; the loop knows none of them.
 
 >>> run = Run(load_config(None, ["scenario=debate", "steps=20"]), "runs/debate")   # doctest: +SKIP
 >>> run.train()                                                                   # doctest: +SKIP
@@ -57,8 +58,8 @@ from .checkpoint import (
     resumable_checkpoint,
     save_checkpoint,
 )
+from .base import Trainer, TrainerContext, trainer_class
 from .distributed import Ranks
-from .grpo import Sample, UpdateSettings, discounted_credit, group_advantages, grpo_update
 from .metrics import EVAL_NAMES, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
@@ -93,16 +94,24 @@ class Run:
         self.model = attach_adapters(self.model_base, adapter_names(self.agent_adapters), lora).to(self.device)
         if config.gradient_checkpointing:  # training forwards only; generation runs in eval mode
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.policy_adapters = adapter_names(self.agent_adapters)
+        trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
         self.backend = self._make_backend()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        warmup = config.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
-        # prepare() places the optimizer state on the device; the scheduler steps once per
-        # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
-        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.trainer: Trainer = trainer(TrainerContext(
+            config=config, model=self.model, tokenizer=self.tokenizer, scenario=self.scenario,
+            accelerator=self.accelerator, ranks=self.ranks, agent_adapters=self.agent_adapters,
+            policy_adapters=self.policy_adapters,
+        ))
         self.step = 0
         self.damaged_checkpoints = 0
+
+    @property
+    def optimizer(self):
+        return self.trainer.optimizer
+
+    @property
+    def scheduler(self):
+        return self.trainer.scheduler
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -146,7 +155,7 @@ class Run:
     def _publish_adapters(self, step: int) -> Path:
         """Save the current adapters where an out-of-process engine (vLLM) can load them."""
         live = self.run_dir / "live_adapters" / f"step-{step}"
-        save_adapters(self.model, live)
+        save_adapters(self.model, live, self.policy_adapters)  # a trainer's own adapters stay out
         return live
 
     # ----- the loop -----------------------------------------------------------------
@@ -202,7 +211,8 @@ class Run:
             if self.step % cfg.save_every == 0 or last:
                 if self.ranks.is_main:
                     save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
-                                    {"scenario": self.scenario.name}, config=cfg.model_dump(mode="json"))
+                                    {"scenario": self.scenario.name, "trainer": cfg.trainer}, config=cfg.model_dump(mode="json"),
+                                    adapters=self.policy_adapters, write_more=self.trainer.save)
                     prune_checkpoints(self.run_dir, cfg.keep_checkpoints)
                 self.ranks.barrier()
             if out_of_time:
@@ -260,27 +270,12 @@ class Run:
         )
         failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
-        samples, adv_metrics = self.make_samples(batch)
-        adv_metrics["episodes/failed_fraction"] = failed
-        settings = UpdateSettings(
-            epochs=cfg.epochs,
-            minibatches=cfg.minibatches,
-            micro_batch_size=cfg.micro_batch_size,
-            clip_eps=cfg.clip_eps,
-            clip_eps_high=cfg.clip_eps_high,
-            beta=cfg.beta,
-            loss_aggregation=cfg.loss_aggregation,
-            max_grad_norm=cfg.max_grad_norm,
-            mixed_precision=cfg.mixed_precision,
-        )
-        update = grpo_update(
-            self.model, self.optimizer, samples, settings, self.tokenizer.pad_token_id,
-            backward=self.accelerator.backward, scheduler=self.scheduler, ranks=self.ranks,
-        )
+        update = self.trainer.update(batch)
+        update["episodes/failed_fraction"] = failed
         t2 = time.perf_counter()
         if self.config.backend != "hf":
             self.backend.sync_adapters(str(self._publish_adapters(step)))
-        metrics = {"step": step, **rollout_metrics(batch, self.ranks), **adv_metrics, **update}
+        metrics = {"step": step, **rollout_metrics(batch, self.ranks), **update}
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
         metrics["perf/rollout_seconds"] = rollout_s
@@ -301,47 +296,6 @@ class Run:
             rule = "fail_fast is on" if cfg.fail_fast else f"more than max_failed_fraction={cfg.max_failed_fraction:g}"
             raise UserCodeError(f"step {step}: {int(failed)} of {int(total)} episodes failed ({rule}); first: {failures[0]}")
         return fraction
-
-    def make_samples(self, batch: RolloutBatch) -> tuple[list[Sample], dict[str, float]]:
-        """Per-agent group-relative advantages; every turn of an agent gets its episode's advantage
-        (or a discounted share with credit='discounted'). A group with a failed episode (its
-        reward raised) is dropped: its samples get no advantage."""
-        cfg = self.config
-        agents = self.scenario.agents
-        broken = {ep.group for ep in batch.episodes if ep.failure is not None}
-        # Advantages are host-side bookkeeping (they reach the model as floats in each Sample).
-        groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu")
-        kept = torch.tensor([ep.group not in broken for ep in batch.episodes], device="cpu")
-        advantages: dict[str, torch.Tensor] = {}
-        equal = singleton = total = 0
-        for agent in agents:
-            if cfg.reward_source == "team":
-                rewards = torch.tensor([ep.team_reward() for ep in batch.episodes], device="cpu")
-            else:
-                rewards = torch.tensor([ep.rewards.get(agent, 0.0) for ep in batch.episodes], device="cpu")
-            adv, stats = group_advantages(rewards[kept], groups[kept], scale_by_std=cfg.scale_rewards)
-            advantages[agent] = torch.zeros(len(batch.episodes), device="cpu").masked_scatter(kept, adv)
-            equal += stats.equal_reward_groups
-            singleton += stats.singleton_groups
-            total += stats.groups
-        last_round = self.scenario.num_rounds - 1
-        samples = []
-        for s in batch.samples:
-            a = float(advantages[s.agent][s.episode])
-            if cfg.credit == "discounted":
-                a = discounted_credit(a, s.round, last_round, cfg.gamma)
-            samples.append(
-                Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a, temperature=s.temperature)
-            )
-        equal, singleton, total, abs_sum, count = self.ranks.sum(
-            [equal, singleton, total, sum(abs(x.advantage) for x in samples), len(samples)]
-        )
-        metrics = {
-            "groups/equal_reward_fraction": equal / max(total, 1),
-            "groups/singleton_fraction": singleton / max(total, 1),
-            "advantage/abs_mean": abs_sum / count if count else 0.0,
-        }
-        return samples, metrics
 
     def evaluate(
         self, step: int, episodes: int | None = None, adapters: dict | None = None, tag: str = "eval",
@@ -397,7 +351,7 @@ class Run:
         if found is not None:
             step, path = found
             try:
-                load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+                load_checkpoint(path, self.model, self.optimizer, self.scheduler, read_more=self.trainer.load)
             except (RuntimeError, KeyError, ValueError) as exc:  # verified whole, so it is another model's
                 message = " ".join(str(exc).split())[:200]
                 raise ConfigError(

@@ -1,0 +1,142 @@
+"""The trainer contract: what the loop hands a trainer, what it gets back, and the
+registries of trainers and advantage estimators.
+
+The loop does rollout -> `trainer.update(batch)` -> sync -> log -> checkpoint and knows
+no trainer's internals. A trainer receives the rollout's typed turn records
+(`RolloutBatch.samples`: ids, rollout log-probs, temperature, adapter, trainable flag,
+the global state at that turn) with the finished episodes, and updates the live
+adapters. A third-party trainer registers itself:
+
+>>> @register_trainer("my_trainer")             # doctest: +SKIP
+... class MyTrainer(Trainer):
+...     def update(self, batch): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multiagent_rl.config import ConfigError, TrainConfig
+from multiagent_rl.rollout import RolloutBatch
+from multiagent_rl.scenario import Scenario
+
+from .distributed import Ranks
+from .policy import UpdateSettings
+
+
+@dataclass
+class TrainerContext:
+    """What the run gives its trainer: settings, the model with its policy adapters, and
+    where it runs."""
+
+    config: TrainConfig
+    model: Any  # a PeftModel holding every policy adapter
+    tokenizer: Any
+    scenario: Scenario
+    accelerator: Any
+    ranks: Ranks
+    agent_adapters: dict[str, str | None]  # agent -> the adapter that plays it
+    policy_adapters: list[str]  # the adapters the trainer updates (never a frozen one)
+
+
+class Trainer:
+    """Base of every trainer: owns the policy optimizer and scheduler; subclasses turn a
+    rollout batch into advantages and an update (`update`), and may keep state of their
+    own in checkpoints (`save` / `load`, safetensors and JSON only)."""
+
+    name = "trainer"
+
+    def __init__(self, ctx: TrainerContext):
+        self.ctx = ctx
+        cfg = ctx.config
+        # In the model's order, as before there were trainers: old checkpoints' optimizer state fits.
+        wanted = {f".{name}." for name in ctx.policy_adapters}
+        params = [p for n, p in ctx.model.named_parameters() if "lora_" in n and any(w in n for w in wanted)]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = cfg.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        # prepare() places the optimizer state on the device; the scheduler steps once per
+        # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
+        self.optimizer, self.scheduler = ctx.accelerator.prepare(optimizer, scheduler)
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Advantages from `batch` and one update of the policy adapters; returns metrics
+        (the same on every rank). Episodes whose reward failed must not train."""
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        """Write this trainer's own state into a checkpoint folder being built."""
+
+    def load(self, folder: Path) -> None:
+        """Restore what `save` wrote."""
+
+    def update_settings(self) -> UpdateSettings:
+        cfg = self.ctx.config
+        return UpdateSettings(
+            epochs=cfg.epochs, minibatches=cfg.minibatches, micro_batch_size=cfg.micro_batch_size,
+            clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
+            loss_aggregation=cfg.loss_aggregation, max_grad_norm=cfg.max_grad_norm,
+            mixed_precision=cfg.mixed_precision,
+        )
+
+
+TRAINERS: dict[str, type[Trainer]] = {}
+BUILT_IN = {"grpo": "trainers.grpo", "critic": "trainers.critic"}
+ENTRY_POINTS = "multiagent_rl.trainers"
+
+
+def register_trainer(name: str) -> Callable[[type[Trainer]], type[Trainer]]:
+    def add(cls: type[Trainer]) -> type[Trainer]:
+        if not (isinstance(cls, type) and issubclass(cls, Trainer)):
+            raise TypeError(f"trainer {name!r} must be a subclass of trainers.base.Trainer")
+        cls.name = name
+        TRAINERS[name] = cls
+        return cls
+
+    return add
+
+
+def trainer_class(name: str) -> type[Trainer]:
+    """The registered trainer `name`: built-in, already registered, or from the entry-point
+    group `multiagent_rl.trainers`."""
+    if name not in TRAINERS and name in BUILT_IN:
+        importlib.import_module(BUILT_IN[name])
+    if name not in TRAINERS:
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            if entry.name == name:
+                entry.load()  # registers itself
+    if name not in TRAINERS:
+        known = sorted(set(BUILT_IN) | set(TRAINERS))
+        raise ConfigError(f"unknown trainer {name!r}; known: {', '.join(known)}")
+    return TRAINERS[name]
+
+
+ESTIMATORS: dict[str, Callable[..., Any]] = {}
+
+
+def register_estimator(name: str):
+    """Register an advantage estimator: a pure function of tensors."""
+
+    def add(fn):
+        ESTIMATORS[name] = fn
+        return fn
+
+    return add
+
+
+ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.critic"}
+
+
+def advantage_estimator(name: str) -> Callable[..., Any]:
+    if name not in ESTIMATORS and name in ESTIMATOR_MODULES:
+        importlib.import_module(ESTIMATOR_MODULES[name])
+    if name not in ESTIMATORS:
+        raise ConfigError(f"unknown advantage estimator {name!r}; known: {', '.join(sorted(set(ESTIMATORS) | set(ESTIMATOR_MODULES)))}")
+    return ESTIMATORS[name]

@@ -1,0 +1,417 @@
+"""A centralised critic: a value model over the global state at each turn, per-turn
+advantages by GAE, and the clipped policy update of each agent's adapter.
+
+The value model reads what `TeamEnv.state()` gives when a turn is taken (the task, every
+private view, every message so far) plus who acts next, and outputs one value per
+stream: per team (cooperative scenarios: one for all) or per agent. By default it is the
+policy's own base model with a LoRA adapter of its own and a small linear head on the last
+token's hidden state, so no second copy of the base model sits in memory.
+
+Each episode's turns, in the order they were taken, form one sequence. The reward of a
+turn is what the scenario gave at that turn, plus each agent's episode reward on that
+agent's last turn (a team stream takes the team's mean). GAE runs over that sequence at
+the action level: a turn bootstraps from the value at the next turn, whoever takes it;
+gamma = lam = 1 gives Monte Carlo returns. The maths are pure functions of tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from multiagent_rl.adapters import LoraSettings, add_adapters, adapter_parameters, attach_adapters, enable_training
+from multiagent_rl.models import load_model
+from multiagent_rl.rollout import RolloutBatch, TurnSample
+
+from .base import Trainer, TrainerContext, register_estimator, register_trainer
+from .checkpoint import load_optimizer_state, optimizer_state
+from .grpo import episode_advantages
+from .policy import Sample, policy_update
+
+VALUE_ADAPTER = "value_critic"
+
+# ----- the maths ----------------------------------------------------------------------
+
+
+@register_estimator("gae")
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95,
+    last_value: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates over one episode's turns.
+
+    rewards, values: (T, S) for T turns and S value streams; `last_value` (S,) bootstraps a
+    truncated episode (None: it ended, the value after the last turn is 0).
+    Returns (advantages, returns), both (T, S), with returns = advantages + values.
+    >>> adv, ret = gae(torch.tensor([[0.], [1.]]), torch.tensor([[0.5], [0.5]]), gamma=1.0, lam=1.0)
+    >>> adv.squeeze(1).tolist(), ret.squeeze(1).tolist()
+    ([0.5, 0.5], [1.0, 1.0])
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards, dtype=torch.float32)
+    following = torch.zeros_like(rewards[0], dtype=torch.float32) if last_value is None else last_value.float()
+    running = torch.zeros_like(following)
+    for t in reversed(range(steps)):
+        delta = rewards[t].float() + gamma * following - values[t].float()
+        running = delta + gamma * lam * running
+        advantages[t] = running
+        following = values[t].float()
+    return advantages, advantages + values.float()
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's value loss per element: 0.5 * max((v - R)^2, (v_clipped - R)^2), where
+    v_clipped stays within `clip` of the value before the update (None: plain squared error).
+    Returns (loss, whether the clipped term was the larger one), each shaped like `values`.
+    """
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * unclipped, torch.zeros_like(unclipped)
+    moved = old_values + torch.clamp(values - old_values, -clip, clip)
+    clipped = (moved - returns) ** 2
+    return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+
+
+def explained_variance(predicted: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(targets - predicted) / Var(targets): 1 is perfect, 0 no better than the mean
+    (NaN when the targets do not vary)."""
+    var = float(targets.float().var(unbiased=False))
+    if var == 0.0:
+        return float("nan")
+    return 1.0 - float((targets.float() - predicted.float()).var(unbiased=False)) / var
+
+
+class RunningNorm:
+    """Running mean and variance of value targets (per stream), for normalised targets."""
+
+    def __init__(self, streams: int):
+        self.count = 0.0
+        self.mean = [0.0] * streams
+        self.var = [1.0] * streams
+
+    def update(self, count: float, total: Sequence[float], squares: Sequence[float]) -> None:
+        """Fold in a batch given as its size, per-stream sums and sums of squares."""
+        if count <= 0:
+            return
+        for s in range(len(self.mean)):
+            mean = total[s] / count
+            var = max(squares[s] / count - mean * mean, 0.0)
+            delta = mean - self.mean[s]
+            both = self.count + count
+            self.var[s] = (self.var[s] * self.count + var * count + delta * delta * self.count * count / both) / both
+            self.mean[s] += delta * count / both
+        self.count += count
+
+    def std(self) -> torch.Tensor:
+        return torch.tensor(self.var).clamp_min(1e-8).sqrt()
+
+    def state(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "var": self.var}
+
+    def load(self, state: dict) -> None:
+        self.count, self.mean, self.var = state["count"], list(state["mean"]), list(state["var"])
+
+
+# ----- the value model -------------------------------------------------------------------
+
+
+class ValueModel:
+    """V(state) -> one value per stream: a LoRA adapter of its own on a causal LM (the policy's
+    PeftModel by default) and a linear head on the last token's final hidden state. Not an
+    nn.Module: the shared PeftModel is the run's, not a submodule of the critic."""
+
+    def __init__(self, peft_model, tokenizer, streams: int, max_tokens: int, mixed_precision: str = "no"):
+        self.peft_model = peft_model
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.mixed_precision = mixed_precision
+        hidden = peft_model.get_base_model().config.hidden_size
+        device = next(peft_model.parameters()).device
+        self.head = torch.nn.Linear(hidden, streams, device=device)
+        # Values start near 0 (no made-up baseline), but not exactly: a zero head would give
+        # the value adapter no gradient in the first update.
+        torch.nn.init.normal_(self.head.weight, std=1e-3)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(adapter_parameters(self.peft_model, VALUE_ADAPTER).values()) + list(self.head.parameters())
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each state, keeping its last `max_tokens` (the newest messages)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [row[-self.max_tokens :] or [self.tokenizer.eos_token_id or 0] for row in ids]
+
+    def __call__(self, rows: Sequence[list[int]]) -> torch.Tensor:
+        """(B, streams) values of left-padded rows under the value adapter."""
+        device = self.head.weight.device
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)  # (B, L)
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+        positions = (attention.cumsum(1) - 1).clamp_min(0)  # (B, L)
+        self.peft_model.set_adapter(VALUE_ADAPTER)
+        decoder = self.peft_model.get_base_model().get_decoder()  # no LM head: only the hidden state is needed
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
+        with autocast:
+            hidden = decoder(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state  # (B, L, H)
+        return self.head(hidden[:, -1, :].float())  # (B, S): left padding puts every row's last token at -1
+
+
+def value_input(sample: TurnSample) -> str:
+    """What the critic reads at a turn: the global state and who acts now."""
+    return f"{sample.state}\nNext to act: {sample.agent}"
+
+
+# ----- the trainer -------------------------------------------------------------------------
+
+
+@register_trainer("critic")
+class CriticTrainer(Trainer):
+    """PPO with a centralised critic (settings: the `critic:` section and the shared
+    policy-update keys). Works with `group_size: 1`."""
+
+    def __init__(self, ctx: TrainerContext):
+        super().__init__(ctx)
+        cfg, critic = ctx.config, ctx.config.critic
+        teams = ctx.scenario.teams
+        if critic.value_per == "team":
+            self.streams = list(dict.fromkeys(teams[a] for a in ctx.scenario.agents))
+            self.stream_of = {a: self.streams.index(teams[a]) for a in ctx.scenario.agents}
+        else:
+            self.streams = list(ctx.scenario.agents)
+            self.stream_of = {a: i for i, a in enumerate(self.streams)}
+        lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules))
+        device = ctx.accelerator.device
+        if critic.model is None:
+            peft_model, tokenizer = add_adapters(ctx.model, [VALUE_ADAPTER], lora), ctx.tokenizer
+        else:  # a separate (small) model: its own tokenizer, its own base weights
+            base, tokenizer = load_model(critic.model, dtype="float32")
+            peft_model = attach_adapters(base, [VALUE_ADAPTER], lora).to(device)
+        self.value = ValueModel(peft_model, tokenizer, len(self.streams), critic.max_state_tokens, cfg.mixed_precision)
+        self.value_optimizer = torch.optim.AdamW(self.value.trainable_parameters(), lr=critic.lr, weight_decay=cfg.weight_decay)
+        self.targets = RunningNorm(len(self.streams))
+
+    # ----- one update ------------------------------------------------------------------
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        ctx, critic = self.ctx, self.ctx.config.critic
+        t0 = time.perf_counter()
+        turns = [s for s in batch.samples if batch.episodes[s.episode].failure is None]  # failed: no reward
+        turns.sort(key=lambda s: s.key)
+        rows = self.value.encode([value_input(s) for s in turns])
+        old = self.values(rows)  # (N, S), in reward units
+        advantages, returns = self.advantages(batch, turns, old)
+        own = torch.tensor([float(advantages[i, self.stream_of[s.agent]]) for i, s in enumerate(turns)])  # (N,)
+        metrics = self._advantage_metrics(turns, own)
+        if critic.group_weight > 0:
+            own = self._mix_group(batch, turns, own)
+        if critic.normalize_advantages:
+            own = self._whiten(turns, own)
+        samples = [
+            Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids,
+                   advantage=float(a), temperature=s.temperature)
+            for s, a in zip(turns, own.tolist(), strict=True) if s.trainable
+        ]
+        value_seconds = time.perf_counter() - t0
+        metrics.update(policy_update(
+            ctx.model, self.optimizer, samples, self.update_settings(), ctx.tokenizer.pad_token_id,
+            backward=ctx.accelerator.backward, scheduler=self.scheduler, ranks=ctx.ranks,
+        ))
+        t1 = time.perf_counter()
+        metrics.update(self.fit_values(rows, old, returns))
+        metrics["perf/value_seconds"] = value_seconds + time.perf_counter() - t1
+        return metrics
+
+    @torch.no_grad()
+    def values(self, rows: list[list[int]]) -> torch.Tensor:
+        """(N, S) values of encoded states before this update, in reward units (CPU)."""
+        out = [self.value(chunk).float().cpu() for chunk in _chunks(rows, self.ctx.config.critic.micro_batch_size)]
+        raw = torch.cat(out) if out else torch.zeros((0, len(self.streams)))
+        return self._denormalise(raw)
+
+    def advantages(self, batch: RolloutBatch, turns: list[TurnSample], values: torch.Tensor):
+        """GAE per episode over its turns in order: (N, S) advantages and returns."""
+        critic = self.ctx.config.critic
+        rewards = self.turn_rewards(batch, turns)  # (N, S)
+        advantages = torch.zeros_like(values)
+        returns = torch.zeros_like(values)
+        by_episode: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(turns):
+            by_episode[s.episode].append(i)
+        for idx in by_episode.values():  # each already in turn order (turns are sorted by key)
+            a, r = gae(rewards[idx], values[idx], critic.gamma, critic.lam)
+            advantages[idx], returns[idx] = a, r
+        return advantages, returns
+
+    def turn_rewards(self, batch: RolloutBatch, turns: list[TurnSample]) -> torch.Tensor:
+        """(N, S): each turn's own reward, plus every agent's episode reward on its last turn;
+        a team stream takes its members' mean."""
+        size = defaultdict(int)
+        for a in self.ctx.scenario.agents:
+            size[self.stream_of[a]] += 1
+        last: dict[tuple[int, str], int] = {}
+        for i, s in enumerate(turns):
+            last[(s.episode, s.agent)] = i
+        rewards = torch.zeros((len(turns), len(self.streams)))
+        for i, s in enumerate(turns):
+            stream = self.stream_of[s.agent]
+            gained = s.reward
+            if last[(s.episode, s.agent)] == i:
+                gained += batch.episodes[s.episode].rewards.get(s.agent, 0.0)
+            rewards[i, stream] += gained / size[stream]
+        # An agent that never acted still counts in its team's reward: on the episode's last turn.
+        for e in {s.episode for s in turns}:
+            acted = {s.agent for s in turns if s.episode == e}
+            final = max(i for i, s in enumerate(turns) if s.episode == e)
+            for agent, value in batch.episodes[e].rewards.items():
+                if agent not in acted and agent in self.stream_of:
+                    stream = self.stream_of[agent]
+                    rewards[final, stream] += value / size[stream]
+        return rewards
+
+    def fit_values(self, rows: list[list[int]], old: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """The clipped value loss over every turn and stream, `critic.epochs` passes; gradients
+        summed over ranks before each step. Returns the value metrics."""
+        ctx, critic = self.ctx, self.ctx.config.critic
+        ranks = ctx.ranks
+        n, s = returns.shape
+        count, *stats = ranks.sum([n, *returns.sum(0).tolist(), *(returns**2).sum(0).tolist()])
+        if critic.normalize_targets:
+            self.targets.update(count, stats[:s], stats[s:])
+        target_n, old_n = self._normalise(returns), self._normalise(old)
+        ev_parts = ranks.gather(list(zip(old.view(-1).tolist(), returns.view(-1).tolist(), strict=True)))
+        metrics: dict[str, float] = defaultdict(float)
+        params = self.value.trainable_parameters()
+        enable_training(self.value.peft_model, [VALUE_ADAPTER])
+        (elements,) = ranks.sum([n * s])
+        for _ in range(critic.epochs):
+            self.value_optimizer.zero_grad(set_to_none=True)
+            start = 0
+            for chunk in _chunks(rows, critic.micro_batch_size):
+                end = start + len(chunk)
+                predicted = self.value(chunk).float()  # (B, S)
+                device = predicted.device
+                loss, clipped = clipped_value_loss(
+                    predicted, old_n[start:end].to(device), target_n[start:end].to(device), critic.value_clip
+                )
+                total = loss.sum() / max(elements, 1)  # global mean over every rank's elements
+                ctx.accelerator.backward(total)
+                metrics["loss"] += float(total.detach())
+                metrics["clipped"] += float(clipped.sum())
+                start = end
+            ranks.sum_gradients(params)
+            present = [p for p in params if p.grad is not None]
+            if present:
+                metrics["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(present, ctx.config.max_grad_norm))
+            self.value_optimizer.step()
+        enable_training(ctx.model, ctx.policy_adapters)
+        loss, clipped = ranks.sum([metrics["loss"], metrics["clipped"]])
+        old_all = torch.tensor([o for o, _ in ev_parts])
+        ret_all = torch.tensor([r for _, r in ev_parts])
+        return {
+            "value/loss": loss / critic.epochs,
+            "value/clip_fraction": clipped / max(elements * critic.epochs, 1),
+            "value/explained_variance": explained_variance(old_all, ret_all) if len(ret_all) else float("nan"),
+            "value/mean": float(old_all.mean()) if len(old_all) else float("nan"),
+            "value/target_mean": float(ret_all.mean()) if len(ret_all) else float("nan"),
+            "value/grad_norm": metrics["grad_norm"] / critic.epochs,
+        }
+
+    # ----- advantage bookkeeping ---------------------------------------------------------
+    def _advantage_metrics(self, turns: list[TurnSample], own: torch.Tensor) -> dict[str, float]:
+        """Per-agent mean and std of the raw GAE advantages, over every rank's turns."""
+        ranks, agents = self.ctx.ranks, self.ctx.scenario.agents
+        parts = []
+        for agent in agents:
+            mine = own[[i for i, s in enumerate(turns) if s.agent == agent]]
+            parts += [len(mine), float(mine.sum()), float((mine**2).sum())]
+        parts.append(float(own.abs().sum()))
+        parts.append(len(own))
+        summed = ranks.sum(parts)
+        out = {}
+        for k, agent in enumerate(agents):
+            n, total, squares = summed[3 * k : 3 * k + 3]
+            mean = total / n if n else 0.0
+            out[f"advantage/{agent}/mean"] = mean
+            out[f"advantage/{agent}/std"] = math.sqrt(max(squares / n - mean * mean, 0.0)) if n else 0.0
+        out["advantage/abs_mean"] = summed[-2] / summed[-1] if summed[-1] else 0.0
+        return out
+
+    def _whiten(self, turns: list[TurnSample], own: torch.Tensor) -> torch.Tensor:
+        """Each agent's advantages over the whole batch (every rank) to mean 0, std 1."""
+        agents = self.ctx.scenario.agents
+        parts = []
+        for agent in agents:
+            mine = own[[i for i, s in enumerate(turns) if s.agent == agent]]
+            parts += [len(mine), float(mine.sum()), float((mine**2).sum())]
+        summed = self.ctx.ranks.sum(parts)
+        out = own.clone()
+        for k, agent in enumerate(agents):
+            n, total, squares = summed[3 * k : 3 * k + 3]
+            if n < 2:
+                continue
+            mean = total / n
+            std = math.sqrt(max(squares / n - mean * mean, 0.0))
+            idx = [i for i, s in enumerate(turns) if s.agent == agent]
+            out[idx] = (own[idx] - mean) / (std + 1e-6)
+        return out
+
+    def _mix_group(self, batch: RolloutBatch, turns: list[TurnSample], own: torch.Tensor) -> torch.Tensor:
+        """(1 - w) * the critic's advantage + w * the group-relative one (both whitened)."""
+        critic = self.ctx.config.critic
+        source = "team" if critic.value_per == "team" else "agent"
+        group, _ = episode_advantages(batch, self.ctx.scenario.agents, source, scale_by_std=True)
+        grouped = torch.tensor([float(group[s.agent][s.episode]) for s in turns])
+        return (1 - critic.group_weight) * self._whiten(turns, own) + critic.group_weight * grouped
+
+    def _normalise(self, values: torch.Tensor) -> torch.Tensor:
+        if not self.ctx.config.critic.normalize_targets:
+            return values
+        return (values - torch.tensor(self.targets.mean)) / self.targets.std()
+
+    def _denormalise(self, values: torch.Tensor) -> torch.Tensor:
+        if not self.ctx.config.critic.normalize_targets:
+            return values
+        return values * self.targets.std() + torch.tensor(self.targets.mean)
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """critic/: the value adapter, the head and the critic's optimizer (safetensors), and
+        the streams and target statistics (JSON)."""
+        from multiagent_rl.adapters import save_adapters
+
+        out = folder / "critic"
+        save_adapters(self.value.peft_model, out / "adapter", [VALUE_ADAPTER])
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.value.head.state_dict().items()}, out / "head.safetensors")
+        tensors, state = optimizer_state(self.value_optimizer)
+        save_file(tensors, out / "optimizer.safetensors")
+        state.update({"streams": self.streams, "targets": self.targets.state()})
+        (out / "state.json").write_text(json.dumps(state, indent=1))
+
+    def load(self, folder: Path) -> None:
+        from multiagent_rl.adapters import load_adapter_weights
+
+        src = folder / "critic"
+        if not src.is_dir():  # a run switched to the critic (--allow-changes): its critic starts fresh
+            return
+        state = json.loads((src / "state.json").read_text())
+        if state["streams"] != self.streams:
+            raise ValueError(f"{folder}'s critic has value streams {state['streams']}, this run {self.streams}")
+        load_adapter_weights(self.value.peft_model, src / "adapter")
+        head = load_file(src / "head.safetensors")
+        self.value.head.load_state_dict({k: v.to(self.value.head.weight.device) for k, v in head.items()})
+        load_optimizer_state(self.value_optimizer, load_file(src / "optimizer.safetensors"), state)
+        self.targets.load(state["targets"])
+
+
+def _chunks(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

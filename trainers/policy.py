@@ -1,0 +1,312 @@
+"""The PPO-clipped policy update both trainers share: each agent turn is a sample with
+its own advantage (GRPO's group-relative one, or the critic's GAE one); every live
+adapter is updated from its samples. Pure loss functions of tensors (testable with
+hand-made values) and `policy_update`, the orchestration that calls them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import SINGLE, Ranks
+
+# ----- losses -------------------------------------------------------------------------
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """log p(target) per position under temperature-scaled logits (a float, or one per row).
+
+    logits: (B, T, V); targets: (B, T); temperature: float or (B,) -> (B, T)."""
+    if torch.is_tensor(temperature):
+        temperature = temperature.float().clamp_min(1e-6).view(-1, 1, 1)  # (B, 1, 1)
+    else:
+        temperature = max(float(temperature), 1e-6)
+    logits = logits.float() / temperature
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(2)).squeeze(2)
+
+
+def clipped_policy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO-clip objective per token (to minimise) and whether each token was clipped.
+
+    logps, old_logps: (B, T); advantages: (B,). Returns ((B, T) loss, (B, T) clipped mask).
+    """
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    ratio = torch.exp(logps - old_logps)  # (B, T)
+    adv = advantages.unsqueeze(1)  # (B, 1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + high) * adv
+    loss = -torch.minimum(unclipped, clipped)  # (B, T)
+    was_clipped = (clipped < unclipped).float()
+    return loss, was_clipped
+
+
+def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference), always >= 0. (B, T) -> (B, T)."""
+    delta = ref_logps - logps
+    return torch.exp(delta) - delta - 1
+
+
+@dataclass
+class Normaliser:
+    """Global sizes of the batch a loss is aggregated over, so micro-batches add up exactly."""
+
+    sequences: int
+    tokens: int
+    max_len: int
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, norm: Normaliser) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over completion tokens (mask (B, T)) to a scalar.
+
+    sequence_mean: mean over each sequence's tokens, then over sequences (GRPO);
+    token_mean: sum over all tokens / all tokens in the batch (DAPO);
+    fixed_length: sum / (sequences * max_len), length-unbiased (Dr. GRPO).
+    Micro-batch results sum to the full-batch value because `norm` is global.
+    """
+    masked = per_token * mask
+    if mode == "sequence_mean":
+        per_seq = masked.sum(1) / mask.sum(1).clamp_min(1)  # (B,)
+        return per_seq.sum() / max(norm.sequences, 1)
+    if mode == "token_mean":
+        return masked.sum() / max(norm.tokens, 1)
+    if mode == "fixed_length":
+        return masked.sum() / max(norm.sequences * norm.max_len, 1)
+    raise ValueError(f"unknown loss aggregation {mode!r}; use sequence_mean, token_mean or fixed_length")
+
+
+# ----- the update ---------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One agent turn ready for the update."""
+
+    adapter: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    temperature: float = 1.0  # the one it was sampled at: log-probs are recomputed under it
+    key: Hashable = None  # its place in the update's batch (set by policy_update; caches use it)
+
+
+@dataclass
+class Batch:
+    """A left-padded batch: every row's completion ends at the right edge, so the
+    logits of the last K+1 positions (K = longest completion) cover every target."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention: torch.Tensor  # (B, L)
+    positions: torch.Tensor  # (B, L) positions as generation saw them (0 at the first real token)
+    mask: torch.Tensor  # (B, K) 1 where the window's target is a completion token
+    window: int  # K
+
+
+def pad_batch(samples: Sequence[Sample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
+    """Left-pad prompt+completion ids; the completion mask covers the last K targets.
+    Built on the host, then moved to `device` (the model's) in one copy per tensor."""
+    seqs = [s.prompt_ids + s.completion_ids for s in samples]
+    width = max(len(x) for x in seqs)
+    window = max(len(s.completion_ids) for s in samples)
+    ids = [[pad_id] * (width - len(seq)) + seq for seq in seqs]
+    attention = [[0] * (width - len(seq)) + [1] * len(seq) for seq in seqs]
+    mask = [[0.0] * (window - len(s.completion_ids)) + [1.0] * len(s.completion_ids) for s in samples]
+    input_ids = torch.tensor(ids, dtype=torch.long, device=device)  # (B, L)
+    attention_t = torch.tensor(attention, dtype=torch.long, device=device)  # (B, L)
+    mask_t = torch.tensor(mask, dtype=torch.float32, device=device)  # (B, K)
+    positions = (attention_t.cumsum(1) - 1).clamp_min(0)  # (B, L)
+    return Batch(input_ids, attention_t, positions, mask_t, window)
+
+
+def window_logprobs(model, batch: Batch, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """log p of the last K tokens of each row under the active adapter: (B, K).
+
+    Only K+1 positions go through the LM head (prompt logits are never needed)."""
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention,
+        position_ids=batch.positions,
+        logits_to_keep=batch.window + 1,
+    ).logits[:, :-1]  # (B, K, V): position t predicts token t+1
+    targets = batch.input_ids[:, -batch.window :]  # (B, K)
+    return token_logprobs(logits, targets, temperature)
+
+
+@dataclass
+class UpdateSettings:
+    epochs: int = 1
+    minibatches: int = 1
+    micro_batch_size: int = 16
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    beta: float = 0.0
+    loss_aggregation: str = "token_mean"
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "bf16": autocast matmuls to bfloat16 (log-probs stay float32)
+
+
+def policy_update(
+    model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int,
+    backward=None, scheduler=None, ranks: Ranks = SINGLE,
+) -> dict[str, float]:
+    """Update every adapter from its samples. An adapter shared by several roles gets all
+    their samples; the others' LoRA weights get no gradient (only the active one trains).
+
+    `model` is a PeftModel; `backward(loss)` defaults to loss.backward() (accelerate's otherwise).
+    With several processes (`ranks`), each passes its own samples: loss normalisers count
+    every rank's samples and gradients are summed over ranks before each optimizer step,
+    so N processes take the step one process would take on all the samples.
+    """
+    from multiagent_rl.adapters import enable_training
+
+    backward = backward or (lambda loss: loss.backward())
+    device = _device(model)
+    # Numbered here: the old-log-prob and reference caches are keyed by place, not identity.
+    informative = [replace(s, key=i) for i, s in enumerate(x for x in samples if x.advantage != 0.0 and x.completion_ids)]
+    metrics: dict[str, float] = defaultdict(float)
+    total_samples, total_informative = ranks.sum([len(samples), len(informative)])
+    metrics["update/samples"] = total_samples
+    metrics["update/informative_samples"] = total_informative
+    if not total_informative:
+        # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
+        metrics.update({"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
+                        "grad_norm": 0.0, "update/optimizer_steps": 0.0, "perf/grad_sync_seconds": 0.0})
+        return dict(metrics)
+    by_adapter: dict[str, list[Sample]] = defaultdict(list)
+    for s in informative:
+        by_adapter[s.adapter].append(s)
+    # Old log-probs: with one pass over the batch the policy is unchanged when each
+    # sample is first seen, so the ratio is exactly 1 (old = current, detached).
+    one_pass = settings.epochs == 1 and settings.minibatches == 1
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision == "bf16")
+    old_cache: dict[Hashable, torch.Tensor] = {}
+    ref_cache: dict[Hashable, torch.Tensor] = {}
+    model.train()
+    if not one_pass or settings.beta > 0:
+        with torch.no_grad():
+            for adapter, group in by_adapter.items():
+                model.set_adapter(adapter)
+                for chunk in _chunks(group, settings.micro_batch_size):
+                    batch = pad_batch(chunk, pad_id, device)
+                    with autocast:
+                        if not one_pass:
+                            _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
+                        if settings.beta > 0:
+                            with model.disable_adapter():
+                                ref = window_logprobs(model, batch, _temperatures(chunk, device))
+                            _remember(ref_cache, chunk, ref)
+    counts = defaultdict(float)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    minibatches = _split(informative, settings.minibatches)
+    # Every rank takes the same number of optimizer steps, one with fewer samples on empty minibatches.
+    (steps_per_epoch,) = ranks.max([len(minibatches)])
+    minibatches += [[]] * (int(steps_per_epoch) - len(minibatches))
+    for _ in range(settings.epochs):
+        for minibatch in minibatches:
+            optimizer.zero_grad(set_to_none=True)
+            mb_by_adapter: dict[str, list[Sample]] = defaultdict(list)
+            for s in minibatch:
+                mb_by_adapter[s.adapter].append(s)
+            sequences, tokens = ranks.sum([len(minibatch), sum(len(s.completion_ids) for s in minibatch)])
+            (max_len,) = ranks.max([max((len(s.completion_ids) for s in minibatch), default=0)])
+            norm = Normaliser(sequences=int(sequences), tokens=int(tokens), max_len=int(max_len))
+            for adapter, group in mb_by_adapter.items():
+                model.set_adapter(adapter)
+                enable_training(model, [adapter])
+                for chunk in _chunks(group, settings.micro_batch_size):
+                    batch = pad_batch(chunk, pad_id, device)
+                    mask = batch.mask
+                    with autocast:
+                        logps = window_logprobs(model, batch, _temperatures(chunk, device))  # (B, K)
+                    if one_pass:
+                        old = logps.detach()
+                    else:
+                        old = _recall(old_cache, chunk, batch.window, device)
+                    adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)  # (B,)
+                    per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
+                    if settings.beta > 0:
+                        ref = _recall(ref_cache, chunk, batch.window, device)
+                        kl = kl_to_reference(logps, ref)  # (B, L-1)
+                        per_token = per_token + settings.beta * kl
+                        counts["kl_sum"] += float((kl.detach() * mask).sum())
+                    loss = aggregate(per_token, mask, settings.loss_aggregation, norm)
+                    backward(loss)
+                    counts["loss"] += float(loss.detach())
+                    counts["clipped"] += float((clipped * mask).sum())
+                    counts["tokens"] += float(mask.sum())
+            sync_start = time.perf_counter()
+            ranks.sum_gradients(trainable)
+            counts["sync_seconds"] += time.perf_counter() - sync_start
+            params = [p for p in trainable if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm) if params else torch.tensor(0.0)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            counts["grad_norm"] += float(grad_norm)
+            counts["optimizer_steps"] += 1
+    enable_training(model, list(model.peft_config))
+    # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
+    counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"] = ranks.sum(
+        [counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"]]
+    )
+    steps = max(counts["optimizer_steps"], 1)
+    metrics["loss/policy"] = counts["loss"] / steps
+    metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["tokens"], 1)
+    metrics["loss/kl"] = counts["kl_sum"] / max(counts["tokens"], 1)
+    metrics["grad_norm"] = counts["grad_norm"] / steps
+    metrics["update/optimizer_steps"] = counts["optimizer_steps"]
+    metrics["perf/grad_sync_seconds"] = counts["sync_seconds"]  # waiting for other ranks included
+    metrics["update/skipped"] = 0.0
+    if not math.isfinite(metrics["loss/policy"]):
+        raise FloatingPointError(f"policy loss is {metrics['loss/policy']}; lower lr or check rewards")
+    return dict(metrics)
+
+
+def _temperatures(chunk: Sequence[Sample], device: torch.device) -> torch.Tensor:
+    # Greedy (0) turns are scored at temperature 1.
+    return torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in chunk], device=device)  # (B,)
+
+
+def _remember(cache: dict[Hashable, torch.Tensor], chunk: Sequence[Sample], window: torch.Tensor) -> None:
+    """Keep each sample's own completion log-probs (the last c_i of its window row)."""
+    for s, row in zip(chunk, window, strict=True):
+        cache[s.key] = row[row.shape[0] - len(s.completion_ids) :].detach().clone()
+
+
+def _recall(cache: dict[Hashable, torch.Tensor], chunk: Sequence[Sample], window: int, device: torch.device) -> torch.Tensor:
+    """Cached per-sample log-probs laid out right-aligned in a (B, K) window."""
+    out = torch.zeros((len(chunk), window), device=device)
+    for i, s in enumerate(chunk):
+        row = cache[s.key]
+        out[i, window - row.shape[0] :] = row
+    return out
+
+
+def _device(model) -> torch.device:
+    """The one device the model's weights (and so every batch) live on."""
+    return next(model.parameters()).device
+
+
+def _chunks(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _split(items: Sequence, parts: int) -> list[Sequence]:
+    if not items:
+        return []
+    parts = max(1, min(parts, len(items)))
+    size = math.ceil(len(items) / parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
