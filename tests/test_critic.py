@@ -276,3 +276,18 @@ def test_individual_rewards_reach_each_agents_stream(single_thread, tmp_path):
     assert rewards[:, solver].sum() == pytest.approx(len(batch.episodes))
     assert rewards[:, critic].sum() == pytest.approx(-len(batch.episodes))
     assert all(s.state.startswith("Task: ") for s in turns)
+
+
+def test_agents_of_one_round_share_a_decision_point():
+    from multiagent_rl.rollout import TurnSample
+    from trainers.critic import decision_points
+
+    def turn(episode: int, index: int, agent: str, state: str) -> TurnSample:
+        return TurnSample(episode=episode, group=episode, agent=agent, adapter=agent, round=0, prompt_ids=[1],
+                          completion_ids=[2], logprobs=[0.0], finish_reason="stop", turn=index, state=state)
+
+    turns = [turn(0, 0, "a", "s0"), turn(0, 1, "b", "s0"), turn(0, 2, "a", "s1"), turn(1, 0, "a", "t0")]
+    state_of, spans, texts = decision_points(turns)
+    assert state_of == [0, 0, 1, 2]
+    assert spans == [(0, 2), (2, 3)]
+    assert texts == ["s0\nActing now: a, b", "s1\nActing now: a", "t0\nActing now: a"]

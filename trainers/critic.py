@@ -1,17 +1,19 @@
 """A centralised critic: a value model over the global state at each turn, per-turn
 advantages by GAE, and the clipped policy update of each agent's adapter.
 
-The value model reads what `TeamEnv.state()` gives when a turn is taken (the task, every
-private view, every message so far) plus who acts next, and outputs one value per
-stream: per team (cooperative scenarios: one for all) or per agent. By default it is the
+The value model reads what `TeamEnv.state()` gives when a round's turns are taken (the
+task, every private view, every message so far) and who acts in it, and outputs one value
+per stream: per team (cooperative scenarios: one for all) or per agent. By default it is the
 policy's own base model with a LoRA adapter of its own and a small linear head on the last
 token's hidden state, so no second copy of the base model sits in memory.
 
-Each episode's turns, in the order they were taken, form one sequence. The reward of a
-turn is what the scenario gave at that turn, plus each agent's episode reward on that
-agent's last turn (a team stream takes the team's mean). GAE runs over that sequence at
-the action level: a turn bootstraps from the value at the next turn, whoever takes it;
-gamma = lam = 1 gives Monte Carlo returns. The maths are pure functions of tensors.
+Each episode's decision points (the state before each round; the agents acting in one
+round move jointly on it, and in a turn-based game that is one agent) form one sequence.
+The reward of a turn is what the scenario gave at that turn, plus each agent's episode
+reward on that agent's last turn (a team stream takes the team's mean). GAE runs over the
+sequence at the action level: a point bootstraps from the value at the next point, whoever
+acts in it; gamma = lam = 1 gives Monte Carlo returns. Every turn gets its point's
+advantage for its own stream. The maths are pure functions of tensors.
 """
 
 from __future__ import annotations
@@ -166,9 +168,32 @@ class ValueModel:
         return self.head(hidden[:, -1, :].float())  # (B, S): left padding puts every row's last token at -1
 
 
-def value_input(sample: TurnSample) -> str:
-    """What the critic reads at a turn: the global state and who acts now."""
-    return f"{sample.state}\nNext to act: {sample.agent}"
+def decision_points(turns: Sequence[TurnSample]) -> tuple[list[int], list[tuple[int, int]], list[str]]:
+    """The states turns were taken in, one per round of each episode (agents acting in one
+    round act on the same state, as one joint move), in order: what the critic values.
+
+    `turns` sorted by (episode, turn). Returns each turn's point index, each episode's
+    (start, end) span of points, and each point's text: the global state and who acts in it."""
+    state_of: list[int] = []
+    spans: list[tuple[int, int]] = []
+    states: list[str] = []
+    acting: list[list[str]] = []
+    seen: dict[tuple[int, str], int] = {}
+    last_episode = None
+    for s in turns:
+        key = (s.episode, s.state)
+        if key not in seen:
+            if s.episode != last_episode:
+                spans.append((len(states), len(states)))
+                last_episode = s.episode
+            seen[key] = len(states)
+            states.append(s.state)
+            acting.append([])
+            spans[-1] = (spans[-1][0], len(states))
+        state_of.append(seen[key])
+        acting[seen[key]].append(s.agent)
+    texts = [f"{state}\nActing now: {', '.join(who)}" for state, who in zip(states, acting, strict=True)]
+    return state_of, spans, texts
 
 
 # ----- the trainer -------------------------------------------------------------------------
@@ -204,13 +229,15 @@ class CriticTrainer(Trainer):
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx, critic = self.ctx, self.ctx.config.critic
         t0 = time.perf_counter()
-        turns = [s for s in batch.samples if batch.episodes[s.episode].failure is None]  # failed: no reward
-        turns.sort(key=lambda s: s.key)
-        rows = self.value.encode([value_input(s) for s in turns])
-        old = self.values(rows)  # (N, S), in reward units
-        advantages, returns = self.advantages(batch, turns, old)
-        own = torch.tensor([float(advantages[i, self.stream_of[s.agent]]) for i, s in enumerate(turns)])  # (N,)
-        metrics = self._advantage_metrics(turns, own)
+        turns = sorted((s for s in batch.samples if batch.episodes[s.episode].failure is None), key=lambda s: s.key)
+        state_of, spans, texts = decision_points(turns)
+        rewards = torch.zeros((len(texts), len(self.streams)))  # (P, S): each decision point's reward
+        if turns:
+            rewards.index_add_(0, torch.tensor(state_of, dtype=torch.long), self.turn_rewards(batch, turns))
+        advantages, metrics = self.learn_values(self.value.encode(texts), spans, rewards)
+        streams = torch.tensor([self.stream_of[s.agent] for s in turns], dtype=torch.long)
+        own = advantages[torch.tensor(state_of, dtype=torch.long), streams] if turns else torch.zeros(0)  # (N,)
+        metrics.update(self._advantage_metrics(turns, own))
         if critic.group_weight > 0:
             own = self._mix_group(batch, turns, own)
         if critic.normalize_advantages:
@@ -220,46 +247,24 @@ class CriticTrainer(Trainer):
                    advantage=float(a), temperature=s.temperature)
             for s, a in zip(turns, own.tolist(), strict=True) if s.trainable
         ]
-        value_seconds = time.perf_counter() - t0
+        metrics["perf/value_seconds"] = time.perf_counter() - t0
         metrics.update(policy_update(
             ctx.model, self.optimizer, samples, self.update_settings(), ctx.tokenizer.pad_token_id,
             backward=ctx.accelerator.backward, scheduler=self.scheduler, ranks=ctx.ranks,
         ))
-        t1 = time.perf_counter()
-        metrics.update(self.fit_values(rows, old, returns))
-        metrics["perf/value_seconds"] = value_seconds + time.perf_counter() - t1
         return metrics
-
-    @torch.no_grad()
-    def values(self, rows: list[list[int]]) -> torch.Tensor:
-        """(N, S) values of encoded states before this update, in reward units (CPU)."""
-        out = [self.value(chunk).float().cpu() for chunk in _chunks(rows, self.ctx.config.critic.micro_batch_size)]
-        raw = torch.cat(out) if out else torch.zeros((0, len(self.streams)))
-        return self._denormalise(raw)
-
-    def advantages(self, batch: RolloutBatch, turns: list[TurnSample], values: torch.Tensor):
-        """GAE per episode over its turns in order: (N, S) advantages and returns."""
-        critic = self.ctx.config.critic
-        rewards = self.turn_rewards(batch, turns)  # (N, S)
-        advantages = torch.zeros_like(values)
-        returns = torch.zeros_like(values)
-        by_episode: dict[int, list[int]] = defaultdict(list)
-        for i, s in enumerate(turns):
-            by_episode[s.episode].append(i)
-        for idx in by_episode.values():  # each already in turn order (turns are sorted by key)
-            a, r = gae(rewards[idx], values[idx], critic.gamma, critic.lam)
-            advantages[idx], returns[idx] = a, r
-        return advantages, returns
 
     def turn_rewards(self, batch: RolloutBatch, turns: list[TurnSample]) -> torch.Tensor:
         """(N, S): each turn's own reward, plus every agent's episode reward on its last turn;
         a team stream takes its members' mean."""
-        size = defaultdict(int)
+        size: dict[int, int] = defaultdict(int)
         for a in self.ctx.scenario.agents:
             size[self.stream_of[a]] += 1
         last: dict[tuple[int, str], int] = {}
+        final: dict[int, int] = {}
         for i, s in enumerate(turns):
             last[(s.episode, s.agent)] = i
+            final[s.episode] = i
         rewards = torch.zeros((len(turns), len(self.streams)))
         for i, s in enumerate(turns):
             stream = self.stream_of[s.agent]
@@ -267,62 +272,68 @@ class CriticTrainer(Trainer):
             if last[(s.episode, s.agent)] == i:
                 gained += batch.episodes[s.episode].rewards.get(s.agent, 0.0)
             rewards[i, stream] += gained / size[stream]
-        # An agent that never acted still counts in its team's reward: on the episode's last turn.
-        for e in {s.episode for s in turns}:
+        for e, i in final.items():  # an agent that never acted still counts: on the episode's last turn
             acted = {s.agent for s in turns if s.episode == e}
-            final = max(i for i, s in enumerate(turns) if s.episode == e)
             for agent, value in batch.episodes[e].rewards.items():
                 if agent not in acted and agent in self.stream_of:
-                    stream = self.stream_of[agent]
-                    rewards[final, stream] += value / size[stream]
+                    rewards[i, self.stream_of[agent]] += value / size[self.stream_of[agent]]
         return rewards
 
-    def fit_values(self, rows: list[list[int]], old: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        """The clipped value loss over every turn and stream, `critic.epochs` passes; gradients
-        summed over ranks before each step. Returns the value metrics."""
+    def learn_values(
+        self, rows: list[list[int]], spans: list[tuple[int, int]], rewards: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Values of every decision point, GAE per episode, and `critic.epochs` passes of the
+        clipped value loss; returns the (P, S) advantages and the value metrics.
+
+        The first pass's forward gives both the values before the update (for GAE, detached)
+        and the loss: chunks hold whole episodes, so no separate no-grad pass is needed.
+        Gradients are summed over ranks before each step."""
         ctx, critic = self.ctx, self.ctx.config.critic
         ranks = ctx.ranks
-        n, s = returns.shape
-        count, *stats = ranks.sum([n, *returns.sum(0).tolist(), *(returns**2).sum(0).tolist()])
-        if critic.normalize_targets:
-            self.targets.update(count, stats[:s], stats[s:])
-        target_n, old_n = self._normalise(returns), self._normalise(old)
-        ev_parts = ranks.gather(list(zip(old.view(-1).tolist(), returns.view(-1).tolist(), strict=True)))
-        metrics: dict[str, float] = defaultdict(float)
+        points, streams = rewards.shape
+        old = torch.zeros((points, streams))
+        advantages, returns = torch.zeros_like(old), torch.zeros_like(old)
         params = self.value.trainable_parameters()
         enable_training(self.value.peft_model, [VALUE_ADAPTER])
-        (elements,) = ranks.sum([n * s])
-        for _ in range(critic.epochs):
+        (elements,) = ranks.sum([points * streams])
+        totals: dict[str, float] = defaultdict(float)
+        for epoch in range(critic.epochs):
             self.value_optimizer.zero_grad(set_to_none=True)
-            start = 0
-            for chunk in _chunks(rows, critic.micro_batch_size):
-                end = start + len(chunk)
-                predicted = self.value(chunk).float()  # (B, S)
+            for start, end, inside in _episode_chunks(spans, critic.micro_batch_size):
+                predicted = self.value(rows[start:end]).float()  # (B, S), normalised units
+                if epoch == 0:
+                    old[start:end] = self._denormalise(predicted.detach().cpu())
+                    for a, b in inside:
+                        advantages[a:b], returns[a:b] = gae(rewards[a:b], old[a:b], critic.gamma, critic.lam)
                 device = predicted.device
                 loss, clipped = clipped_value_loss(
-                    predicted, old_n[start:end].to(device), target_n[start:end].to(device), critic.value_clip
+                    predicted, self._normalise(old[start:end]).to(device), self._normalise(returns[start:end]).to(device),
+                    critic.value_clip,
                 )
-                total = loss.sum() / max(elements, 1)  # global mean over every rank's elements
+                total = loss.sum() / max(elements, 1)  # the mean over every rank's elements
                 ctx.accelerator.backward(total)
-                metrics["loss"] += float(total.detach())
-                metrics["clipped"] += float(clipped.sum())
-                start = end
+                totals["loss"] += float(total.detach())
+                totals["clipped"] += float(clipped.sum())
             ranks.sum_gradients(params)
             present = [p for p in params if p.grad is not None]
             if present:
-                metrics["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(present, ctx.config.max_grad_norm))
+                totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(present, ctx.config.max_grad_norm))
             self.value_optimizer.step()
         enable_training(ctx.model, ctx.policy_adapters)
-        loss, clipped = ranks.sum([metrics["loss"], metrics["clipped"]])
-        old_all = torch.tensor([o for o, _ in ev_parts])
-        ret_all = torch.tensor([r for _, r in ev_parts])
-        return {
+        count, *sums = ranks.sum([points, *returns.sum(0).tolist(), *(returns**2).sum(0).tolist()])
+        if critic.normalize_targets:  # after the batch: its own targets were set under the earlier statistics
+            self.targets.update(count, sums[:streams], sums[streams:])
+        pairs = ranks.gather(list(zip(old.reshape(-1).tolist(), returns.reshape(-1).tolist(), strict=True)))
+        before = torch.tensor([o for o, _ in pairs])
+        target = torch.tensor([r for _, r in pairs])
+        loss, clipped = ranks.sum([totals["loss"], totals["clipped"]])
+        return advantages, {
             "value/loss": loss / critic.epochs,
             "value/clip_fraction": clipped / max(elements * critic.epochs, 1),
-            "value/explained_variance": explained_variance(old_all, ret_all) if len(ret_all) else float("nan"),
-            "value/mean": float(old_all.mean()) if len(old_all) else float("nan"),
-            "value/target_mean": float(ret_all.mean()) if len(ret_all) else float("nan"),
-            "value/grad_norm": metrics["grad_norm"] / critic.epochs,
+            "value/explained_variance": explained_variance(before, target) if len(target) else float("nan"),
+            "value/mean": float(before.mean()) if len(before) else float("nan"),
+            "value/target_mean": float(target.mean()) if len(target) else float("nan"),
+            "value/grad_norm": totals["grad_norm"] / critic.epochs,
         }
 
     # ----- advantage bookkeeping ---------------------------------------------------------
@@ -412,6 +423,13 @@ class CriticTrainer(Trainer):
         self.targets.load(state["targets"])
 
 
-def _chunks(items: Sequence, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _episode_chunks(spans: list[tuple[int, int]], size: int):
+    """(start, end, spans inside) over consecutive whole episodes, about `size` points each
+    (an episode longer than `size` is a chunk of its own)."""
+    i = 0
+    while i < len(spans):
+        j = i + 1
+        while j < len(spans) and spans[j][1] - spans[i][0] <= size:
+            j += 1
+        yield spans[i][0], spans[j - 1][1], spans[i:j]
+        i = j
