@@ -12,14 +12,21 @@ import statistics
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training import AGENTS, base_state, config, duo, lora_state, metric_lines, without_timing
 
-from multiagent_rl import Role, Scenario, Task, complete, individual_rewards, read_episodes, team_reward
+from multiagent_rl import (
+    Role,
+    Scenario,
+    Task,
+    complete,
+    individual_rewards,
+    read_episodes,
+    team_reward,
+)
 from multiagent_rl.config import ConfigError, load_config
 from trainers.base import advantage_estimator, trainer_class
 from trainers.critic import VALUE_ADAPTER, RunningNorm, clipped_value_loss, explained_variance, gae
 from trainers.loop import Run
-
-from test_training import AGENTS, base_state, config, duo, lora_state, metric_lines, without_timing
 
 
 def close(actual: torch.Tensor, expected: list, tol: float = 1e-6) -> bool:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from trainers import grpo, policy
+from trainers import policy
 from trainers.grpo import discounted_credit, group_advantages
 from trainers.policy import (
     Normaliser,

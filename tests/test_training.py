@@ -26,8 +26,8 @@ from multiagent_rl import (
 from multiagent_rl.config import load_config
 from multiagent_rl.rollout import rollout
 from trainers.checkpoint import latest_checkpoint
-from trainers.policy import Sample, UpdateSettings, policy_update
 from trainers.loop import Run, team_reward_stats
+from trainers.policy import Sample, UpdateSettings, policy_update
 
 AGENTS = ["solver", "critic"]
 

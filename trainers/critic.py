@@ -28,7 +28,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from multiagent_rl.adapters import LoraSettings, add_adapters, adapter_parameters, attach_adapters, enable_training
+from multiagent_rl.adapters import (
+    LoraSettings,
+    adapter_parameters,
+    add_adapters,
+    attach_adapters,
+    enable_training,
+)
 from multiagent_rl.models import load_model
 from multiagent_rl.rollout import RolloutBatch, TurnSample
 

@@ -51,6 +51,7 @@ from multiagent_rl.records import EpisodeLog
 from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
 from multiagent_rl.scenario import Scenario, load_scenario
 
+from .base import Trainer, TrainerContext, trainer_class
 from .checkpoint import (
     load_checkpoint,
     prune_checkpoints,
@@ -58,7 +59,6 @@ from .checkpoint import (
     resumable_checkpoint,
     save_checkpoint,
 )
-from .base import Trainer, TrainerContext, trainer_class
 from .distributed import Ranks
 from .metrics import EVAL_NAMES, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
