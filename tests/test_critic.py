@@ -298,3 +298,16 @@ def test_agents_of_one_round_share_a_decision_point():
     assert state_of == [0, 0, 1, 2]
     assert spans == [(0, 2), (2, 3)]
     assert texts == ["s0\nActing now: a, b", "s1\nActing now: a", "t0\nActing now: a"]
+
+
+def test_a_separate_critic_model_keeps_the_policy_model_as_it_was(single_thread, tmp_path):
+    run = Run(config("trainer=critic", "critic.model=tiny", "group_size=1", "tasks_per_step=4"), tmp_path, scenario=duo())
+    value = run.trainer.value.peft_model
+    assert value is not run.model and VALUE_ADAPTER not in run.model.peft_config
+    before = {n: p.detach().clone() for n, p in value.named_parameters() if "lora_" in n}
+    base = base_state(run.model)
+    m = run.train_step(1)
+    assert m["update/skipped"] == 0.0
+    assert any(not torch.equal(p, before[n]) for n, p in value.named_parameters() if "lora_" in n)
+    now = base_state(run.model)
+    assert all(torch.equal(base[n], now[n]) for n in base)

@@ -92,3 +92,21 @@ def test_auto_dtype_is_bfloat16_on_a_gpu_and_float32_on_a_cpu():
     assert resolve_dtype("auto", torch.device("cuda", 0)) == "bfloat16"
     assert resolve_dtype("auto", torch.device("cpu")) == "float32"
     assert resolve_dtype("float16", torch.device("cpu")) == "float16"
+
+
+def test_a_critic_step_builds_every_tensor_on_the_models_device(single_thread, tmp_path):
+    config = load_config(None, [
+        "scenario=duo", "model=tiny", "log_with=[]", "progress=false", "tasks_per_step=2", "group_size=2",
+        "eval_episodes=2", "eval_every=0", "lora.rank=4", "trainer=critic", "critic.epochs=2",
+        "critic.normalize_targets=true", "critic.group_weight=0.5",
+    ])
+    run = Run(config, tmp_path, scenario=duo())
+    mismatches = device_checks(run.model)
+    head = device_checks(run.trainer.value.head)
+    torch.set_default_device("meta")
+    try:
+        metrics = run.train_step(1)  # epochs=2: the second value pass reuses the first's targets
+    finally:
+        torch.set_default_device(None)
+    assert not mismatches and not head, (mismatches + head)[:5]
+    assert metrics["update/skipped"] == 0.0 and metrics["value/loss"] > 0

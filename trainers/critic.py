@@ -120,7 +120,7 @@ class RunningNorm:
         self.count += count
 
     def std(self) -> torch.Tensor:
-        return torch.tensor(self.var).clamp_min(1e-8).sqrt()
+        return torch.tensor(self.var, device="cpu").clamp_min(1e-8).sqrt()
 
     def state(self) -> dict:
         return {"count": self.count, "mean": self.mean, "var": self.var}
@@ -237,12 +237,13 @@ class CriticTrainer(Trainer):
         t0 = time.perf_counter()
         turns = sorted((s for s in batch.samples if batch.episodes[s.episode].failure is None), key=lambda s: s.key)
         state_of, spans, texts = decision_points(turns)
-        rewards = torch.zeros((len(texts), len(self.streams)))  # (P, S): each decision point's reward
+        rewards = torch.zeros((len(texts), len(self.streams)), device="cpu")  # (P, S): each decision point's reward
         if turns:
-            rewards.index_add_(0, torch.tensor(state_of, dtype=torch.long), self.turn_rewards(batch, turns))
+            rewards.index_add_(0, torch.tensor(state_of, dtype=torch.long, device="cpu"), self.turn_rewards(batch, turns))
         advantages, metrics = self.learn_values(self.value.encode(texts), spans, rewards)
-        streams = torch.tensor([self.stream_of[s.agent] for s in turns], dtype=torch.long)
-        own = advantages[torch.tensor(state_of, dtype=torch.long), streams] if turns else torch.zeros(0)  # (N,)
+        streams = torch.tensor([self.stream_of[s.agent] for s in turns], dtype=torch.long, device="cpu")
+        points = torch.tensor(state_of, dtype=torch.long, device="cpu")
+        own = advantages[points, streams] if turns else torch.zeros(0, device="cpu")  # (N,)
         metrics.update(self._advantage_metrics(turns, own))
         if critic.group_weight > 0:
             own = self._mix_group(batch, turns, own)
@@ -271,7 +272,7 @@ class CriticTrainer(Trainer):
         for i, s in enumerate(turns):
             last[(s.episode, s.agent)] = i
             final[s.episode] = i
-        rewards = torch.zeros((len(turns), len(self.streams)))
+        rewards = torch.zeros((len(turns), len(self.streams)), device="cpu")
         for i, s in enumerate(turns):
             stream = self.stream_of[s.agent]
             gained = s.reward
@@ -297,7 +298,7 @@ class CriticTrainer(Trainer):
         ctx, critic = self.ctx, self.ctx.config.critic
         ranks = ctx.ranks
         points, streams = rewards.shape
-        old = torch.zeros((points, streams))
+        old = torch.zeros((points, streams), device="cpu")  # host-side bookkeeping, like GRPO's advantages
         advantages, returns = torch.zeros_like(old), torch.zeros_like(old)
         params = self.value.trainable_parameters()
         enable_training(self.value.peft_model, [VALUE_ADAPTER])
@@ -330,8 +331,8 @@ class CriticTrainer(Trainer):
         if critic.normalize_targets:  # after the batch: its own targets were set under the earlier statistics
             self.targets.update(count, sums[:streams], sums[streams:])
         pairs = ranks.gather(list(zip(old.reshape(-1).tolist(), returns.reshape(-1).tolist(), strict=True)))
-        before = torch.tensor([o for o, _ in pairs])
-        target = torch.tensor([r for _, r in pairs])
+        before = torch.tensor([o for o, _ in pairs], device="cpu")
+        target = torch.tensor([r for _, r in pairs], device="cpu")
         loss, clipped = ranks.sum([totals["loss"], totals["clipped"]])
         return advantages, {
             "value/loss": loss / critic.epochs,
@@ -386,18 +387,18 @@ class CriticTrainer(Trainer):
         critic = self.ctx.config.critic
         source = "team" if critic.value_per == "team" else "agent"
         group, _ = episode_advantages(batch, self.ctx.scenario.agents, source, scale_by_std=True)
-        grouped = torch.tensor([float(group[s.agent][s.episode]) for s in turns])
+        grouped = torch.tensor([float(group[s.agent][s.episode]) for s in turns], device="cpu")
         return (1 - critic.group_weight) * self._whiten(turns, own) + critic.group_weight * grouped
 
     def _normalise(self, values: torch.Tensor) -> torch.Tensor:
         if not self.ctx.config.critic.normalize_targets:
             return values
-        return (values - torch.tensor(self.targets.mean)) / self.targets.std()
+        return (values - torch.tensor(self.targets.mean, device="cpu")) / self.targets.std()
 
     def _denormalise(self, values: torch.Tensor) -> torch.Tensor:
         if not self.ctx.config.critic.normalize_targets:
             return values
-        return values * self.targets.std() + torch.tensor(self.targets.mean)
+        return values * self.targets.std() + torch.tensor(self.targets.mean, device="cpu")
 
     # ----- checkpoints ---------------------------------------------------------------------
     def save(self, folder: Path) -> None:
