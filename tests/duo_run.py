@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=1)
     parser.add_argument("--hf", action="store_true", help="generate with the tiny model itself, not KeyedBackend")
+    parser.add_argument("--trainer", default="grpo")
     args = parser.parse_args(argv)
     config = load_config(None, [
         "scenario=duo", "model=tiny", "log_with=[]", "progress=false", "tasks_per_step=4", "group_size=3",
         "eval_episodes=3", "eval_every=0", "lora.rank=4", "lr=0.01", "mixed_precision=no",
-        f"steps={args.steps}", f"save_every={args.save_every}",
+        f"steps={args.steps}", f"save_every={args.save_every}", f"trainer={args.trainer}",
     ])
     run = Run(config, args.out, scenario=duo())
     if not args.hf:

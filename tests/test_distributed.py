@@ -33,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(out: Path, steps: int, processes: int = 1) -> None:
+def train(out: Path, steps: int, processes: int = 1, trainer: str = "grpo") -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if processes == 1:
         cmd = [sys.executable, str(SCRIPT)]
@@ -41,7 +41,7 @@ def train(out: Path, steps: int, processes: int = 1) -> None:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no",
                "--num_cpu_threads_per_process", "1", "--main_process_port", str(free_port()), str(SCRIPT)]
-    proc = subprocess.run([*cmd, "--out", str(out), "--steps", str(steps)], env=env, cwd=ROOT,
+    proc = subprocess.run([*cmd, "--out", str(out), "--steps", str(steps), "--trainer", trainer], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -119,6 +119,26 @@ def test_each_rank_writes_its_own_episode_log_and_only_the_main_one_writes_the_r
     assert sorted(p.name for p in two.iterdir()) == [".lock", "checkpoints", "config.yaml", "episodes", "metrics.jsonl"]
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert [m["step"] for m in metrics(two)] == [0, 1, 2]  # one writer: no line twice
+
+
+def critic_at(run: Path, step: int) -> dict[str, torch.Tensor]:
+    folder = run / "checkpoints" / f"step-{step}" / "critic"
+    adapter = next((folder / "adapter").iterdir()) / "adapter_model.safetensors"
+    return {**{f"head/{k}": v for k, v in load_file(folder / "head.safetensors").items()},
+            **{f"adapter/{k}": v for k, v in load_file(adapter).items()},
+            **{f"optimizer/{k}": v for k, v in load_file(folder / "optimizer.safetensors").items()}}
+
+
+def test_two_processes_take_the_critic_steps_one_process_takes(tmp_path):
+    train(tmp_path / "one", steps=2, trainer="critic")
+    train(tmp_path / "two", steps=2, processes=2, trainer="critic")
+    for step in (1, 2):
+        assert_close(adapters_at(tmp_path / "one", step), adapters_at(tmp_path / "two", step))
+        assert_close(critic_at(tmp_path / "one", step), critic_at(tmp_path / "two", step))
+    a, b = metrics(tmp_path / "one")[1], metrics(tmp_path / "two")[1]
+    assert "value/explained_variance" in a and a.keys() == b.keys()
+    for key in [k for k in a if k.startswith(("value/", "advantage/", "update/", "loss/"))]:
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
 def test_ranks_on_one_process_are_the_identity():
