@@ -269,6 +269,12 @@ def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, di
     """Top-level settings that differ between a saved config (as loaded from config.yaml)
     and `after`: {key: {"from": old, "to": new}}."""
     now = after.model_dump()
+    try:
+        before = move_flat_keys(before)  # a folder written before the trainer sections
+        for key, section in (("grpo", GRPOConfig), ("critic", CriticConfig)):  # missing or partial: the defaults
+            before[key] = section.model_validate(before.get(key) or {}).model_dump()
+    except (ConfigError, ValidationError):
+        pass  # compared as written
     return {k: {"from": before.get(k), "to": v} for k, v in now.items() if before.get(k) != v}
 
 

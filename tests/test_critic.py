@@ -311,3 +311,13 @@ def test_a_separate_critic_model_keeps_the_policy_model_as_it_was(single_thread,
     assert any(not torch.equal(p, before[n]) for n, p in value.named_parameters() if "lora_" in n)
     now = base_state(run.model)
     assert all(torch.equal(base[n], now[n]) for n in base)
+
+
+def test_a_run_folder_from_before_the_trainer_sections_shows_no_changes():
+    from multiagent_rl.config import changed_settings
+
+    before = load_config(None, []).model_dump()
+    del before["grpo"], before["critic"]
+    before.update(scale_rewards=False, reward_source="agent", credit="outcome", gamma=1.0)  # the flat keys of then
+    assert changed_settings(before, load_config(None, ["grpo.scale_rewards=false"])) == {}
+    assert list(changed_settings(before, load_config(None, []))) == ["grpo"]
