@@ -344,42 +344,37 @@ class CriticTrainer(Trainer):
         }
 
     # ----- advantage bookkeeping ---------------------------------------------------------
-    def _advantage_metrics(self, turns: list[TurnSample], own: torch.Tensor) -> dict[str, float]:
-        """Per-agent mean and std of the raw GAE advantages, over every rank's turns."""
-        ranks, agents = self.ctx.ranks, self.ctx.scenario.agents
-        parts = []
-        for agent in agents:
-            mine = own[[i for i, s in enumerate(turns) if s.agent == agent]]
-            parts += [len(mine), float(mine.sum()), float((mine**2).sum())]
-        parts.append(float(own.abs().sum()))
-        parts.append(len(own))
-        summed = ranks.sum(parts)
-        out = {}
-        for k, agent in enumerate(agents):
-            n, total, squares = summed[3 * k : 3 * k + 3]
-            mean = total / n if n else 0.0
-            out[f"advantage/{agent}/mean"] = mean
-            out[f"advantage/{agent}/std"] = math.sqrt(max(squares / n - mean * mean, 0.0)) if n else 0.0
-        out["advantage/abs_mean"] = summed[-2] / summed[-1] if summed[-1] else 0.0
-        return out
-
-    def _whiten(self, turns: list[TurnSample], own: torch.Tensor) -> torch.Tensor:
-        """Each agent's advantages over the whole batch (every rank) to mean 0, std 1."""
+    def _moments(self, turns: list[TurnSample], own: torch.Tensor) -> dict[str, tuple[float, float, float]]:
+        """Per agent, (count, mean, std) of `own` over every rank's turns."""
         agents = self.ctx.scenario.agents
         parts = []
         for agent in agents:
             mine = own[[i for i, s in enumerate(turns) if s.agent == agent]]
             parts += [len(mine), float(mine.sum()), float((mine**2).sum())]
         summed = self.ctx.ranks.sum(parts)
-        out = own.clone()
+        out = {}
         for k, agent in enumerate(agents):
             n, total, squares = summed[3 * k : 3 * k + 3]
-            if n < 2:
-                continue
-            mean = total / n
-            std = math.sqrt(max(squares / n - mean * mean, 0.0))
-            idx = [i for i, s in enumerate(turns) if s.agent == agent]
-            out[idx] = (own[idx] - mean) / (std + 1e-6)
+            mean = total / n if n else 0.0
+            out[agent] = (n, mean, math.sqrt(max(squares / n - mean * mean, 0.0)) if n else 0.0)
+        return out
+
+    def _advantage_metrics(self, turns: list[TurnSample], own: torch.Tensor) -> dict[str, float]:
+        """Per-agent mean and std of the raw GAE advantages, over every rank's turns."""
+        out = {}
+        for agent, (_, mean, std) in self._moments(turns, own).items():
+            out[f"advantage/{agent}/mean"], out[f"advantage/{agent}/std"] = mean, std
+        total, count = self.ctx.ranks.sum([float(own.abs().sum()), len(own)])
+        out["advantage/abs_mean"] = total / count if count else 0.0
+        return out
+
+    def _whiten(self, turns: list[TurnSample], own: torch.Tensor) -> torch.Tensor:
+        """Each agent's advantages over the whole batch (every rank) to mean 0, std 1."""
+        out = own.clone()
+        for agent, (n, mean, std) in self._moments(turns, own).items():
+            if n >= 2:
+                idx = [i for i, s in enumerate(turns) if s.agent == agent]
+                out[idx] = (own[idx] - mean) / (std + 1e-6)
         return out
 
     def _mix_group(self, batch: RolloutBatch, turns: list[TurnSample], own: torch.Tensor) -> torch.Tensor:
