@@ -32,11 +32,13 @@ class LoraSettings:
 
 
 def adapter_map(scenario: Scenario, mode: str = "per_role") -> dict[str, str]:
-    """agent -> adapter name: as the scenario declares (`per_role`) or one for all (`shared`)."""
+    """agent -> adapter name: as the scenario declares (`per_role`) or one for all (`shared`);
+    scripted roles are not in it."""
+    played = [r for r in scenario.roles if not r.scripted]  # scripted roles have no adapter
     if mode == "per_role":
-        return {r.name: r.adapter_name for r in scenario.roles}
+        return {r.name: r.adapter_name for r in played}
     if mode == "shared":
-        return {r.name: SHARED_ADAPTER for r in scenario.roles}
+        return {r.name: SHARED_ADAPTER for r in played}
     raise ScenarioError(f"unknown adapters mode {mode!r}; use one of {ADAPTER_MODES}")
 
 

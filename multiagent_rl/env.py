@@ -1,8 +1,11 @@
 """TeamEnv: a scenario as a PettingZoo ParallelEnv with text observations and actions.
 
-Every agent stays live for the whole episode; in each round only the agents the
-schedule names act (their `info["acting"]` is True) and the others' actions are
-ignored. Rewards arrive on the last round, when every agent terminates.
+Every agent stays live for the whole episode; in each turn step only the agents the
+schedule (or the scenario's `turn_order` hook) names act (their `info["acting"]` is
+True) and the others' actions are ignored. Scripted roles act by themselves inside
+`step`. Per-turn rewards (the `act` hook) come with each step; the final rewards come
+when the episode ends: after the last scheduled round, when `turn_order` names nobody,
+when an `Outcome` says done (terminations), or at `max_turns` (truncations).
 
 >>> env = load_scenario("debate").make_env(seed=0)      # doctest: +SKIP
 >>> obs, infos = env.reset(seed=0)                      # doctest: +SKIP
@@ -20,6 +23,7 @@ from pettingzoo import ParallelEnv
 
 from .contain import describe_failure, time_limit
 from .graph import deliveries, inbox
+from .hooks import EpisodeView, Outcome
 from .records import Episode, Message, Task, Turn
 from .scenario import Scenario, ScenarioError
 
@@ -86,6 +90,13 @@ class TeamEnv(ParallelEnv):
         self.final_rewards: dict[str, float] = {}
         self.team_answer: str | None = None
         self.episode_id = ""
+        self.view: EpisodeView | None = None
+        self.extra_rewards: dict[str, float] = {}  # per-turn rewards given to agents not acting then
+        self.winner: str | None = None
+        self.truncated = False
+        self.meta: dict[str, Any] = {}
+        self._acting: list[str] = []
+        self._shown: dict[str, str] = {}  # agent -> what `observe` showed it for this turn step
 
     def observation_space(self, agent: str) -> gymnasium.spaces.Space:
         return self._observation_spaces[agent]
@@ -110,50 +121,154 @@ class TeamEnv(ParallelEnv):
         self.team_answer = None
         self.failure = None
         self.reward_terms = {}
+        self.extra_rewards = {}
+        self.winner = None
+        self.truncated = False
+        self.meta = {}
+        state = None
+        if self.scenario.init_state is not None:
+            state = self._user("init_state", lambda: self.scenario.init_state(self.task, self._rng))
+        self.view = EpisodeView(task=self.task, state=state, turns=self.turns, step=0, rng=self._rng)
+        self._next_turn_step()
         return self._observations(), self._infos()
 
     def step(self, actions: dict[str, Any]):
+        """Play one turn step. An action is text, or a generation result (anything with
+        `.text`, and optionally `prompt_ids`, `completion_ids`, `finish_reason`, `adapter`),
+        whose facts are kept on the turn. Scripted agents act by themselves."""
         if not self.agents:
             raise ScenarioError("step() called on a finished episode; call reset() first")
-        acting = self.scenario.schedule[self.round]
-        graph = self.scenario.graph_at(self.round)
-        for agent in acting:
-            text, cut = clean_text(actions.get(agent, ""), self.max_message_chars)
-            routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
-            receivers = [r for r, _ in routes]
-            message = Message(
-                sender=agent,
-                receivers=receivers,
-                round=self.round,
-                text=text,
-                answer=_safe_parse(self.scenario, text),
-                visibility=dict(routes),
-            )
-            self.turns.append(
-                Turn(
-                    agent=agent,
-                    round=self.round,
-                    adapter=self.scenario.adapter_for(agent),
-                    message=message,
-                    finish_reason="cut" if cut else None,
-                )
-            )
-        self.round += 1
-        done = self.round >= self.scenario.num_rounds
         rewards = dict.fromkeys(self.agents, 0.0)
+        done = self._play(actions, rewards)
+        # Steps where only scripted roles act are played at once: every step() asks a model.
+        while not done and self._acting and all(self.scenario.role(a).scripted for a in self._acting):
+            done = self._play({}, rewards)
         if done:
             self._finish()
-            rewards = {a: self.final_rewards.get(a, 0.0) for a in self.agents}
+            for a in self.agents:  # per-turn rewards are in already
+                rewards[a] += self.final_rewards.get(a, 0.0)
         observations, infos = self._observations(), self._infos()
-        terminations = dict.fromkeys(self.agents, done)
-        truncations = dict.fromkeys(self.agents, False)
+        terminations = dict.fromkeys(self.agents, done and not self.truncated)
+        truncations = dict.fromkeys(self.agents, self.truncated)
         if done:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
+    def _play(self, actions: dict[str, Any], rewards: dict[str, float]) -> bool:
+        """The current turn step's actions, in acting order; True when the episode is over."""
+        acting = list(self._acting)
+        graph = self.scenario.graph_at(self.round)
+        ended = False
+        for agent in acting:
+            role = self.scenario.role(agent)
+            action = actions.get(agent, "")
+            if role.scripted:
+                action = self._user(f"the policy of role {agent!r}", lambda: role.policy(self.view, agent))
+            text, cut = clean_text(getattr(action, "text", action), self.max_message_chars)
+            routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
+            message = Message(
+                sender=agent, receivers=[r for r, _ in routes], round=self.round, text=text,
+                answer=_safe_parse(self.scenario, text), visibility=dict(routes),
+            )
+            turn = Turn(
+                agent=agent, round=self.round, adapter=None if role.scripted else self.scenario.adapter_for(agent),
+                message=message, finish_reason="cut" if cut else None, observation=self._shown.get(agent),
+                scripted=role.scripted, trainable=not role.scripted,
+            )
+            _take_generation_facts(turn, action)
+            self.turns.append(turn)
+            if self.scenario.act is not None and self.failure is None:
+                outcome = self._user("act", lambda: self.scenario.act(self.view, agent, text))
+                ended = self._apply(turn, outcome, rewards) or ended
+            if self.failure is not None:
+                return True  # user code failed: the episode ends here, marked failed
+        self.round += 1
+        self.view.step = self.round
+        if ended:
+            return True
+        self._next_turn_step()
+        if self.failure is not None:
+            return True
+        if not self._acting:
+            # the schedule ran out, or turn_order named nobody; a dynamic game cut at max_turns is truncated
+            self.truncated = self.scenario.turn_order is not None and self.round >= self.scenario.num_rounds
+            return True
+        return False
+
+    def _apply(self, turn: Turn, outcome: Any, rewards: dict[str, float]) -> bool:
+        """Fold an `act` hook's Outcome into the turn and the step's rewards; True: done."""
+        if outcome is None:
+            return False
+        if not isinstance(outcome, Outcome):
+            self._fail(ScenarioError(f"act returned {type(outcome).__name__}, expected Outcome or None"), "act")
+            return True
+        given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
+        for agent, value in given.items():
+            value = float(value)
+            if agent not in self.possible_agents or value != value or value in (float("inf"), float("-inf")):
+                self._fail(ScenarioError(f"act gave reward {value!r} to {agent!r}; rewards are finite, for known agents"), "act")
+                return True
+            if agent == turn.agent:
+                turn.reward += value
+            else:
+                self.extra_rewards[agent] = self.extra_rewards.get(agent, 0.0) + value
+            if agent in rewards:
+                rewards[agent] += value
+        turn.valid = bool(outcome.valid)
+        if outcome.trainable is not None:
+            turn.trainable = bool(outcome.trainable) and not turn.scripted
+        if outcome.event is not None:
+            self.view.events.append({"step": turn.round, "agent": turn.agent, **dict(outcome.event)})
+        if outcome.winner is not None:
+            self.winner = str(outcome.winner)
+        return bool(outcome.done)
+
+    def _next_turn_step(self) -> None:
+        """Who acts now (fixed schedule or turn_order), and what `observe` shows each of them."""
+        self._acting, self._shown = [], {}
+        if self.round >= self.scenario.num_rounds:
+            return
+        if self.scenario.turn_order is None:
+            self._acting = list(self.scenario.schedule[self.round])
+        else:
+            named = self._user("turn_order", lambda: list(self.scenario.turn_order(self.view) or []))
+            if self.failure is not None:
+                return
+            unknown = [a for a in named if a not in self.possible_agents]
+            if unknown or len(set(named)) != len(named):
+                self._fail(ScenarioError(f"turn_order named {named}; agents are {self.possible_agents}, each once"), "turn_order")
+                return
+            self._acting = named
+        if self.scenario.observe is not None:
+            for agent in self._acting:
+                if not self.scenario.role(agent).scripted:
+                    shown = self._user("observe", lambda a=agent: str(self.scenario.observe(self.view, a)))
+                    self._shown[agent] = shown if isinstance(shown, str) else ""
+
+    def _user(self, what: str, call):
+        """Run a scenario hook; with `contain_failures`, a failure marks the episode failed."""
+        try:
+            return call()
+        except Exception as exc:
+            if not self.contain_failures:
+                raise
+            self._fail(exc, what)
+            return None
+
+    def _fail(self, exc: Exception, what: str) -> None:
+        if not self.contain_failures:
+            raise exc
+        if self.failure is None:
+            self.failure = describe_failure(exc, f"the {what} of scenario {self.scenario.name!r}", self.task.key)
+
     def _finish(self) -> None:
-        """The team answer and the rewards, with user code contained if asked."""
+        """The team answer and the rewards, with user code contained if asked. The reward sees
+        the live episode record: what it writes into `episode.meta` is kept."""
+        if self.failure is not None:  # a hook failed: no reward for a broken episode
+            self.final_rewards, self.reward_terms = {}, {}
+            return
         episode = self.episode(with_rewards=False)
+        episode.meta = self.meta
         try:
             with time_limit(self.reward_timeout if self.contain_failures else None):
                 self.team_answer = self.scenario.team_answer(episode)
@@ -188,15 +303,22 @@ class TeamEnv(ParallelEnv):
 
     # ----- what agents see ------------------------------------------------------
     def acting_agents(self) -> list[str]:
-        """Agents that act in the current round ([] once the episode is over)."""
-        if not self.agents or self.round >= self.scenario.num_rounds:
-            return []
-        return list(self.scenario.schedule[self.round])
+        """Agents that act in the current turn step ([] once the episode is over)."""
+        return list(self._acting) if self.agents else []
+
+    def model_agents(self) -> list[str]:
+        """The acting agents a model plays (scripted roles act inside `step`)."""
+        return [a for a in self.acting_agents() if not self.scenario.role(a).scripted]
 
     def chat(self, agent: str) -> list[dict[str, str]]:
         """The agent's view as chat messages: system prompt, then one user message per
         round it acted in (task on the first, new inbox messages after) and its replies."""
         role = self.scenario.role(agent)
+        if self.scenario.observe is not None:  # the scenario says what the agent sees now
+            shown = self._shown.get(agent)
+            if shown is None:
+                shown = self._user("observe", lambda: str(self.scenario.observe(self.view, agent))) or ""
+            return [{"role": "system", "content": role.system_prompt}, {"role": "user", "content": shown}]
         received = inbox(self.turns_messages(), agent, before_round=self.round)
         own_rounds = [t.round for t in self.turns if t.agent == agent]
         if self.round < self.scenario.num_rounds:
@@ -230,7 +352,7 @@ class TeamEnv(ParallelEnv):
 
     def observe(self, agent: str) -> str:
         text = "\n".join(f"[{m['role']}] {m['content']}" for m in self.chat(agent))
-        if self.agents and self.round < self.scenario.num_rounds and agent not in self.acting_agents():
+        if self.agents and self._acting and agent not in self._acting:
             text += f"\n(you do not act in round {self.round + 1})"
         return text
 
@@ -259,18 +381,29 @@ class TeamEnv(ParallelEnv):
         return text
 
     def episode(self, with_rewards: bool = True, **fields: Any) -> Episode:
-        """The episode so far as a record (rewards once finished)."""
+        """The episode so far as a record (rewards once finished). Its rewards are the final
+        ones plus any per-turn rewards given to agents while others acted; per-turn rewards
+        of an agent's own turns stay on those turns (`Episode.returns()` adds them up)."""
+        rewards: dict[str, float] = {}
+        if with_rewards and self.final_rewards:  # a failed episode has none
+            rewards = dict(self.final_rewards)
+            for agent, value in self.extra_rewards.items():
+                rewards[agent] = rewards.get(agent, 0.0) + value
         return Episode(
             episode_id=self.episode_id,
             scenario=self.scenario.name,
             task=self.task,
             turns=[t.model_copy(deep=True) for t in self.turns],
-            rewards=dict(self.final_rewards) if with_rewards else {},
+            rewards=rewards,
             teams=self.scenario.teams,
             team_answer=self.team_answer,
             split=self.split if self.split in ("eval", "play") else "train",
             failure=self.failure,
             reward_terms=self.reward_terms if with_rewards else {},
+            events=[dict(e) for e in self.view.events] if self.view is not None else [],
+            truncated=self.truncated,
+            winner=self.winner,
+            meta=dict(self.meta),
             **fields,
         )
 
@@ -285,3 +418,18 @@ def _safe_parse(scenario: Scenario, text: str) -> str | None:
     except Exception:
         return None
     return answer if answer is None else str(answer)[:500]
+
+
+def _take_generation_facts(turn: Turn, action: Any) -> None:
+    """Token counts, finish reason and adapter of a generation result given as the action."""
+    if isinstance(action, str):
+        return
+    prompt, completion = getattr(action, "prompt_ids", None), getattr(action, "completion_ids", None)
+    if prompt is not None:
+        turn.prompt_tokens = len(prompt)
+    if completion is not None:
+        turn.completion_tokens = len(completion)
+    turn.finish_reason = turn.finish_reason or getattr(action, "finish_reason", None)
+    adapter = getattr(action, "adapter", ...)
+    if adapter is not ...:
+        turn.adapter = adapter

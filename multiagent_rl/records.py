@@ -74,6 +74,13 @@ class Turn(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    observation: str | None = Field(
+        default=None, description="What the scenario showed the agent this turn (its `observe` hook), as given."
+    )
+    reward: float = Field(default=0.0, description="The reward the scenario gave this turn (its `act` hook).")
+    trainable: bool = Field(default=True, description="False: the turn yields no training sample (scripted, invalid, ignored).")
+    scripted: bool = Field(default=False, description="Played by a Python policy, not a model.")
+    valid: bool = Field(default=True, description="False: the scenario rejected the move.")
 
 
 class Episode(BaseModel):
@@ -96,6 +103,9 @@ class Episode(BaseModel):
     reward_terms: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="term -> agent -> value (unweighted); the reward is their weighted sum."
     )
+    events: list[dict[str, Any]] = Field(default_factory=list, description="What the scenario's engine reported, in order.")
+    truncated: bool = Field(default=False, description="Stopped at max_turns before the scenario ended it.")
+    winner: str | None = Field(default=None, description="The winning team, 'draw', or None where the scenario names none.")
     failure: str | None = Field(
         default=None, description="Set when user code (the reward) failed on this episode: what, where, which task."
     )
@@ -104,11 +114,20 @@ class Episode(BaseModel):
     def messages(self) -> list[Message]:
         return [turn.message for turn in self.turns]
 
+    def returns(self) -> dict[str, float]:
+        """Each agent's whole reward: the episode's final reward plus every per-turn reward."""
+        out = dict(self.rewards)
+        for turn in self.turns:
+            if turn.reward:
+                out[turn.agent] = out.get(turn.agent, 0.0) + turn.reward
+        return out
+
     def team_reward(self) -> float:
-        """Mean reward over agents (the team's score for cooperative scenarios)."""
-        if not self.rewards:
-            return 0.0
-        return sum(self.rewards.values()) / len(self.rewards)
+        """Mean whole reward over the model-played agents (the team's score for cooperative
+        scenarios; a scripted opponent's reward does not count)."""
+        scripted = {t.agent for t in self.turns if t.scripted}
+        values = [v for a, v in self.returns().items() if a not in scripted]
+        return sum(values) / len(values) if values else 0.0
 
 
 def encode_frame(record: dict[str, Any]) -> bytes:

@@ -1,5 +1,6 @@
 """Batched multi-agent rollouts: B tasks x G samples as parallel TeamEnv episodes,
-with ONE backend call per round for every acting agent of every running episode.
+with ONE backend call per turn step for every acting model agent of every running
+episode, whatever their lengths: a batch takes as many calls as its longest episode.
 
 >>> batch = rollout(scenario, backend, tasks, group_size=8, adapters=adapter_map(scenario))  # doctest: +SKIP
 >>> batch.episodes[0].rewards, batch.samples[0].completion_ids                              # doctest: +SKIP
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from .backends.base import GenerationBackend, GenerationRequest
+from .backends.base import GenerationBackend, GenerationRequest, GenerationResult
 from .env import TeamEnv
 from .records import Episode, EpisodeLog, Task
 from .scenario import Scenario
@@ -88,7 +89,7 @@ def rollout(
     raising (see `TeamEnv`).
     """
     sampling = sampling or Sampling()
-    adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles}
+    adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles if not r.scripted}
     envs: list[TeamEnv] = []
     groups: list[int] = []
     for g, task in enumerate(tasks, start=first_group):
@@ -102,10 +103,10 @@ def rollout(
     round_index = 0
     while any(env.agents for env in envs):
         requests: list[GenerationRequest] = []
-        states: dict[int, tuple[str, int]] = {}  # env -> (global state before this round, turns so far)
+        states: dict[int, tuple[str, int]] = {}  # env -> (global state before this step, turns so far)
         for e, env in enumerate(envs):
-            acting = env.acting_agents()
-            if acting:
+            acting = env.model_agents() if env.agents else []
+            if env.agents:
                 states[e] = (env.state(), len(env.turns))
             for agent in acting:
                 role = scenario.role(agent)
@@ -120,28 +121,22 @@ def rollout(
                     )
                 )
         start = time.perf_counter()
-        results = backend.generate(requests, seed=seed * 1_000 + round_index)
+        results = backend.generate(requests, seed=seed * 1_000 + round_index) if requests else []
         batch.generate_seconds += time.perf_counter() - start
-        batch.backend_calls += 1
-        actions: list[dict[str, str]] = [{} for _ in envs]
+        batch.backend_calls += bool(requests)
+        actions: list[dict[str, Played]] = [{} for _ in envs]
         for result in results:
             e, agent = result.tag
-            actions[e][agent] = result.text
+            actions[e][agent] = Played(result, adapters[agent])
         for e, env in enumerate(envs):
             if env.agents:
-                env.step(actions[e])
+                env.step(actions[e])  # the env keeps each generation's facts on its turn
         temperatures = {r.tag: r.temperature for r in requests}
         for result in results:
             e, agent = result.tag
             state, turns_before = states[e]
-            turn = next(i for i in range(turns_before, len(envs[e].turns)) if envs[e].turns[i].agent == agent)
-            envs[e].record_generation(
-                agent,
-                adapter=adapters[agent],
-                prompt_tokens=len(result.prompt_ids),
-                completion_tokens=len(result.completion_ids),
-                finish_reason=result.finish_reason,
-            )
+            turns = envs[e].turns
+            turn = next(i for i in range(turns_before, len(turns)) if turns[i].agent == agent and not turns[i].scripted)
             batch.generated_tokens += len(result.completion_ids)
             batch.samples.append(
                 TurnSample(
@@ -149,7 +144,7 @@ def rollout(
                     group=groups[e],
                     agent=agent,
                     adapter=adapters[agent],
-                    round=round_index,
+                    round=turns[turn].round,
                     prompt_ids=result.prompt_ids,
                     completion_ids=result.completion_ids,
                     logprobs=result.logprobs,
@@ -157,7 +152,8 @@ def rollout(
                     temperature=temperatures[result.tag],
                     turn=turn,
                     state=state,
-                    trainable=adapters[agent] is not None,
+                    reward=turns[turn].reward,
+                    trainable=adapters[agent] is not None and turns[turn].trainable,
                 )
             )
         round_index += 1
@@ -168,6 +164,21 @@ def rollout(
     if log is not None:
         log.extend(batch.episodes)
     return batch
+
+
+@dataclass
+class Played:
+    """A generation as the env's action: the result's text and facts, and the adapter that played it."""
+
+    result: GenerationResult
+    adapter: str | None
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    def __getattr__(self, name: str):
+        return getattr(self.result, name)
 
 
 def _temperature(role, scenario: Scenario, sampling: Sampling) -> float:

@@ -57,6 +57,9 @@ class Role:
     `adapter` names the LoRA adapter that plays the role; roles naming the same
     adapter share it (and its gradients). `team` groups agents for team and
     zero-sum rewards. `temperature` / `max_new_tokens` override the run's sampling.
+    `policy`: (EpisodeView, agent) -> text makes the role scripted: plain Python plays it
+    (a fixed opponent, a game master, a tool); its turns are in the transcript, never
+    generated and never trained.
     """
 
     name: str
@@ -65,6 +68,11 @@ class Role:
     team: str = "team"
     temperature: float | None = None
     max_new_tokens: int | None = None
+    policy: Callable[[Any, str], str] | None = None
+
+    @property
+    def scripted(self) -> bool:
+        return self.policy is not None
 
     @property
     def adapter_name(self) -> str:
@@ -94,6 +102,14 @@ class Scenario:
         split_key: task -> the text whose hash picks its split (default: `task.key`); e.g.
             only the numbers of a word problem, so held-out sums are never seen in training.
         turn_instruction: (round index, number of rounds) -> text appended to each agent's turn prompt.
+        turn_order: EpisodeView -> the agents who act now ([] ends the episode), instead of a
+            fixed `schedule`; needs `max_turns`. See `multiagent_rl.hooks`.
+        init_state: (task, rng) -> the episode's own state (an engine instance, a board), made at reset.
+        observe: (EpisodeView, agent) -> the text the agent is shown in its turn (then its chat is
+            the system prompt and that text), instead of the task and its inbox.
+        act: (EpisodeView, agent, text) -> `Outcome` | None, after each action: update the state,
+            give per-turn rewards, mark the move invalid or not to train, record engine events.
+        max_turns: turn steps after which an episode is truncated (PettingZoo truncation).
         train_defaults: the training settings this scenario learns with ({"lr": 5e-4, "lora.rank": 16,
             ...}); `train` applies them under the user's config file and --set.
     """
@@ -103,10 +119,15 @@ class Scenario:
         name: str,
         roles: Sequence[Role],
         graph: GraphSpec,
-        schedule: Sequence[Sequence[str]],
+        schedule: Sequence[Sequence[str]] | None,
         make_task: TaskFn,
         reward: RewardFn,
         *,
+        turn_order: Callable[[Any], Sequence[str]] | None = None,
+        init_state: Callable[[Task, random.Random], Any] | None = None,
+        observe: Callable[[Any, str], str] | None = None,
+        act: Callable[[Any, str, str], Any] | None = None,
+        max_turns: int | None = None,
         description: str = "",
         team_answer: Callable[[Episode], str | None] | None = None,
         parse: Callable[[str], str | None] = parse_answer,
@@ -122,7 +143,12 @@ class Scenario:
         self.description = description
         self.roles = list(roles)
         self.graph = graph
-        self.schedule = [r if isinstance(r, str) else list(r) for r in schedule]
+        self.schedule = [r if isinstance(r, str) else list(r) for r in schedule] if schedule is not None else None
+        self.turn_order = turn_order
+        self.init_state = init_state
+        self.observe = observe
+        self.act = act
+        self.max_turns = max_turns
         self.make_task = make_task
         self.reward = reward
         self._team_answer = team_answer
@@ -153,9 +179,24 @@ class Scenario:
         for role in self.roles:
             if not role.adapter_name:
                 raise ScenarioError(f"role {role.name!r} has no adapter name (use None for its own)")
-        if not self.schedule or not any(self.schedule):
+        for hook in ("turn_order", "init_state", "observe", "act"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise ScenarioError(f"scenario {self.name!r}: {hook} must be a function, got {getattr(self, hook)!r}")
+        if self.max_turns is not None and (not isinstance(self.max_turns, int) or self.max_turns < 1):
+            raise ScenarioError(f"scenario {self.name!r}: max_turns must be a positive int, got {self.max_turns!r}")
+        if self.turn_order is not None:
+            if self.schedule is not None:
+                raise ScenarioError(f"scenario {self.name!r}: give a schedule or a turn_order, not both")
+            if self.max_turns is None:
+                raise ScenarioError(f"scenario {self.name!r}: a turn_order needs max_turns (episodes must end)")
+        elif not self.schedule or not any(self.schedule):
             raise ScenarioError(f"scenario {self.name!r} has an empty schedule; give one list of acting agents per round")
-        for i, acting in enumerate(self.schedule):
+        if all(r.scripted for r in self.roles):
+            raise ScenarioError(f"scenario {self.name!r}: every role is scripted; at least one must be played by a model")
+        for role in self.roles:
+            if role.policy is not None and not callable(role.policy):
+                raise ScenarioError(f"role {role.name!r}: policy must be a function (view, agent) -> text")
+        for i, acting in enumerate(self.schedule or []):
             if isinstance(acting, str) or not isinstance(acting, list):
                 raise ScenarioError(
                     f"scenario {self.name!r}: schedule round {i} must be a list of agent names, got {acting!r}"
@@ -169,7 +210,7 @@ class Scenario:
                     raise ScenarioError(
                         f"scenario {self.name!r}: schedule round {i} names unknown agent {agent!r}; known: {', '.join(names)}"
                     )
-        for i in range(len(self.schedule)):
+        for i in range(len(self.schedule) if self.schedule else 1):
             try:
                 graph_for_round(self.graph, i).validate(names)
             except GraphError as exc:
@@ -203,7 +244,13 @@ class Scenario:
 
     @property
     def num_rounds(self) -> int:
-        return len(self.schedule)
+        """Turn steps of a fixed schedule; with a turn_order, the most an episode may take."""
+        return len(self.schedule) if self.schedule is not None else int(self.max_turns)
+
+    @property
+    def model_agents(self) -> list[str]:
+        """Agents a model plays (every role but the scripted ones)."""
+        return [r.name for r in self.roles if not r.scripted]
 
     def graph_at(self, round_index: int) -> MessageGraph:
         return graph_for_round(self.graph, round_index)
@@ -249,7 +296,7 @@ class Scenario:
     def team_answer(self, episode: Episode) -> str | None:
         if self._team_answer is not None:
             return self._team_answer(episode)
-        return majority_answer(episode, self.schedule[-1])
+        return majority_answer(episode, self.schedule[-1] if self.schedule else self.model_agents)
 
     def rewards(self, task: Task, episode: Episode) -> dict[str, float]:
         """Call the reward function and check it gives one finite float per agent."""

@@ -66,8 +66,9 @@ def discounted_credit(outcome: float, round_index: int, last_round: int, gamma: 
 def episode_advantages(
     batch: RolloutBatch, agents: list[str], reward_source: str = "agent", scale_by_std: bool = True
 ) -> tuple[dict[str, torch.Tensor], GroupStats]:
-    """Per agent, each episode's group-relative advantage ((episodes,) tensors). A group with
-    a failed episode (its reward raised) is dropped: its episodes get zero."""
+    """Per agent, each episode's group-relative advantage ((episodes,) tensors) of the agent's
+    whole return (final reward plus per-turn rewards). A group with a failed episode (its
+    reward raised) is dropped: its episodes get zero."""
     broken = {ep.group for ep in batch.episodes if ep.failure is not None}
     # Advantages are host-side bookkeeping (they reach the model as floats in each Sample).
     groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu")
@@ -78,7 +79,7 @@ def episode_advantages(
         if reward_source == "team":
             rewards = torch.tensor([ep.team_reward() for ep in batch.episodes], device="cpu")
         else:
-            rewards = torch.tensor([ep.rewards.get(agent, 0.0) for ep in batch.episodes], device="cpu")
+            rewards = torch.tensor([ep.returns().get(agent, 0.0) for ep in batch.episodes], device="cpu")
         adv, stats = group_advantages(rewards[kept], groups[kept], scale_by_std=scale_by_std)
         advantages[agent] = torch.zeros(len(batch.episodes), device="cpu").masked_scatter(kept, adv)
         total.groups += stats.groups

@@ -54,8 +54,17 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
     ranks = ranks or Ranks()
     # Small per-episode and per-completion records, gathered so every rank computes the same.
     episodes = ranks.gather([
-        (ep.failure is None, ep.team_reward(), ep.rewards, [(t.message.text, t.message.answer is not None) for t in ep.turns])
+        (ep.failure is None, ep.team_reward(), ep.returns(),
+         [(t.message.text, t.message.answer is not None) for t in ep.turns if not t.scripted])
         for ep in batch.episodes
+    ])
+    turn_health = ranks.sum([
+        sum(len(ep.turns) for ep in batch.episodes),
+        sum(not t.trainable for ep in batch.episodes for t in ep.turns),
+        sum(not t.valid for ep in batch.episodes for t in ep.turns),
+        sum(t.scripted for ep in batch.episodes for t in ep.turns),
+        sum(ep.truncated for ep in batch.episodes),
+        len(batch.episodes),
     ])
     terms = ranks.gather([ep.reward_terms for ep in batch.episodes if ep.failure is None and ep.reward_terms])
     completions = ranks.gather([(s.finish_reason, len(s.completion_ids)) for s in batch.samples])
@@ -84,6 +93,12 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
     out["completions/truncated_fraction"] = sum(1 for reason, _ in completions if reason == "length") / max(len(completions), 1)
     out["completions/mean_tokens"] = statistics.fmean(n for _, n in completions) if completions else 0.0
     out["completions/answer_fraction"] = sum(answered for _, answered in turns) / max(len(turns), 1)
+    all_turns, untrainable, invalid, scripted, truncated, count = turn_health
+    out["turns/untrainable_fraction"] = untrainable / max(all_turns, 1)
+    out["turns/invalid_fraction"] = invalid / max(all_turns - scripted, 1)
+    out["turns/scripted_fraction"] = scripted / max(all_turns, 1)
+    out["episodes/mean_turns"] = all_turns / max(count, 1)
+    out["episodes/truncated_fraction"] = truncated / max(count, 1)
     out["perf/tokens_per_s"] = tokens / max(seconds, 1e-9)
     out["perf/backend_calls"] = int(calls)
     return out

@@ -35,7 +35,8 @@ def make_accelerator(config: TrainConfig, run_dir: Path):
 def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, processes: int = 1) -> None:
     """Refuse, before anything is allocated, a batch whose generate call could not fit in memory:
     every row keeps a float32 score vector over the vocabulary for each new token."""
-    rows = -(-config.tasks_per_step // processes) * config.group_size * max(len(r) for r in scenario.schedule)
+    acting = max(len(r) for r in scenario.schedule) if scenario.schedule else len(scenario.model_agents)
+    rows = -(-config.tasks_per_step // processes) * config.group_size * acting
     if config.max_batch_size:
         rows = min(rows, config.max_batch_size)
     tokens = config.max_new_tokens or scenario.max_new_tokens

@@ -1,0 +1,222 @@
+"""Any PettingZoo AEC environment as a scenario: the engine decides whose turn it is
+(`agent_selection`), what each player sees (`observe`), which moves are legal (the
+action mask) and when the game is over and who won (terminations, rewards).
+
+>>> from pettingzoo.classic import tictactoe_v3
+>>> game = aec_scenario("my_tictactoe", tictactoe_v3.env,
+...                     scripted={"player_2": random_legal_move})   # doctest: +SKIP
+
+Each task is a seed (the engine is reset with it), so held-out games are seeded games never
+seen in training. A model's reply is parsed into a move (`parse`, default: a legal move's
+name or number, see `discrete_move`); a reply that is no legal move follows `invalid`:
+"forfeit" (the player loses: the usual rule of board games), "penalty" (`penalty` is taken
+off and a random legal move is played for it) or "retry" (the same player again, up to
+`retries` times, each with the penalty, then forfeit). Nothing a model writes reaches the
+engine unless it is a legal move.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..hooks import EpisodeView, Outcome
+from ..records import Episode, Task
+from ..scenario import Role, Scenario, ScenarioError
+
+INVALID_RULES = ("forfeit", "penalty", "retry")
+
+
+@dataclass
+class GameState:
+    """One episode's engine and what the wrapper tracks beside it."""
+
+    env: Any
+    retries: int = 0
+    forfeited: str | None = None
+    moves: list[tuple[str, int]] = field(default_factory=list)
+    totals: dict[str, float] = field(default_factory=dict)  # the engine's rewards, summed over its steps
+
+    def over(self) -> bool:
+        env = self.env
+        return self.forfeited is not None or not env.agents or all(
+            env.terminations.get(a, False) or env.truncations.get(a, False) for a in env.agents
+        )
+
+
+def legal_moves(env, agent: str) -> list[int]:
+    """The legal actions of `agent` now, from the observation's action mask (else every action)."""
+    observation = env.observe(agent)
+    mask = observation.get("action_mask") if isinstance(observation, Mapping) else None
+    if mask is None:
+        return list(range(env.action_space(agent).n))
+    return [i for i, ok in enumerate(mask) if ok]
+
+
+def discrete_move(text: str, legal: Sequence[int], names: Sequence[str] | None = None) -> int | None:
+    """A legal move from a reply: its first word that is a legal move's name (when `names`
+    are given, name i is action i; case does not matter), else its first integer that is a
+    legal action's number. None: no legal move in it."""
+    wanted = {names[i].lower(): i for i in legal} if names else {str(i): i for i in legal}
+    for token in re.findall(r"[A-Za-z0-9_]+", text):
+        key = token.lower() if names else (str(int(token)) if token.isdigit() else None)
+        if key in wanted:
+            return wanted[key]
+    return None
+
+
+def random_legal_move(view: EpisodeView, agent: str, names: Sequence[str] | None = None) -> str:
+    """A scripted player: a uniformly random legal move, drawn from the episode's rng."""
+    state: GameState = view.state
+    move = view.rng.choice(legal_moves(state.env, agent))
+    return names[move] if names else str(move)
+
+
+def aec_scenario(
+    name: str,
+    make_env: Callable[[], Any],
+    *,
+    render: Callable[[Any, str], str] | None = None,
+    move_names: Sequence[str] | None = None,
+    parse: Callable[[str, Sequence[int]], int | None] | None = None,
+    scripted: Mapping[str, Callable[[EpisodeView, str], str]] | None = None,
+    system_prompts: Mapping[str, str] | None = None,
+    invalid: str = "forfeit",
+    penalty: float = 0.1,
+    retries: int = 2,
+    max_new_tokens: int = 8,
+    max_turns: int | None = None,
+    temperature: float = 1.0,
+    description: str = "",
+    train_defaults: Mapping[str, Any] | None = None,
+) -> Scenario:
+    """A scenario over the AEC environment `make_env()`: one role per engine agent (each its
+    own team), scripted roles where `scripted` names a policy, the engine's rewards as the
+    episode's rewards (a forfeit: -1 for the forfeiting player, +1 for the others)."""
+    if invalid not in INVALID_RULES:
+        raise ScenarioError(f"{name}: invalid={invalid!r}; use one of {INVALID_RULES}")
+    probe = make_env()
+    probe.reset(seed=0)
+    agents = list(probe.possible_agents)
+    probe.close()
+    scripted = dict(scripted or {})
+    unknown = [a for a in scripted if a not in agents]
+    if unknown:
+        raise ScenarioError(f"{name}: scripted names {unknown}; the game's agents are {agents}")
+    render = render or default_render
+    parse = parse or (lambda text, legal: discrete_move(text, legal, move_names))
+
+    def make_task(rng: random.Random) -> Task:
+        seed = rng.randrange(2**31)
+        return Task(key=f"seed-{seed}", prompt="", meta={"seed": seed})
+
+    def init_state(task: Task, rng: random.Random) -> GameState:
+        env = make_env()
+        env.reset(seed=int(task.meta["seed"]))
+        return GameState(env)
+
+    def turn_order(view: EpisodeView) -> list[str]:
+        state: GameState = view.state
+        return [] if state.over() else [state.env.agent_selection]
+
+    def observe(view: EpisodeView, agent: str) -> str:
+        state: GameState = view.state
+        legal = legal_moves(state.env, agent)
+        shown = [move_names[i] for i in legal] if move_names else [str(i) for i in legal]
+        return f"{render(state.env, agent)}\nLegal moves: {', '.join(shown)}\nReply with one legal move."
+
+    def act(view: EpisodeView, agent: str, text: str) -> Outcome:
+        state: GameState = view.state
+        legal = legal_moves(state.env, agent)
+        move = parse(text, legal)
+        if move is not None and move not in legal:
+            move = None  # a parser may return anything: only a legal move reaches the engine
+        if move is None:
+            if invalid == "forfeit" or (invalid == "retry" and state.retries >= retries):
+                state.forfeited = agent
+                return _final(state, agent, Outcome(valid=False, event={"invalid": text[:200], "forfeit": True}))
+            if invalid == "retry":
+                state.retries += 1
+                return Outcome(reward=-penalty, valid=False, event={"invalid": text[:200], "retry": state.retries})
+            move = view.rng.choice(legal)  # penalty: a random legal move is played for it
+            reward = -penalty
+        else:
+            reward = 0.0
+        state.retries = 0
+        state.env.step(move)
+        state.moves.append((agent, move))
+        for a, value in state.env.rewards.items():
+            state.totals[a] = state.totals.get(a, 0.0) + float(value)
+        outcome = Outcome(reward=reward, valid=reward == 0.0, event={"agent": agent, "move": move})
+        return _final(state, agent, outcome) if state.over() else outcome
+
+    def _final(state: GameState, agent: str, outcome: Outcome) -> Outcome:
+        """The game is over: its result goes into the event, the winner into the outcome."""
+        if state.forfeited is not None:
+            result = {a: (-1.0 if a == state.forfeited else 1.0) for a in agents}
+        else:
+            result = {a: state.totals.get(a, 0.0) for a in agents}
+        best = max(result.values())
+        leaders = [a for a, v in result.items() if v == best]
+        outcome.event = {**(outcome.event or {}), "result": result}
+        outcome.winner = leaders[0] if len(leaders) == 1 else "draw"
+        outcome.done = True
+        return outcome
+
+    def reward(task: Task, episode: Episode) -> dict[str, float]:
+        final = next((e["result"] for e in reversed(episode.events) if "result" in e), None)
+        return dict(final) if final is not None else dict.fromkeys(agents, 0.0)  # cut at max_turns: no result
+
+    roles = [
+        Role(a, (system_prompts or {}).get(a, f"You play {name} as {a}. Reply with one legal move."), team=a,
+             policy=(lambda v, ag, p=scripted[a]: p(v, ag)) if a in scripted else None)
+        for a in agents
+    ]
+    if max_turns is None:  # a safety net: a game ends itself long before
+        max_turns = 4 * sum(probe_space for probe_space in _action_counts(make_env, agents))
+    return Scenario(
+        name=name,
+        description=description or f"the PettingZoo game {name}: the engine decides turns, legality and the winner",
+        roles=roles,
+        graph=_silent_graph(agents),
+        schedule=None,
+        make_task=make_task,
+        reward=reward,
+        turn_order=turn_order,
+        init_state=init_state,
+        observe=observe,
+        act=act,
+        max_turns=int(max_turns) * (retries + 1 if invalid == "retry" else 1),
+        team_answer=lambda episode: episode.winner,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        train_defaults=train_defaults,
+    )
+
+
+def _action_counts(make_env, agents: Sequence[str]) -> list[int]:
+    env = make_env()
+    env.reset(seed=0)
+    counts = [int(getattr(env.action_space(a), "n", 1)) for a in agents]
+    env.close()
+    return counts
+
+
+def _silent_graph(agents: Sequence[str]):
+    """Moves are seen through the engine's observations, not as messages: the players still
+    see each other's replies (a complete graph), as a game table would."""
+    from ..graph import complete
+
+    return complete(list(agents))
+
+
+def default_render(env, agent: str) -> str:
+    """A generic text view of an AEC observation."""
+    observation = env.observe(agent)
+    if isinstance(observation, Mapping):
+        observation = observation.get("observation", observation)
+    tolist = getattr(observation, "tolist", None)
+    return f"You are {agent}. Observation: {tolist() if tolist else observation}"
