@@ -1,0 +1,234 @@
+"""Episodes the environment drives: turn order decided at run time, early endings and
+truncation, per-turn rewards reaching the trainer's samples, scripted roles (never
+generated, never trained), the trainable-turn mask, invalid moves, one backend call per
+turn step; and the PettingZoo tic-tac-toe wrapper against the bare engine."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+
+from multiagent_rl import Role, Scenario, Task, complete
+from multiagent_rl.hooks import Outcome
+from multiagent_rl.rollout import rollout
+from multiagent_rl.scenario import ScenarioError
+
+AGENTS = ["alice", "bob"]
+
+
+class Countdown:
+    """A tiny engine: a counter the agents take turns lowering; who moves next is whoever did
+    not move last, unless a reply says "again"; the game ends at 0."""
+
+    def __init__(self, start: int):
+        self.left = start
+        self.last: str | None = None
+
+
+def countdown(max_turns: int = 6, scripted_bob: bool = False, **more) -> Scenario:
+    def make_task(rng: random.Random) -> Task:
+        n = rng.randint(1, 4)
+        return Task(key=f"c{n}-{rng.randint(0, 10**6)}", prompt="", meta={"start": n})
+
+    def turn_order(view):
+        state = view.state
+        if state.left <= 0:
+            return []
+        if state.last is None:
+            return ["alice"]
+        again = view.turns[-1].message.text.strip() == "again"
+        return [state.last] if again else [a for a in AGENTS if a != state.last]
+
+    def act(view, agent, text):
+        state = view.state
+        state.last = agent
+        if text.strip() == "bad":
+            return Outcome(reward=-0.5, valid=False, trainable=False, event={"bad": agent})
+        state.left -= 1
+        return Outcome(reward=0.1, event={"left": state.left}, done=state.left <= 0)
+
+    roles = [Role("alice", "Count."), Role("bob", "Count.", policy=(lambda view, agent: "tick") if scripted_bob else None)]
+    return Scenario(
+        name="countdown", roles=roles, graph=complete(AGENTS), schedule=None, make_task=make_task,
+        reward=lambda task, episode: {a: 1.0 if a == episode.turns[-1].agent else 0.0 for a in AGENTS},
+        turn_order=turn_order, init_state=lambda task, rng: Countdown(task.meta["start"]),
+        observe=lambda view, agent: f"{view.state.left} left", act=act, max_turns=max_turns, max_new_tokens=2,
+        **more,
+    )
+
+
+def play(scenario, replies, seed=0, start=None):
+    env = scenario.make_env(seed=seed)
+    task = Task(key="t", prompt="", meta={"start": start}) if start is not None else None
+    env.reset(seed=seed, options={"task": task} if task else None)
+    steps = []
+    for reply in replies:
+        if not env.agents:
+            break
+        acting = env.model_agents()
+        steps.append((list(env.acting_agents()), env.step({a: reply for a in acting})))
+    return env, steps
+
+
+def test_turn_order_is_decided_at_run_time_and_the_episode_ends_early():
+    env, steps = play(countdown(), ["go", "again", "go", "go", "go"], start=3)
+    assert [t.agent for t in env.turns] == ["alice", "bob", "bob"]  # "again": bob twice; 0 left after 3
+    assert not env.agents
+    _, rewards, terms, truncs, _ = steps[-1][1]
+    assert all(terms.values()) and not any(truncs.values())
+    episode = env.episode()
+    assert episode.rewards == {"alice": 0.0, "bob": 1.0} and not episode.truncated
+    assert [e["left"] for e in episode.events] == [2, 1, 0]  # engine events kept in the record
+    assert [t.observation for t in episode.turns] == ["3 left", "2 left", "1 left"]
+    assert len(steps) == 3
+
+
+def test_max_turns_truncates():
+    env, steps = play(countdown(max_turns=2), ["again"] * 5, start=4)
+    assert len(env.turns) == 2 and not env.agents
+    _, _, terms, truncs, _ = steps[-1][1]
+    assert all(truncs.values()) and not any(terms.values())
+    assert env.episode().truncated
+
+
+def test_per_turn_rewards_invalid_moves_and_the_mask_are_on_the_turns():
+    env, steps = play(countdown(), ["bad", "go", "go"], start=2)
+    turns = env.episode().turns
+    assert (turns[0].valid, turns[0].trainable, turns[0].reward) == (False, False, -0.5)
+    assert (turns[1].valid, turns[1].trainable, turns[1].reward) == (True, True, 0.1)
+    assert steps[0][1][1]["alice"] == pytest.approx(-0.5)  # the step's PettingZoo reward
+    episode = env.episode()
+    assert episode.returns()["alice"] == pytest.approx(episode.rewards["alice"] - 0.5 + 0.1)
+
+
+def test_scripted_roles_act_inside_step_and_never_reach_the_backend(single_thread):
+    from multiagent_rl.backends.hf import HFBackend
+    from multiagent_rl.models import load_model
+
+    scenario = countdown(scripted_bob=True)
+    assert scenario.model_agents == ["alice"]
+    model, tokenizer = load_model("tiny")
+    backend = HFBackend(model, tokenizer)
+    seen = []
+    original = backend.generate
+
+    def recording(requests, seed=None):
+        seen.extend(r.tag[1] for r in requests)
+        return original(requests, seed=seed)
+
+    backend.generate = recording
+    tasks = [Task(key=f"t{n}", prompt="", meta={"start": n}) for n in (1, 2, 4)]
+    batch = rollout(scenario, backend, tasks, group_size=2, adapters={"alice": None}, seed=1)
+    assert set(seen) == {"alice"}
+    assert all(s.agent == "alice" for s in batch.samples)
+    bob_turns = [t for ep in batch.episodes for t in ep.turns if t.agent == "bob"]
+    assert bob_turns and all(t.scripted and not t.trainable and t.message.text == "tick" for t in bob_turns)
+    # one backend call per model turn step: the longest episode's count, no more
+    longest = max(sum(t.agent == "alice" for t in ep.turns) for ep in batch.episodes)
+    assert batch.backend_calls == longest
+    assert min(len(ep.turns) for ep in batch.episodes) < max(len(ep.turns) for ep in batch.episodes)
+
+
+def test_per_turn_rewards_and_the_mask_reach_the_trainers_samples(single_thread, tmp_path):
+    from multiagent_rl.config import load_config
+    from trainers.loop import Run
+
+    scenario = countdown(scripted_bob=True)
+    plain = scenario.act
+
+    def act(view, agent, text):  # every other model turn is not to train, each with its own reward
+        outcome = plain(view, agent, text)
+        if agent == "alice":
+            outcome.reward, outcome.trainable = 0.25 * (view.step + 1), view.step != 2
+        return outcome
+
+    scenario.act = act
+    config = load_config(None, ["model=tiny", "log_with=[]", "progress=false", "tasks_per_step=2", "group_size=2",
+                                "eval_episodes=2", "lora.rank=4"])
+    run = Run(config, tmp_path, scenario=scenario)
+    tasks = [Task(key=f"t{n}", prompt="", meta={"start": n}) for n in (3, 4)]  # alice moves at steps 0 and 2
+    batch = rollout(scenario, run.backend, tasks, group_size=2, adapters=run.agent_adapters, seed=3)
+    for s in batch.samples:
+        turn = batch.episodes[s.episode].turns[s.turn]
+        assert turn.agent == s.agent and not turn.scripted
+        assert s.reward == turn.reward and s.trainable == turn.trainable
+    assert {s.trainable for s in batch.samples} == {True, False}
+    assert len({s.reward for s in batch.samples}) > 1
+    samples, _ = run.trainer.make_samples(batch)
+    assert len(samples) == sum(s.trainable for s in batch.samples) < len(batch.samples)
+    metrics = run.train_step(1)
+    assert 0 < metrics["turns/untrainable_fraction"] < 1 and metrics["turns/scripted_fraction"] > 0
+
+
+def test_a_turn_order_needs_max_turns_and_not_a_schedule():
+    with pytest.raises(ScenarioError, match="needs max_turns"):
+        countdown(max_turns=None)
+    with pytest.raises(ScenarioError, match="not both"):
+        Scenario(name="x", roles=[Role(a, "s") for a in AGENTS], graph=complete(AGENTS), schedule=[AGENTS],
+                 make_task=lambda rng: Task(key="k", prompt=""), reward=lambda t, e: {}, turn_order=lambda v: [],
+                 max_turns=3)
+
+
+def test_a_hook_that_fails_marks_the_episode_failed_when_contained():
+    def broken(view, agent, text):
+        raise RuntimeError("engine exploded")
+
+    scenario = countdown()
+    scenario.act = broken
+    env = scenario.make_env(seed=0, contain_failures=True)
+    env.reset(seed=0)
+    env.step({"alice": "go"})
+    assert not env.agents and "engine exploded" in env.episode().failure
+
+
+def test_the_countdown_env_passes_the_pettingzoo_harness():
+    parallel_api_test(countdown().make_env(seed=0), num_cycles=30)
+    parallel_seed_test(lambda: countdown().make_env(seed=0), num_cycles=30)
+
+
+# ----- tic-tac-toe from PettingZoo ------------------------------------------------------------
+def tictactoe(**options):
+    from multiagent_rl import load_scenario
+
+    return load_scenario("scenarios/tictactoe.py:make_scenario", **options)
+
+
+def test_tictactoe_passes_the_pettingzoo_harness():
+    parallel_api_test(tictactoe().make_env(seed=0), num_cycles=50)
+    parallel_seed_test(lambda: tictactoe().make_env(seed=0), num_cycles=50)
+
+
+@pytest.mark.parametrize("invalid", ["forfeit", "penalty", "retry"])
+def test_200_random_text_games_give_the_bare_engines_outcomes(invalid):
+    from pettingzoo.classic import tictactoe_v3
+
+    scenario = tictactoe(opponent="model", invalid=invalid)
+    rng = random.Random(7)
+    for game in range(200):
+        env = scenario.make_env(seed=game)
+        env.reset(seed=game)
+        while env.agents:
+            (agent,) = env.model_agents()
+            reply = rng.choice([str(rng.randint(0, 12)), "cell " + str(rng.randint(1, 9)), "no idea", "", "5 or 6"])
+            env.step({agent: reply})
+        episode = env.episode()
+        moves = [e["move"] for e in episode.events if "move" in e]
+        bare = tictactoe_v3.env()
+        bare.reset(seed=int(episode.task.meta["seed"]))
+        totals = dict.fromkeys(bare.possible_agents, 0.0)
+        for move in moves:
+            bare.step(move)
+            for a, r in bare.rewards.items():
+                totals[a] += r
+        forfeit = any(e.get("forfeit") for e in episode.events)
+        if forfeit:
+            loser = next(e["agent"] for e in episode.events if e.get("forfeit"))
+            assert episode.rewards[loser] == -1.0 and not all(bare.terminations.values())
+        else:
+            assert all(bare.terminations.values()), (game, moves)
+            assert episode.rewards == totals
+        expected = "draw" if len(set(episode.rewards.values())) == 1 else max(episode.rewards, key=episode.rewards.get)
+        assert episode.winner == expected
+        assert all(t.valid or invalid != "forfeit" or t is episode.turns[-1] for t in episode.turns)
