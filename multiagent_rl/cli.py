@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--out", default=None, help="folder for the episode log (default runs/play-SCENARIO)")
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    play.add_argument("--show-prompts", action="store_true", help="print what each agent was given before its turn")
     play.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     play.add_argument("--run", default=None, help="play with this run's trained adapters (its newest good checkpoint)")
     play.add_argument("--checkpoint", default=None, help="with --run: a checkpoint folder name, e.g. step-20")
@@ -163,7 +164,7 @@ def cmd_play(args) -> int:
         scenario, backend, tasks, adapters=adapters,
         sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log, progress=True,
     )
-    print_transcripts(batch.episodes)
+    print_transcripts(batch.episodes, prompts=args.show_prompts)
     mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
     print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
     return 0
@@ -199,13 +200,20 @@ def _trained_run(scenario: str, run_dir: Path, checkpoint: str | None):
     return run, path, int(state["step"])
 
 
-def print_transcripts(episodes, title: str = "episode") -> None:
+def print_transcripts(episodes, title: str = "episode", prompts: bool = False) -> None:
     for i, ep in enumerate(episodes, 1):
         print(f"=== {title} {i}: {ep.task.prompt}")
         for turn in ep.turns:
+            if prompts and turn.observation is not None:
+                shown = turn.observation.replace("\n", "\n    | ")
+                print(f"    | {turn.agent} was given:\n    | {shown}")
             to = ", ".join(turn.message.receivers) or "(nobody)"
-            print(f"[round {turn.round + 1}] {turn.agent} -> {to}: {turn.message.text.strip()!r}  (answer: {turn.message.answer})")
-        print(f"team answer: {ep.team_answer}  reference: {ep.task.answer}  rewards: {ep.rewards}\n")
+            marks = "".join([" [scripted]" if turn.scripted else "", "" if turn.valid else " [invalid]",
+                             f" [reward {turn.reward:+.3g}]" if turn.reward else ""])
+            print(f"[round {turn.round + 1}] {turn.agent} -> {to}: {turn.message.text.strip()!r}  (answer: {turn.message.answer}){marks}")
+        ending = f"  winner: {ep.winner}" if ep.winner is not None else ""
+        ending += "  (truncated)" if ep.truncated else ""
+        print(f"team answer: {ep.team_answer}  reference: {ep.task.answer}  rewards: {ep.rewards}{ending}\n")
 
 
 def _scenario_overrides(overrides: list[str]):
@@ -325,6 +333,9 @@ def _print_before_after(summary: dict, run) -> None:
             print(f"  {label:10s} {row['mean']:8.3f} {row['se']:8.3f} {row.get('accuracy', float('nan')):9.3f}")
         accuracy_change = after.get("accuracy", float("nan")) - before.get("accuracy", float("nan"))
         print(f"  {'change':10s} {after['mean'] - before['mean']:+8.3f} {'':8s} {accuracy_change:+9.3f}")
+        rates = [k for k in after if k.endswith("_rate") or "_rate/" in k]
+        if rates:  # a game: the model team's win, draw and loss rates, and its invalid moves
+            print("  " + "  ".join(f"{k} {before.get(k, float('nan')):.3f} -> {after[k]:.3f}" for k in sorted(rates)))
 
 
 def cmd_eval(args) -> int:

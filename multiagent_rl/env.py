@@ -239,11 +239,14 @@ class TeamEnv(ParallelEnv):
                 self._fail(ScenarioError(f"turn_order named {named}; agents are {self.possible_agents}, each once"), "turn_order")
                 return
             self._acting = named
-        if self.scenario.observe is not None:
-            for agent in self._acting:
-                if not self.scenario.role(agent).scripted:
-                    shown = self._user("observe", lambda a=agent: str(self.scenario.observe(self.view, a)))
-                    self._shown[agent] = shown if isinstance(shown, str) else ""
+        for agent in self._acting:  # kept on each turn, so the log rebuilds every prompt exactly
+            if self.scenario.role(agent).scripted:
+                continue
+            if self.scenario.observe is not None:
+                shown = self._user("observe", lambda a=agent: str(self.scenario.observe(self.view, a)))
+                self._shown[agent] = shown if isinstance(shown, str) else ""
+            else:
+                self._shown[agent] = self.chat(agent)[-1]["content"]
 
     def _user(self, what: str, call):
         """Run a scenario hook; with `contain_failures`, a failure marks the episode failed."""
@@ -312,7 +315,9 @@ class TeamEnv(ParallelEnv):
 
     def chat(self, agent: str) -> list[dict[str, str]]:
         """The agent's view as chat messages: system prompt, then one user message per
-        round it acted in (task on the first, new inbox messages after) and its replies."""
+        round it acted in (task on the first, new inbox messages after) and its replies.
+        With an `observe` hook: the system prompt and what it shows now. Each turn keeps its
+        user message (`Turn.observation`), so the log rebuilds every prompt exactly."""
         role = self.scenario.role(agent)
         if self.scenario.observe is not None:  # the scenario says what the agent sees now
             shown = self._shown.get(agent)

@@ -19,16 +19,46 @@ def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> di
     the team's accuracy: the share of tasks with a reference answer that the team got right
     (unaffected by reward shaping; NaN when no task has one). Episodes whose reward failed
     are left out. With `ranks`, over every rank's episodes."""
-    scored = [(ep.team_reward(), _graded(ep)) for ep in episodes if ep.failure is None]
+    scored = [(ep.team_reward(), _graded(ep), _played(ep)) for ep in episodes if ep.failure is None]
     if ranks is not None:
         scored = ranks.gather(scored)
-    values = [value for value, _ in scored]
-    graded = [correct for _, correct in scored if correct is not None]
+    values = [value for value, _, _ in scored]
+    graded = [correct for _, correct, _ in scored if correct is not None]
     accuracy = statistics.fmean(graded) if graded else float("nan")
     if not values:
         return {"mean": float("nan"), "se": float("nan"), "n": 0, "accuracy": accuracy}
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
+    out = {"mean": statistics.fmean(values), "se": se, "n": len(values), "accuracy": accuracy}
+    out.update(outcome_rates([played for _, _, played in scored]))
+    return out
+
+
+def _played(episode: Episode) -> tuple[list[str], str | None, int, int]:
+    """(the model-played agents' teams, the winner, model turns, invalid model turns)."""
+    model = [t for t in episode.turns if not t.scripted]
+    teams = sorted({episode.teams.get(t.agent, "team") for t in model})
+    return teams, episode.winner, len(model), sum(not t.valid for t in model)
+
+
+def outcome_rates(played: list[tuple[list[str], str | None, int, int]]) -> dict[str, float]:
+    """Win, draw and loss rates of the model-played team where the scenario names a winner
+    (per team, `win_rate/<team>`, when models play several teams), and the invalid-move rate."""
+    out: dict[str, float] = {}
+    turns, invalid = sum(p[2] for p in played), sum(p[3] for p in played)
+    if invalid:
+        out["invalid_rate"] = invalid / max(turns, 1)
+    decided = [(teams, winner) for teams, winner, _, _ in played if winner is not None]
+    if not decided:
+        return out
+    if "invalid_rate" not in out:
+        out["invalid_rate"] = 0.0
+    teams = sorted({t for ts, _ in decided for t in ts})
+    for team in teams:
+        suffix = "" if len(teams) == 1 else f"/{team}"
+        out[f"win_rate{suffix}"] = sum(w == team for _, w in decided) / len(decided)
+        out[f"draw_rate{suffix}"] = sum(w == "draw" for _, w in decided) / len(decided)
+        out[f"loss_rate{suffix}"] = 1.0 - out[f"win_rate{suffix}"] - out[f"draw_rate{suffix}"]
+    return out
 
 
 def _graded(episode: Episode) -> bool | None:
@@ -44,8 +74,8 @@ EVAL_NAMES = {
 
 
 def eval_metrics(result: dict[str, float]) -> dict[str, float]:
-    """Held-out stats under their metrics.jsonl names."""
-    return {EVAL_NAMES[k]: v for k, v in result.items()}
+    """Held-out stats under their metrics.jsonl names (`eval/win_rate`, ... for games)."""
+    return {EVAL_NAMES.get(k, f"eval/{k}"): v for k, v in result.items()}
 
 
 def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str, float]:
