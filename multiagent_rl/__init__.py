@@ -16,6 +16,7 @@ from .graph import (
     ring,
     star,
 )
+from .hooks import EpisodeView, Outcome
 from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
 from .rewards import RewardTerm, WeightedReward, weighted
 from .scenario import (
@@ -37,7 +38,7 @@ from .scenario import (
 from .task_sources import TaskDataError, TaskTable, tasks_from
 
 __all__ = [
-    "Episode", "EpisodeLog", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
+    "Episode", "EpisodeLog", "EpisodeView", "Outcome", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
     "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",

@@ -8,10 +8,10 @@ Rules:
   tagged answer, or in the whole message when it has no tag. ``<answer>accept</answer>``
   (the word, no numbers) accepts the other side's latest proposal.
 - Red proposes first and the sides alternate (default 4 proposals: red, blue, red, blue).
-- Deal: the last two proposals (one per side) are complementary (they add up to the
-  pot), or the last one is ``accept`` and the one before it is a valid split. Earlier
-  agreements do not count: a deal must stand at the end. A split keeping more than
-  the pot holds, or unparseable text, breaks the deal.
+- An ``accept`` of the other side's latest proposal, when that proposal is a valid split,
+  is a deal and ends the negotiation at once. Otherwise the last two proposals (one per
+  side) decide: complementary (adding up to the pot) is a deal; a split keeping more
+  than the pot holds, or unparseable text, breaks it.
 - Each side's score is the value of its share under its own private per-item
   values, divided by its value of the whole pot (so in [0, 1]); 0 without a deal.
   ``mode="general_sum"``: every member gets its side's score.
@@ -21,7 +21,8 @@ Rules:
   each proposal round is then preceded by an advice round of the proposing side.
 
 Worked example of: competitive teams (`Role.team`), zero-sum versus general-sum
-rewards, private valuations, answer-only edges, and a custom parser.
+rewards, private valuations, answer-only edges, a custom parser, and an episode that
+ends early (`act` returning `Outcome(done=True)`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 from multiagent_rl import (
     Episode,
+    Outcome,
     RewardTerm,
     Role,
     Scenario,
@@ -248,6 +250,15 @@ def make_scenario(
             RewardTerm("deal_value", deal_value, 1 - format_bonus), RewardTerm("format", proposal_format, format_bonus)
         )
 
+    def accepted(view, agent: str, text: str):
+        """An accept of a valid standing offer closes the deal: the episode ends here."""
+        if agent not in negotiators or parse_proposal(text) != "accept":
+            return None
+        offers = [t for t in view.turns[:-1] if t.agent in negotiators]
+        if offers and negotiators[offers[-1].agent] != negotiators[agent] and _split(offers[-1].message.answer, view.task.meta["pot"]):
+            return Outcome(done=True, event={"accepted_by": agent})
+        return None
+
     def instruction(round_index: int, total: int) -> str:
         if round_index >= total:  # the env also asks for the view after the last round
             return ""
@@ -273,6 +284,7 @@ def make_scenario(
         team_answer=team_answer,
         parse=parse_proposal,
         turn_instruction=instruction,
+        act=accepted,
         max_new_tokens=32,
         options={
             "proposals": proposals,

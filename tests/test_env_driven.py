@@ -232,3 +232,19 @@ def test_200_random_text_games_give_the_bare_engines_outcomes(invalid):
         expected = "draw" if len(set(episode.rewards.values())) == 1 else max(episode.rewards, key=episode.rewards.get)
         assert episode.winner == expected
         assert all(t.valid or invalid != "forfeit" or t is episode.turns[-1] for t in episode.turns)
+
+
+def test_negotiation_ends_when_an_offer_is_accepted():
+    from multiagent_rl import load_scenario
+
+    scenario = load_scenario("scenarios/negotiation.py:make_scenario", format_bonus=0.0)
+    env = scenario.make_env(seed=0)
+    env.reset(seed=0)
+    pot = env.task.meta["pot"]
+    env.step({"red_negotiator": f"<answer>{pot['books']},0</answer>"})
+    assert env.agents  # an offer alone is no deal
+    env.step({"blue_negotiator": "<answer>accept</answer>"})
+    assert not env.agents and len(env.turns) == 2  # 4 proposals scheduled, 2 taken
+    episode = env.episode()
+    assert episode.team_answer == f"red keeps {pot['books']},0; blue keeps 0,{pot['hats']}"
+    assert episode.events == [{"step": 1, "agent": "blue_negotiator", "accepted_by": "blue_negotiator"}]
