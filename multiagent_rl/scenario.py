@@ -97,7 +97,9 @@ class Scenario:
         reward: (task, episode) -> {agent: float}; `episode.team_answer` is set. Or a
             `WeightedReward` of named terms (`weighted(RewardTerm(...), ...)`), each logged.
         team_answer: episode -> str | None (default: majority of the last round).
-        parse: text -> answer (default `parse_answer`).
+        parse: text -> answer (default `parse_answer`: the last `<answer>X</answer>`, else `answer: X`,
+            else the last number; a number is normalised, so "047" parses as "47", "3.0" as "3",
+            "1,000" as "1000" and "-0" as "0"; give your own `parse` where that is wrong).
         heldout_percent: share of task keys that belong to the held-out split.
         split_key: task -> the text whose hash picks its split (default: `task.key`); e.g.
             only the numbers of a word problem, so held-out sums are never seen in training.
@@ -486,6 +488,10 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
     module = importlib.util.module_from_spec(module_spec)
     # Registered before running, as a normal import would be (dataclasses look themselves up there).
     sys.modules[module_spec.name] = module
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:  # so the file can import the files beside it, as a script run from its folder can
+        sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -497,6 +503,9 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
     except BaseException:
         sys.modules.pop(module_spec.name, None)
         raise
+    finally:
+        if added:
+            sys.path.remove(folder)
     if not hasattr(module, attr):
         raise ScenarioError(f"{str(path)!r} has no attribute {attr!r}")
     return _build(getattr(module, attr), options, spec)

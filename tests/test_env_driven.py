@@ -248,3 +248,17 @@ def test_negotiation_ends_when_an_offer_is_accepted():
     episode = env.episode()
     assert episode.team_answer == f"red keeps {pot['books']},0; blue keeps 0,{pot['hats']}"
     assert episode.events == [{"step": 1, "agent": "blue_negotiator", "accepted_by": "blue_negotiator"}]
+
+
+def test_a_scenario_file_imports_the_files_beside_it(tmp_path):
+    from multiagent_rl import load_scenario
+
+    (tmp_path / "rules_helper.py").write_text("AGENTS = ['a', 'b']\n")
+    (tmp_path / "game.py").write_text(
+        "from rules_helper import AGENTS\n"
+        "from multiagent_rl import Role, Scenario, Task, complete, team_reward\n"
+        "game = Scenario(name='game', roles=[Role(a, 'Play.') for a in AGENTS], graph=complete(AGENTS),\n"
+        "                schedule=[AGENTS], make_task=lambda rng: Task(key=str(rng.random()), prompt='p'),\n"
+        "                reward=lambda task, ep: team_reward(0.0, AGENTS))\n"
+    )
+    assert load_scenario(f"{tmp_path}/game.py:game").agents == ["a", "b"]
