@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..hooks import EpisodeView, Outcome
-from ..records import Episode, Task
+from ..records import Task
 from ..scenario import Role, Scenario, ScenarioError
+from .common import finished, result_reward, seed_task
 
 INVALID_RULES = ("forfeit", "penalty", "retry")
 
@@ -51,6 +52,8 @@ def legal_moves(env, agent: str) -> list[int]:
     """The legal actions of `agent` now, from the observation's action mask (else every action)."""
     observation = env.observe(agent)
     mask = observation.get("action_mask") if isinstance(observation, Mapping) else None
+    if mask is None:  # some bindings put the mask in the info dict
+        mask = (getattr(env, "infos", {}) or {}).get(agent, {}).get("action_mask")
     if mask is None:
         return list(range(env.action_space(agent).n))
     return [i for i, ok in enumerate(mask) if ok]
@@ -109,10 +112,6 @@ def aec_scenario(
     render = render or default_render
     parse = parse or (lambda text, legal: discrete_move(text, legal, move_names))
 
-    def make_task(rng: random.Random) -> Task:
-        seed = rng.randrange(2**31)
-        return Task(key=f"seed-{seed}", prompt="", meta={"seed": seed})
-
     def init_state(task: Task, rng: random.Random) -> GameState:
         env = make_env()
         env.reset(seed=int(task.meta["seed"]))
@@ -154,21 +153,9 @@ def aec_scenario(
         return _final(state, agent, outcome) if state.over() else outcome
 
     def _final(state: GameState, agent: str, outcome: Outcome) -> Outcome:
-        """The game is over: its result goes into the event, the winner into the outcome."""
         if state.forfeited is not None:
-            result = {a: (-1.0 if a == state.forfeited else 1.0) for a in agents}
-        else:
-            result = {a: state.totals.get(a, 0.0) for a in agents}
-        best = max(result.values())
-        leaders = [a for a, v in result.items() if v == best]
-        outcome.event = {**(outcome.event or {}), "result": result}
-        outcome.winner = leaders[0] if len(leaders) == 1 else "draw"
-        outcome.done = True
-        return outcome
-
-    def reward(task: Task, episode: Episode) -> dict[str, float]:
-        final = next((e["result"] for e in reversed(episode.events) if "result" in e), None)
-        return dict(final) if final is not None else dict.fromkeys(agents, 0.0)  # cut at max_turns: no result
+            return finished(outcome, {a: (-1.0 if a == state.forfeited else 1.0) for a in agents})
+        return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents})
 
     roles = [
         Role(a, (system_prompts or {}).get(a, f"You play {name} as {a}. Reply with one legal move."), team=a,
@@ -183,8 +170,8 @@ def aec_scenario(
         roles=roles,
         graph=_silent_graph(agents),
         schedule=None,
-        make_task=make_task,
-        reward=reward,
+        make_task=seed_task,
+        reward=result_reward(agents),
         turn_order=turn_order,
         init_state=init_state,
         observe=observe,

@@ -1,0 +1,127 @@
+"""OpenSpiel games as scenarios, played on `pyspiel` directly.
+
+The issue asked for Shimmy's PettingZoo binding; with shimmy 2.0.1 and open-spiel 2.0.2
+(what PyPI installs here) that binding does not advance `agent_selection` after a move:
+in Kuhn poker, after player 0 bets (state "1 0 b", player 1 to act) it still names
+player 0, with an all-zero action mask, and the game ends with no returns. So the engine
+is driven here through the scenario hooks: OpenSpiel decides whose turn it is
+(`current_player`), what each player knows (`information_state_string`), the legal moves
+and their names (`action_to_string`) and the returns; chance nodes are sampled from the
+episode's rng, so a seed fixes the deal.
+
+    pip install "multiagent-rl[games]"       # open-spiel
+
+>>> kuhn = openspiel_scenario("kuhn_poker", scripted={"player_1": random_action})   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..hooks import EpisodeView, Outcome
+from ..records import Task
+from ..scenario import Role, Scenario, ScenarioError
+from .common import finished, result_reward, seed_task
+from .pettingzoo_aec import discrete_move
+
+
+@dataclass
+class SpielState:
+    state: Any  # a pyspiel.State
+    rng: random.Random
+    forfeited: str | None = None
+
+
+def _advance_chance(game_state: SpielState) -> None:
+    """Play every chance node (a deal, a die) with the episode's rng."""
+    state = game_state.state
+    while state.is_chance_node():
+        outcomes, probs = zip(*state.chance_outcomes(), strict=True)
+        state.apply_action(game_state.rng.choices(outcomes, weights=probs)[0])
+
+
+def move_names(state, player: int) -> dict[int, str]:
+    return {a: state.action_to_string(player, a) for a in state.legal_actions(player)}
+
+
+def random_action(view: EpisodeView, agent: str) -> str:
+    """A scripted player: a uniformly random legal action, by name."""
+    state = view.state.state
+    names = move_names(state, state.current_player())
+    return names[view.rng.choice(sorted(names))]
+
+
+def openspiel_scenario(
+    game_name: str,
+    *,
+    scripted: Mapping[str, Callable[[EpisodeView, str], str]] | None = None,
+    system_prompts: Mapping[str, str] | None = None,
+    max_turns: int = 50,
+    max_new_tokens: int = 6,
+    name: str | None = None,
+    train_defaults: Mapping[str, Any] | None = None,
+) -> Scenario:
+    """A sequential OpenSpiel game as a scenario: agents `player_0`, `player_1`, ... (each
+    its own team), replies parsed into a legal move by name ("Bet") or number; a reply that
+    is no legal move forfeits (-1 for that player, +1 for the others)."""
+    try:
+        import pyspiel
+    except ImportError as exc:
+        raise ScenarioError("OpenSpiel games need open-spiel: pip install 'multiagent-rl[games]'") from exc
+    game = pyspiel.load_game(game_name)
+    if game.get_type().dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
+        raise ScenarioError(f"{game_name}: only sequential (turn-taking) games are supported")
+    agents = [f"player_{i}" for i in range(game.num_players())]
+    scripted = dict(scripted or {})
+
+    def init_state(task: Task, rng: random.Random) -> SpielState:
+        state = SpielState(game.new_initial_state(), random.Random(int(task.meta["seed"])))
+        _advance_chance(state)
+        return state
+
+    def turn_order(view: EpisodeView) -> list[str]:
+        s: SpielState = view.state
+        return [] if s.forfeited or s.state.is_terminal() else [agents[s.state.current_player()]]
+
+    def observe(view: EpisodeView, agent: str) -> str:
+        state = view.state.state
+        player = agents.index(agent)
+        names = move_names(state, player)
+        return (f"You are {agent} in {game_name}. What you know: {state.information_state_string(player)}\n"
+                f"Legal moves: {', '.join(names.values())}\nReply with one legal move.")
+
+    def act(view: EpisodeView, agent: str, text: str) -> Outcome:
+        s: SpielState = view.state
+        player = agents.index(agent)
+        names = move_names(s.state, player)
+        legal = sorted(names)
+        move = discrete_move(text, legal, [names.get(i, "") for i in range(max(legal) + 1)])
+        if move is None:
+            s.forfeited = agent
+            return finished(Outcome(valid=False, event={"invalid": text[:200], "forfeit": True}),
+                            {a: (-1.0 if a == agent else 1.0) for a in agents})
+        s.state.apply_action(move)
+        _advance_chance(s)
+        outcome = Outcome(event={"agent": agent, "move": move, "name": names[move]})
+        if s.state.is_terminal():
+            outcome.event["history"] = list(s.state.history())  # every action, chance ones too: replayable
+            return finished(outcome, dict(zip(agents, s.state.returns(), strict=True)))
+        return outcome
+
+    label = name or game_name
+    roles = [
+        Role(a, (system_prompts or {}).get(a, f"You play {game_name} as {a}. Reply with one legal move."), team=a,
+             policy=scripted.get(a))
+        for a in agents
+    ]
+    from ..graph import complete
+
+    return Scenario(
+        name=label, description=f"the OpenSpiel game {game_name}", roles=roles, graph=complete(agents),
+        schedule=None, make_task=seed_task, reward=result_reward(agents), turn_order=turn_order,
+        init_state=init_state, observe=observe, act=act, max_turns=max_turns,
+        team_answer=lambda episode: episode.winner, max_new_tokens=max_new_tokens, train_defaults=train_defaults,
+    )
