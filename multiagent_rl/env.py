@@ -408,6 +408,7 @@ class TeamEnv(ParallelEnv):
             events=[dict(e) for e in self.view.events] if self.view is not None else [],
             truncated=self.truncated,
             winner=self.winner,
+            scripted=[r.name for r in self.scenario.roles if r.scripted],
             meta=dict(self.meta),
             **fields,
         )

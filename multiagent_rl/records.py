@@ -106,6 +106,7 @@ class Episode(BaseModel):
     events: list[dict[str, Any]] = Field(default_factory=list, description="What the scenario's engine reported, in order.")
     truncated: bool = Field(default=False, description="Stopped at max_turns before the scenario ended it.")
     winner: str | None = Field(default=None, description="The winning team, 'draw', or None where the scenario names none.")
+    scripted: list[str] = Field(default_factory=list, description="Agents played by Python policies, not models.")
     failure: str | None = Field(
         default=None, description="Set when user code (the reward) failed on this episode: what, where, which task."
     )
@@ -125,8 +126,7 @@ class Episode(BaseModel):
     def team_reward(self) -> float:
         """Mean whole reward over the model-played agents (the team's score for cooperative
         scenarios; a scripted opponent's reward does not count)."""
-        scripted = {t.agent for t in self.turns if t.scripted}
-        values = [v for a, v in self.returns().items() if a not in scripted]
+        values = [v for a, v in self.returns().items() if a not in self.scripted]
         return sum(values) / len(values) if values else 0.0
 
 

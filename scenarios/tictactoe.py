@@ -5,7 +5,9 @@ opponent that plays a random legal move (or another model: `opponent="model"`).
 The model sees the board with the free cells numbered 1-9 and the legal moves, and
 replies with a cell number. A reply that is no legal move loses the game (`invalid`:
 "forfeit"; "penalty" and "retry" are the other rules). Rewards are the engine's: +1 win,
--1 loss, 0 draw. Each task is a seed; held-out games are seeds never seen in training.
+-1 loss, 0 draw, plus `legal_move_reward` (0.1) for each legal move: an untrained model
+forfeits nearly every game, and outcomes that are all -1 teach nothing. Each task is a
+seed; held-out games are seeds never seen in training.
 
 Worked example of: wrapping a PettingZoo AEC environment (`aec_scenario`) with a text
 renderer and move names, a scripted role (`Role(policy=...)`), and a zero-sum game whose
@@ -36,7 +38,7 @@ def render(env, agent: str) -> str:
     return f"You are {mine}. Board:\n" + "\n".join(rows)
 
 
-def make_scenario(opponent: str = "random", invalid: str = "forfeit"):
+def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move_reward: float = 0.1):
     from pettingzoo.classic import tictactoe_v3
 
     if opponent not in ("random", "model"):
@@ -50,6 +52,7 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit"):
         scripted=scripted,
         system_prompts={"player_1": SYSTEM.format(mark="X"), "player_2": SYSTEM.format(mark="O")},
         invalid=invalid,
+        legal_move_reward=legal_move_reward,
         max_new_tokens=4,
         max_turns=9,
         temperature=1.0,
@@ -59,5 +62,5 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit"):
             "lr": 1e-3, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 100, "save_every": 10,
         },
     )
-    scenario.options = {"opponent": opponent, "invalid": invalid}
+    scenario.options = {"opponent": opponent, "invalid": invalid, "legal_move_reward": legal_move_reward}
     return scenario

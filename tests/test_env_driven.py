@@ -262,3 +262,13 @@ def test_a_scenario_file_imports_the_files_beside_it(tmp_path):
         "                reward=lambda task, ep: team_reward(0.0, AGENTS))\n"
     )
     assert load_scenario(f"{tmp_path}/game.py:game").agents == ["a", "b"]
+
+
+def test_a_forfeit_before_the_scripted_opponent_moves_still_scores_the_model_side():
+    scenario = tictactoe()
+    env = scenario.make_env(seed=0)
+    env.reset(seed=0)
+    env.step({"player_1": "no move"})
+    episode = env.episode()
+    assert episode.scripted == ["player_2"] and [t.agent for t in episode.turns] == ["player_1"]
+    assert episode.team_reward() == -1.0 and episode.winner == "player_2"

@@ -12,7 +12,8 @@ name or number, see `discrete_move`); a reply that is no legal move follows `inv
 "forfeit" (the player loses: the usual rule of board games), "penalty" (`penalty` is taken
 off and a random legal move is played for it) or "retry" (the same player again, up to
 `retries` times, each with the penalty, then forfeit). Nothing a model writes reaches the
-engine unless it is a legal move.
+engine unless it is a legal move. `legal_move_reward` pays each legal move (a per-turn
+reward): a model that forfeits every game learns nothing from outcomes that are all -1.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def aec_scenario(
     invalid: str = "forfeit",
     penalty: float = 0.1,
     retries: int = 2,
+    legal_move_reward: float = 0.0,
     max_new_tokens: int = 8,
     max_turns: int | None = None,
     temperature: float = 1.0,
@@ -133,7 +135,8 @@ def aec_scenario(
         move = parse(text, legal)
         if move is not None and move not in legal:
             move = None  # a parser may return anything: only a legal move reaches the engine
-        if move is None:
+        valid = move is not None
+        if not valid:
             if invalid == "forfeit" or (invalid == "retry" and state.retries >= retries):
                 state.forfeited = agent
                 return _final(state, agent, Outcome(valid=False, event={"invalid": text[:200], "forfeit": True}))
@@ -141,15 +144,13 @@ def aec_scenario(
                 state.retries += 1
                 return Outcome(reward=-penalty, valid=False, event={"invalid": text[:200], "retry": state.retries})
             move = view.rng.choice(legal)  # penalty: a random legal move is played for it
-            reward = -penalty
-        else:
-            reward = 0.0
+        reward = legal_move_reward if valid else -penalty
         state.retries = 0
         state.env.step(move)
         state.moves.append((agent, move))
         for a, value in state.env.rewards.items():
             state.totals[a] = state.totals.get(a, 0.0) + float(value)
-        outcome = Outcome(reward=reward, valid=reward == 0.0, event={"agent": agent, "move": move})
+        outcome = Outcome(reward=reward, valid=valid, event={"agent": agent, "move": move})
         return _final(state, agent, outcome) if state.over() else outcome
 
     def _final(state: GameState, agent: str, outcome: Outcome) -> Outcome:
