@@ -151,15 +151,12 @@ def division_right(agent, round_index, task):
 
 def signalling_right(agent, round_index, task):
     if agent == "speaker":
-        return task.meta["target"]["colour"] + " " + task.meta["target"]["shape"]
-    return f"<answer>{task.meta['target_number']}</answer>"
+        return "The " + task.meta["target"]["colour"] + " " + task.meta["target"]["shape"]
+    return f"The {task.answer}."
 
 
 def signalling_wrong(agent, round_index, task):
-    if agent == "speaker":
-        return "no idea"
-    wrong = next(i for i in range(1, 10) if i != task.meta["target_number"])
-    return f"<answer>{wrong}</answer>"
+    return "no idea"  # the speaker says nothing useful and the listener names no object
 
 
 def no_answer(agent, round_index, task):
@@ -484,6 +481,7 @@ def test_bare_number_replies_counts_each_agents_messages():
 def test_signalling_task_meta_and_views():
     scenario = load_scenario("signalling", K=4, message_tokens=6)
     assert scenario.role("speaker").max_new_tokens == 6
+    contrasts = set()
     for task in scenario.heldout_tasks(20):
         meta = task.meta
         target = f"{meta['target']['colour']} {meta['target']['shape']}"
@@ -491,18 +489,80 @@ def test_signalling_task_meta_and_views():
         assert len(meta["candidates"]) == 4 == len(set(meta["candidates"]))
         assert sorted(meta["listener_order"]) == sorted(meta["candidates"])
         assert meta["listener_order"][meta["target_number"] - 1] == target
+        # the objects share one attribute and differ in the other, so one word tells them apart
+        colours, shapes = zip(*(c.split(" ") for c in meta["candidates"]), strict=True)
+        varying = "colour" if len(set(colours)) == 4 else "shape"
+        assert meta["contrast"] == varying and len(set(shapes if varying == "colour" else colours)) == 1
+        contrasts.add(varying)
         assert target in task.private["speaker"]
         assert "target" not in task.private["listener"].lower()
+        assert all(c in task.private["listener"] for c in meta["candidates"])
         assert target not in task.prompt
+    assert contrasts == {"colour", "shape"}
 
 
-def test_signalling_out_of_range_pick_is_no_answer():
+def _signalling_task(candidates, target, order=None):
+    colour, shape = target.split(" ")
+    order = order or list(candidates)
+    contrast = "colour" if len({c.split(" ")[1] for c in candidates}) == 1 else "shape"
+    return Task(
+        key="|".join([target, *candidates, *order]), prompt="", answer=target,
+        private={"speaker": f"Objects: {', '.join(candidates)}. The target is the {target}.",
+                 "listener": f"Objects: {', '.join(order)}."},
+        meta={"target": {"colour": colour, "shape": shape}, "contrast": contrast, "candidates": list(candidates),
+              "listener_order": order, "target_number": order.index(target) + 1},
+    )
+
+
+@pytest.mark.parametrize(("reply", "picked"), [
+    ("The object is the blue circle.", "blue circle"),
+    ("blue", "blue circle"),  # one word is enough when only one object has it
+    ("Blue circle, surely", "blue circle"),
+    ("The circle.", None),  # every object is a circle
+    ("red circle or blue circle", None),  # two objects named equally
+    ("2", None),  # positions mean nothing: the listener's order is its own
+    ("<answer>1</answer>", None),
+    ("", None),
+])
+def test_signalling_listener_picks_the_object_it_names(reply, picked):
     scenario = load_scenario("signalling")
-    task = scenario.heldout_tasks(1)[0]
-    for pick in ("0", "4", "2.5", "-1"):
-        episode = play(scenario.make_env(), lambda a, r, t, p=pick: f"<answer>{p}</answer>", task)
-        assert episode.team_answer is None
-        assert episode.team_reward() == 0.0
+    task = _signalling_task(["red circle", "blue circle", "green circle"], "blue circle", ["green circle", "blue circle", "red circle"])
+    episode = play(scenario.make_env(), lambda a, r, t: "The blue one" if a == "speaker" else reply, task)
+    assert episode.team_answer == picked
+    assert episode.reward_terms["picked_target"]["listener"] == float(picked == "blue circle")
+    assert episode.reward_terms["picked_one"] == {"speaker": 0.0, "listener": float(picked is not None)}
+
+
+@pytest.mark.parametrize(("message", "paid"), [
+    ("The blue circle", 1.0),
+    ("blue", 1.0),
+    ("The circle", 0.0),  # names only what every object shares
+    ("blue, not red", 0.0),  # names a distractor's colour too
+    ("The target is", 0.0),
+])
+def test_signalling_speaker_is_paid_for_the_distinguishing_word(message, paid):
+    scenario = load_scenario("signalling")
+    task = _signalling_task(["red circle", "blue circle", "green circle"], "blue circle")
+    episode = play(scenario.make_env(), lambda a, r, t: message if a == "speaker" else "blue circle", task)
+    assert episode.reward_terms["distinguishing_word"] == {"speaker": paid, "listener": 0.0}
+    # a shape contrast: the shape is the word that tells the objects apart
+    shapes = _signalling_task(["red circle", "red star", "red heart"], "red star")
+    episode = play(scenario.make_env(), lambda a, r, t: "The red star" if a == "speaker" else "star", shapes)
+    assert episode.reward_terms["distinguishing_word"]["speaker"] == 1.0 and episode.team_answer == "red star"
+
+
+def test_signalling_reward_is_the_weighted_terms_and_checks_its_options():
+    task = _signalling_task(["red circle", "blue circle", "green circle"], "blue circle")
+    bare = load_scenario("signalling", team_weight=1.0)
+    # a listener that picks a wrong object earns its format term only when the terms weigh something
+    episode = play(bare.make_env(), lambda a, r, t: "blue" if a == "speaker" else "red circle", task)
+    assert episode.rewards == {"speaker": 0.0, "listener": 0.0}
+    shaped = load_scenario("signalling", team_weight=0.5)
+    episode = play(shaped.make_env(), lambda a, r, t: "blue" if a == "speaker" else "red circle", task)
+    assert episode.rewards == pytest.approx({"speaker": 0.5, "listener": 0.5})
+    for bad in ({"K": 6}, {"K": 1}, {"message_tokens": 0}, {"reply_tokens": 0}, {"team_weight": 1.5}):
+        with pytest.raises(ScenarioError, match="signalling"):
+            load_scenario("signalling", **bad)
 
 
 def test_negotiation_format_bonus_pays_well_formed_proposals_without_a_deal():

@@ -31,7 +31,14 @@ from .messages import (
     role_specialisation,
 )
 from .report import RunAnalysis, analyse, render_report, run_analysis
-from .signalling import meaning_attributes, meaning_message_information, topographic_similarity
+from .signalling import (
+    meaning_attributes,
+    meaning_message_information,
+    messages_before_after,
+    messages_by_meaning,
+    signalling_by_step,
+    topographic_similarity,
+)
 from .summary import reward_by_step, reward_terms_by_step, summary_table
 from .synthetic import write_synthetic_debate_run
 from .tables import Table
@@ -41,8 +48,8 @@ __all__ = [
     "RunAnalysis", "RunError", "RunLog", "Table", "ablation_influence", "agent_message_stats", "analyse",
     "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "distinct_n", "dynamics_by_step", "episode_dynamics",
     "edge_message_stats", "edit_distance", "entropy_bits", "influence_graph", "js_distance", "load_run",
-    "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step",
-    "read_metrics", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "spearman",
+    "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step", "messages_before_after", "messages_by_meaning",
+    "read_metrics", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "signalling_by_step", "spearman",
     "summarise_ablation", "summarise_dynamics", "summary_table", "topographic_similarity",
     "training_episodes", "training_phases", "words", "write_synthetic_debate_run",
 ]

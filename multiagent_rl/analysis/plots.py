@@ -150,6 +150,49 @@ def message_trends(rows: Sequence[dict], agents: Sequence[str]) -> str:
     return to_png(fig)
 
 
+@styled
+def signalling_trends(rows: Sequence[dict], agents: Sequence[str]) -> str:
+    """Two panels over training steps, one line per agent: topographic similarity, and
+    meaning-message information normalised by H(meaning) (adjusted for chance solid,
+    plug-in dashed).
+    Rows with split "eval" (held-out evaluations; step 0 = untrained) are drawn as big
+    open markers."""
+    fig = _figure(11, 3.4)
+    panels = [("topographic similarity", ["topographic_similarity"]),
+              ("I(meaning; message) / H(meaning)", ["adjusted_normalised_mi", "normalised_mi"])]
+    train = [r for r in rows if r.get("split", "train") == "train"]
+    held_out = [r for r in rows if r.get("split") == "eval"]
+    for k, (title, columns) in enumerate(panels):
+        ax = _axes(fig, 1, 2, k + 1)
+        ax.set_title(title)
+        if not rows:
+            _empty(ax, "no training steps")
+            continue
+        for i, agent in enumerate(agents):
+            colour = PALETTE[i % len(PALETTE)]
+            for column in columns:
+                plug_in = column == "normalised_mi"
+                points = [(r["step"], r[column]) for r in train if r["agent"] == agent and r.get(column) is not None]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    ax.plot(steps, values, color=colour, linewidth=1.2 if plug_in else 2, linestyle="--" if plug_in else "-",
+                            alpha=0.6 if plug_in else 1.0, label=f"{agent} (plug-in)" if plug_in else agent)
+                if plug_in:
+                    continue
+                points = [(r["step"], r[column]) for r in held_out if r["agent"] == agent and r.get(column) is not None]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    ax.plot(steps, values, color=colour, linestyle="none", marker="o", markersize=8, markerfacecolor="white",
+                            markeredgewidth=2, label=f"{agent} · held-out")
+        ax.axhline(0, color=GRID, linewidth=1)
+        ax.set_xlabel("training step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+        else:  # e.g. one message for every meaning: rho and the adjusted MI are undefined
+            ax.text(0.5, 0.5, "undefined at every step", ha="center", va="center", color=MUTED, transform=ax.transAxes)
+    return to_png(fig)
+
+
 def _layout(graph: networkx.DiGraph) -> dict:
     nodes = list(graph.nodes)
     if len(nodes) <= 10:

@@ -18,8 +18,11 @@ from multiagent_rl.analysis import (
     meaning_message_information,
     message_drift,
     message_stats_by_step,
+    messages_before_after,
+    messages_by_meaning,
     reward_by_step,
     role_specialisation,
+    signalling_by_step,
     summarise_dynamics,
     topographic_similarity,
     training_phases,
@@ -223,6 +226,79 @@ def test_topographic_similarity_holistic_and_partial_codes(episode):
 def test_signalling_without_meanings_says_what_to_pass(episode):
     with pytest.raises(ValueError, match="attributes"):
         topographic_similarity([episode([("a", 0, "x")])])
+
+
+MEANINGS = [("red", "square"), ("red", "circle"), ("blue", "square"), ("blue", "circle")]
+CODE = {m: f"{m[0][:2]} {m[1][:2]}" for m in MEANINGS}  # "re sq", ...: compositional
+
+
+def _talk(episode, messages, step=None, split="train", keys=None):
+    """One speaker->listener episode per message, meanings cycling through MEANINGS."""
+    out = []
+    for i, text in enumerate(messages):
+        colour, shape = MEANINGS[i % 4]
+        ep = episode([("speaker", 0, text, None, ["listener"]), ("listener", 1, f"{colour} {shape}", None, [])],
+                     meta={"target": {"colour": colour, "shape": shape}, "listener_order": ["x", f"{colour} {shape}"]},
+                     step=step, split=split, answer=f"{colour} {shape}",
+                     team_answer=f"{colour} {shape}" if text == CODE[(colour, shape)] else None)
+        if keys is not None:
+            ep.task.key = keys[i]
+        out.append(ep)
+    return out
+
+
+def test_adjusted_information_discounts_the_small_sample_bias(episode):
+    # every message different: plug-in MI is the whole H(meaning), none of it above chance
+    unique = meaning_message_information(_talk(episode, [f"word{i}" for i in range(8)]), agent="speaker")[0]
+    assert unique["mutual_information_bits"] == pytest.approx(2.0) == unique["shuffled_mi_bits"]
+    assert unique["adjusted_mi_bits"] == pytest.approx(0.0) and unique["adjusted_normalised_mi"] is None
+    # a code that names the meaning: everything above chance is explained
+    coded = [CODE[MEANINGS[i % 4]] for i in range(20)]
+    info = meaning_message_information(_talk(episode, coded), agent="speaker")[0]
+    assert info["mutual_information_bits"] == pytest.approx(2.0) and info["shuffled_mi_bits"] < 1.0
+    assert info["adjusted_normalised_mi"] == pytest.approx(1.0)
+    # two words used regardless of the meaning: about nothing above chance
+    noise = meaning_message_information(_talk(episode, ["a"] * 10 + ["b"] * 10), agent="speaker")[0]
+    assert noise["mutual_information_bits"] > 0 and abs(noise["adjusted_normalised_mi"]) < 0.1
+
+
+def test_signalling_by_step_shows_a_code_forming(episode):
+    eps = (_talk(episode, ["the target is"] * 8, step=1) + _talk(episode, ["the target is"] * 4 + [CODE[m] for m in MEANINGS], step=2)
+           + _talk(episode, [CODE[MEANINGS[i % 4]] for i in range(8)], step=3))
+    rows = {r["step"]: r for r in signalling_by_step(eps, agent="speaker")}
+    assert sorted(rows) == [1, 2, 3] and {r["split"] for r in rows.values()} == {"train"}
+    assert rows[1]["topographic_similarity"] is None  # one message for every meaning
+    assert rows[1]["mutual_information_bits"] == 0.0 and rows[1]["adjusted_normalised_mi"] == pytest.approx(0.0)
+    assert rows[3]["topographic_similarity"] == pytest.approx(1.0) and rows[3]["adjusted_normalised_mi"] == pytest.approx(1.0)
+    assert 0 < rows[2]["mutual_information_bits"] < rows[3]["mutual_information_bits"]
+    assert [r["step"] for r in signalling_by_step(eps, agent="speaker", bins=2)] == [1, 3]  # bins of equal step width
+    # held-out evaluations are their own rows, one per evaluated step
+    held_out = _talk(episode, ["the target is"] * 4, step=0, split="eval") + _talk(episode, [CODE[m] for m in MEANINGS], step=3, split="eval")
+    evals = signalling_by_step(eps + held_out, agent="speaker", split="eval")
+    assert [(r["split"], r["step"], r["episodes"]) for r in evals] == [("eval", 0, 4), ("eval", 3, 4)]
+    assert signalling_by_step([], agent="speaker").to_records() == []
+
+
+def test_messages_side_by_side_early_late_and_before_after(episode):
+    early = _talk(episode, ["the target is"] * 7 + ["red?"], step=1)
+    late = _talk(episode, [CODE[MEANINGS[i % 4]] for i in range(8)], step=3)
+    middle = _talk(episode, ["?"] * 4, step=2)
+    table = {r["meaning"]: r for r in messages_by_meaning(early + middle + late)}
+    assert set(table) == {"red square", "red circle", "blue square", "blue circle"}
+    row = table["blue square"]
+    assert row["agent"] == "speaker" and row["early_episodes"] == 2 and row["late_episodes"] == 2
+    assert row["early"] == "“the target is” ×2" and row["late"] == "“bl sq” ×2"
+    assert table["blue circle"]["early"] == "“red?” ×1 · “the target is” ×1"  # ties: alphabetical
+    # the same held-out tasks at the first and the last evaluation
+    keys = [f"task{i}" for i in range(4)]
+    before = _talk(episode, ["the target is"] * 4, step=0, split="eval", keys=keys)
+    after = _talk(episode, [CODE[m] for m in MEANINGS], step=3, split="eval", keys=keys[::-1])
+    pairs = messages_before_after(early + before + after)
+    assert len(pairs) == 4 and {r["before_step"] for r in pairs} == {0} and {r["after_step"] for r in pairs} == {3}
+    first = pairs[0]  # task0: red square before; after, task0 is the fourth episode's (blue circle)
+    assert (first["target"], first["before"], first["before_right"]) == ("red square", "the target is", False)
+    assert (first["after"], first["after_right"]) == ("bl ci", True)
+    assert messages_before_after(early + before).to_records() == []  # one evaluation: nothing to pair
 
 
 # ----- rewards --------------------------------------------------------------------------------

@@ -166,11 +166,21 @@ def test_signalling_runs_get_the_signalling_section(episode, tmp_path):
                 team_answer=f"{c} {s}", rewards={"speaker": 1.0, "listener": 1.0})
         for step in (1, 2, 3) for (c, s), code in codes.items()
     ]
-    EpisodeLog(tmp_path / "sig" / "episodes" / "all.msgpack", fsync=False).extend(eps)
+    held_out = []
+    for step, speaks in ((0, lambda c, s: "The target is"), (3, lambda c, s: codes[c, s])):
+        for c, s in codes:
+            held_out.append(episode(
+                [("speaker", 0, speaks(c, s), None, ["listener"]), ("listener", 1, f"{c} {s}", f"{c} {s}", [])],
+                meta={"target": {"colour": c, "shape": s}}, step=step, split="eval", scenario="signalling", answer=f"{c} {s}"))
+            held_out[-1].task.key = f"{c} {s}"  # the same held-out tasks at both evaluations
+    EpisodeLog(tmp_path / "sig" / "episodes" / "all.msgpack", fsync=False).extend(eps + held_out)
     _, path = run_analysis(tmp_path / "sig", progress=False)
     html = path.read_text(encoding="utf-8")
     assert "Signalling structure" in html and "target.colour,target.shape" in html
     assert "<td class=\"num\">1</td>" in html  # rho = 1 and normalised MI = 1 for this code
+    assert 'alt="code structure over training"' in html
+    assert "before and after training" in html and "The target is" in html  # the untrained speaker's message
+    assert "early and late in training" in html and "“ra sq” ×1" in html
 
 
 def test_play_log_without_steps_or_turns(episode, tmp_path):
