@@ -272,3 +272,18 @@ def test_a_forfeit_before_the_scripted_opponent_moves_still_scores_the_model_sid
     episode = env.episode()
     assert episode.scripted == ["player_2"] and [t.agent for t in episode.turns] == ["player_1"]
     assert episode.team_reward() == -1.0 and episode.winner == "player_2"
+
+
+def test_the_readme_connect_four_wrapper_plays_and_passes_the_harness():
+    from multiagent_rl import load_scenario
+
+    scenario = load_scenario("examples/wrap_pettingzoo.py:connect_four")
+    assert scenario.model_agents == ["player_0"]
+    parallel_api_test(scenario.make_env(seed=0), num_cycles=40)
+    env = scenario.make_env(seed=1)
+    env.reset(seed=1)
+    rng = random.Random(0)
+    while env.agents:
+        env.step({"player_0": str(rng.randint(0, 6))})  # legal until a column fills up
+    episode = env.episode()
+    assert episode.winner is not None and sum(not t.scripted for t in episode.turns) >= 4
