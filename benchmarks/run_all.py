@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, TINY, emit, environment
 
-BENCHMARKS = ("rollout", "train", "memory", "critic", "scaling", "vllm", "analysis")
+BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "scaling", "vllm", "analysis")
 
 # Sizes per mode; each benchmark's defaults are the full sizes.
 FULL: dict[str, dict] = {name: {} for name in BENCHMARKS}
@@ -28,6 +28,7 @@ QUICK: dict[str, dict] = {
     "rollout": {"model": TINY, "tasks": 2, "group": 2, "repeats": 1},
     "train": {"model": TINY, "steps": 2, "team_steps": 1, "tasks": 2, "group": 4, "max_new_tokens": 8},
     "memory": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
+    "lengths": {},
     "critic": {"model": TINY, "steps": 2, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "scaling": {"model": TINY, "steps": 2},
     "vllm": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
@@ -48,6 +49,10 @@ def run_one(name: str, options: dict, skip_trl: bool) -> dict:
         from benchmarks import memory
 
         return memory.main(**options)
+    if name == "lengths":
+        from benchmarks import episode_lengths
+
+        return episode_lengths.main(**options)
     if name == "critic":
         from benchmarks import critic_cost
 
