@@ -98,6 +98,7 @@ def rollout(
             env.reset(seed=seed * 100_003 + g * 1_009 + k, options={"task": task})
             envs.append(env)
             groups.append(g)
+    players = resolve_players(scenario, adapters, sampling)
     batch = RolloutBatch()
     bar = tqdm(total=scenario.num_rounds, desc=f"rollout {scenario.name}", disable=not progress, leave=False)
     round_index = 0
@@ -109,15 +110,11 @@ def rollout(
             if env.agents:
                 states[e] = (env.state(), len(env.turns))
             for agent in acting:
-                role = scenario.role(agent)
+                player = players[agent]
                 requests.append(
                     GenerationRequest(
-                        messages=env.chat(agent),
-                        adapter=adapters[agent],
-                        max_new_tokens=role.max_new_tokens or sampling.max_new_tokens or scenario.max_new_tokens,
-                        temperature=_temperature(role, scenario, sampling),
-                        top_p=1.0 if sampling.greedy else sampling.top_p,
-                        tag=(e, agent),
+                        messages=env.chat(agent), adapter=player.adapter, max_new_tokens=player.max_new_tokens,
+                        temperature=player.temperature, top_p=player.top_p, tag=(e, agent),
                     )
                 )
         start = time.perf_counter()
@@ -127,11 +124,10 @@ def rollout(
         actions: list[dict[str, Played]] = [{} for _ in envs]
         for result in results:
             e, agent = result.tag
-            actions[e][agent] = Played(result, adapters[agent])
+            actions[e][agent] = Played(result, players[agent].adapter)
         for e, env in enumerate(envs):
             if env.agents:
                 env.step(actions[e])  # the env keeps each generation's facts on its turn
-        temperatures = {r.tag: r.temperature for r in requests}
         for result in results:
             e, agent = result.tag
             state, turns_before = states[e]
@@ -143,17 +139,17 @@ def rollout(
                     episode=e,
                     group=groups[e],
                     agent=agent,
-                    adapter=adapters[agent],
+                    adapter=players[agent].adapter,
                     round=turns[turn].round,
                     prompt_ids=result.prompt_ids,
                     completion_ids=result.completion_ids,
                     logprobs=result.logprobs,
                     finish_reason=result.finish_reason,
-                    temperature=temperatures[result.tag],
+                    temperature=players[agent].temperature,
                     turn=turn,
                     state=state,
                     reward=turns[turn].reward,
-                    trainable=adapters[agent] is not None and turns[turn].trainable,
+                    trainable=players[agent].adapter is not None and turns[turn].trainable,
                 )
             )
         round_index += 1
@@ -181,10 +177,37 @@ class Played:
         return getattr(self.result, name)
 
 
-def _temperature(role, scenario: Scenario, sampling: Sampling) -> float:
-    """Greedy for evaluation; else the role's own, else the run's, else the scenario's."""
-    if sampling.greedy:
-        return 0.0
-    if role.temperature is not None:
-        return role.temperature
-    return sampling.temperature if sampling.temperature is not None else scenario.temperature
+@dataclass(frozen=True)
+class Player:
+    """Who plays an agent and how: resolved once per rollout, used for its requests, its
+    turns in the env (through `Played`) and its training samples."""
+
+    adapter: str | None  # None: the base model
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+def resolve_players(scenario: Scenario, adapters: Mapping[str, str | None], sampling: Sampling) -> dict[str, Player]:
+    """The player of every model-played agent. Sampling: greedy for evaluation; else the
+    role's own temperature and budget, else the run's, else the scenario's."""
+    players = {}
+    missing = [r.name for r in scenario.roles if not r.scripted and r.name not in adapters]
+    if missing:
+        raise ValueError(f"no adapter given for {', '.join(missing)} (None plays the base model)")
+    for role in scenario.roles:
+        if role.scripted:
+            continue
+        if sampling.greedy:
+            temperature = 0.0
+        elif role.temperature is not None:
+            temperature = role.temperature
+        else:
+            temperature = sampling.temperature if sampling.temperature is not None else scenario.temperature
+        players[role.name] = Player(
+            adapter=adapters[role.name],
+            temperature=temperature,
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            max_new_tokens=role.max_new_tokens or sampling.max_new_tokens or scenario.max_new_tokens,
+        )
+    return players
