@@ -163,7 +163,7 @@ class TeamEnv(ParallelEnv):
             role = self.scenario.role(agent)
             action = actions.get(agent, "")
             if role.scripted:
-                action = self._user(f"the policy of role {agent!r}", lambda: role.policy(self.view, agent))
+                action = self._user(f"the policy of role {agent!r}", lambda r=role, a=agent: r.policy(self.view, a))
             text, cut = clean_text(getattr(action, "text", action), self.max_message_chars)
             routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
             message = Message(
@@ -178,7 +178,7 @@ class TeamEnv(ParallelEnv):
             _take_generation_facts(turn, action)
             self.turns.append(turn)
             if self.scenario.act is not None and self.failure is None:
-                outcome = self._user("act", lambda: self.scenario.act(self.view, agent, text))
+                outcome = self._user("act", lambda a=agent, t=text: self.scenario.act(self.view, a, t))
                 ended = self._apply(turn, outcome, rewards) or ended
             if self.failure is not None:
                 return True  # user code failed: the episode ends here, marked failed
@@ -282,27 +282,6 @@ class TeamEnv(ParallelEnv):
                 raise
             self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
             self.final_rewards, self.reward_terms = {}, {}
-
-    def record_generation(
-        self,
-        agent: str,
-        *,
-        prompt_tokens: int,
-        completion_tokens: int,
-        finish_reason: str | None,
-        adapter: str | None | object = ...,
-    ) -> None:
-        """Attach generation facts to `agent`'s latest turn (called by the rollout after step);
-        `adapter` is what really played the turn (None: the base model)."""
-        for turn in reversed(self.turns):
-            if turn.agent == agent:
-                if adapter is not ...:
-                    turn.adapter = adapter
-                turn.prompt_tokens = prompt_tokens
-                turn.completion_tokens = completion_tokens
-                turn.finish_reason = turn.finish_reason or finish_reason
-                return
-        raise ScenarioError(f"agent {agent!r} has no turn to annotate")
 
     # ----- what agents see ------------------------------------------------------
     def acting_agents(self) -> list[str]:
