@@ -166,7 +166,11 @@ def cmd_play(args) -> int:
     )
     print_transcripts(batch.episodes, prompts=args.show_prompts)
     mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
-    print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}; log: {log.path}")
+    from trainers.metrics import team_reward_stats
+
+    rates = {k: v for k, v in team_reward_stats(batch.episodes).items() if "rate" in k}
+    shown = "".join(f", {k} {v:.3f}" for k, v in sorted(rates.items()))  # games: win, draw, loss, invalid moves
+    print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}{shown}; log: {log.path}")
     return 0
 
 
