@@ -287,3 +287,24 @@ def test_the_readme_connect_four_wrapper_plays_and_passes_the_harness():
         env.step({"player_0": str(rng.randint(0, 6))})  # legal until a column fills up
     episode = env.episode()
     assert episode.winner is not None and sum(not t.scripted for t in episode.turns) >= 4
+
+
+def test_the_analysis_summary_reports_a_games_win_draw_loss_and_invalid_moves():
+    from multiagent_rl.analysis.summary import game_outcomes
+
+    scenario = tictactoe()
+    episodes = []
+    for step, reply in [(0, "no move"), (0, "no move"), (5, "1"), (5, "no move")]:
+        env = scenario.make_env(seed=0, split="eval")
+        env.reset(seed=0)
+        replies = iter(["1", "2", "3", "4", "5", "6", "7", "8", "9"] if reply == "1" else [reply])
+        while env.agents:
+            legal = env.chat("player_1")[-1]["content"].split("Legal moves: ")[1].split("\n")[0].split(", ")
+            move = next(replies, legal[0])
+            env.step({"player_1": move if move in legal or reply != "1" else legal[0]})
+        episodes.append(env.episode(step=step))
+    out = game_outcomes(episodes)
+    wins_late = sum(e.winner == "player_1" for e in episodes[2:])
+    assert out["games: win / draw / loss of the model side, eval step 0 → 5"].startswith("0% / 0% / 100% → ")
+    assert f"→ {50 * wins_late:.0f}%" in out["games: win / draw / loss of the model side, eval step 0 → 5"]
+    assert out["games: invalid moves, eval step 0 → 5"].startswith("100% → ")

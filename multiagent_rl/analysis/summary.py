@@ -92,12 +92,38 @@ def run_summary(analysis: RunAnalysis) -> dict[str, str]:
             f"{top_edge['sender']}→{top_edge['receiver']} {_share(top_edge['adoption_rate'])}" if top_edge else "–"
         ),
     }
+    summary.update(game_outcomes(a.run.episodes))
     if a.ablation_summary:
         top = max(a.ablation_summary, key=lambda r: r["answer_change_rate"] or 0.0)
         summary["strongest causal edge (ablation)"] = f"{top['sender']}→{top['receiver']} {_share(top['answer_change_rate'])}"
     if a.run.notes:
         summary["log problems"] = "; ".join(a.run.notes)
     return summary
+
+
+def game_outcomes(episodes: Sequence[Episode]) -> dict[str, str]:
+    """For games (episodes with a winner): the model-played side's win / draw / loss rates and
+    its invalid moves at the first and the last held-out evaluation (a mean over all agents
+    says nothing in a zero-sum game)."""
+    evals = [e for e in episodes if e.split == "eval" and e.step is not None and e.winner is not None]
+    if not evals:
+        return {}
+    first, last = min(e.step for e in evals), max(e.step for e in evals)
+
+    def rates(step: int) -> tuple[str, str]:
+        chosen = [e for e in evals if e.step == step]
+        sides = [{team for agent, team in e.teams.items() if agent not in e.scripted} for e in chosen]
+        won = sum(e.winner in side for e, side in zip(chosen, sides, strict=True)) / len(chosen)
+        drawn = sum(e.winner == "draw" for e in chosen) / len(chosen)
+        moves = [t for e in chosen for t in e.turns if not t.scripted]
+        invalid = sum(not t.valid for t in moves) / len(moves) if moves else None
+        return f"{_share(won)} / {_share(drawn)} / {_share(1 - won - drawn)}", _share(invalid)
+
+    (wdl_first, bad_first), (wdl_last, bad_last) = rates(first), rates(last)
+    return {
+        f"games: win / draw / loss of the model side, eval step {first} → {last}": f"{wdl_first} → {wdl_last}",
+        f"games: invalid moves, eval step {first} → {last}": f"{bad_first} → {bad_last}",
+    }
 
 
 def unique_names(analyses: Sequence[RunAnalysis]) -> list[str]:
