@@ -35,10 +35,13 @@ def test_one_episode_of_each_scenario_with_the_real_model(embedded, name):
     batch = rollout(scenario, backend, [task], adapters=dict.fromkeys(scenario.agents),
                     sampling=Sampling(greedy=True), split="eval")
     (episode,) = batch.episodes
-    scheduled = sum(len(r) for r in scenario.schedule)
-    assert len(episode.turns) == scheduled
+    if scenario.schedule is not None:
+        assert len(episode.turns) == sum(len(r) for r in scenario.schedule)
+    else:  # the engine decides: a game may end at its first (invalid) move
+        assert 1 <= len(episode.turns) <= scenario.max_turns and not episode.truncated
+    played = [turn for turn in episode.turns if not turn.scripted]
     # Real text, not empty decodes (pad == end-of-turn for this tokenizer).
-    assert all(turn.message.text.strip() for turn in episode.turns)
-    assert all(turn.completion_tokens > 0 for turn in episode.turns)
+    assert all(turn.message.text.strip() for turn in played)
+    assert all(turn.completion_tokens > 0 for turn in played)
     assert set(episode.rewards) == set(scenario.agents)
     assert all(torch.isfinite(torch.tensor(v)) for v in episode.rewards.values())
