@@ -47,7 +47,7 @@ class TurnSample:
     turn: int = 0  # its place in the episode's turns (Episode.turns[turn])
     state: str = ""  # the global state when it was taken (TeamEnv.state(): task, private views, messages)
     reward: float = 0.0  # the reward given at this turn (the episode's final reward is on Episode.rewards)
-    trainable: bool = True  # False: no training sample (the base model played it)
+    trainable: bool = True  # False: no training sample (the base model played it, or the scenario said so)
 
     @property
     def key(self) -> tuple[int, int]:
