@@ -169,7 +169,7 @@ def aec_scenario(
         name=name,
         description=description or f"the PettingZoo game {name}: the engine decides turns, legality and the winner",
         roles=roles,
-        graph=_silent_graph(agents),
+        graph=_table_graph(agents),
         schedule=None,
         make_task=seed_task,
         reward=result_reward(agents),
@@ -193,9 +193,9 @@ def _action_counts(make_env, agents: Sequence[str]) -> list[int]:
     return counts
 
 
-def _silent_graph(agents: Sequence[str]):
-    """Moves are seen through the engine's observations, not as messages: the players still
-    see each other's replies (a complete graph), as a game table would."""
+def _table_graph(agents: Sequence[str]):
+    """Moves reach the players through the engine's observations; the replies themselves go
+    to every player too (a complete graph), as at a game table."""
     from ..graph import complete
 
     return complete(list(agents))
