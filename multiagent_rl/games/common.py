@@ -1,13 +1,15 @@
-"""What every engine wrapper shares: seeded tasks, the engine's result as the episode's
-reward, and the winner read from it."""
+"""What every engine wrapper shares: one role per player, the table graph, seeded tasks,
+the engine's result as the episode's reward, and the winner read from it."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
 
+from ..graph import MessageGraph, complete
 from ..hooks import Outcome
 from ..records import Episode, Task
+from ..scenario import Role
 
 
 def seed_task(rng: random.Random) -> Task:
@@ -37,3 +39,18 @@ def result_reward(agents: Sequence[str]):
         return {a: float(final.get(a, 0.0)) for a in agents} if final is not None else dict.fromkeys(agents, 0.0)
 
     return reward
+
+
+def game_roles(
+    agents: Sequence[str], default_prompt: str, system_prompts: Mapping[str, str] | None, scripted: Mapping | None
+) -> list[Role]:
+    """One role per engine player, each its own team; `default_prompt` may name `{agent}`;
+    a player `scripted` names is played by that policy."""
+    prompts, policies = dict(system_prompts or {}), dict(scripted or {})
+    return [Role(a, prompts.get(a, default_prompt.format(agent=a)), team=a, policy=policies.get(a)) for a in agents]
+
+
+def table_graph(agents: Sequence[str]) -> MessageGraph:
+    """Moves reach the players through the engine's observations; the replies themselves go
+    to every player too (a complete graph), as at a game table."""
+    return complete(list(agents))

@@ -23,8 +23,8 @@ from typing import Any
 
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Role, Scenario, ScenarioError
-from .common import finished, result_reward, seed_task
+from ..scenario import Scenario, ScenarioError
+from .common import finished, game_roles, result_reward, seed_task, table_graph
 from .pettingzoo_aec import discrete_move
 
 
@@ -112,15 +112,9 @@ def openspiel_scenario(
         return outcome
 
     label = name or game_name
-    roles = [
-        Role(a, (system_prompts or {}).get(a, f"You play {game_name} as {a}. Reply with one legal move."), team=a,
-             policy=scripted.get(a))
-        for a in agents
-    ]
-    from ..graph import complete
-
+    roles = game_roles(agents, f"You play {game_name} as {{agent}}. Reply with one legal move.", system_prompts, scripted)
     return Scenario(
-        name=label, description=f"the OpenSpiel game {game_name}", roles=roles, graph=complete(agents),
+        name=label, description=f"the OpenSpiel game {game_name}", roles=roles, graph=table_graph(agents),
         schedule=None, make_task=seed_task, reward=result_reward(agents), turn_order=turn_order,
         init_state=init_state, observe=observe, act=act, max_turns=max_turns,
         team_answer=lambda episode: episode.winner, max_new_tokens=max_new_tokens, train_defaults=train_defaults,

@@ -26,8 +26,8 @@ from typing import Any
 
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Role, Scenario, ScenarioError
-from .common import finished, result_reward, seed_task
+from ..scenario import Scenario, ScenarioError
+from .common import finished, game_roles, result_reward, seed_task, table_graph
 
 INVALID_RULES = ("forfeit", "penalty", "retry")
 
@@ -103,9 +103,10 @@ def aec_scenario(
     episode's rewards (a forfeit: -1 for the forfeiting player, +1 for the others)."""
     if invalid not in INVALID_RULES:
         raise ScenarioError(f"{name}: invalid={invalid!r}; use one of {INVALID_RULES}")
-    probe = make_env()
+    probe = make_env()  # the players, and the actions each has (max_turns' safety net)
     probe.reset(seed=0)
     agents = list(probe.possible_agents)
+    actions = sum(int(getattr(probe.action_space(a), "n", 1)) for a in agents)
     probe.close()
     scripted = dict(scripted or {})
     unknown = [a for a in scripted if a not in agents]
@@ -158,18 +159,14 @@ def aec_scenario(
             return finished(outcome, {a: (-1.0 if a == state.forfeited else 1.0) for a in agents})
         return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents})
 
-    roles = [
-        Role(a, (system_prompts or {}).get(a, f"You play {name} as {a}. Reply with one legal move."), team=a,
-             policy=(lambda v, ag, p=scripted[a]: p(v, ag)) if a in scripted else None)
-        for a in agents
-    ]
+    roles = game_roles(agents, f"You play {name} as {{agent}}. Reply with one legal move.", system_prompts, scripted)
     if max_turns is None:  # a safety net: a game ends itself long before
-        max_turns = 4 * sum(probe_space for probe_space in _action_counts(make_env, agents))
+        max_turns = 4 * actions
     return Scenario(
         name=name,
         description=description or f"the PettingZoo game {name}: the engine decides turns, legality and the winner",
         roles=roles,
-        graph=_table_graph(agents),
+        graph=table_graph(agents),
         schedule=None,
         make_task=seed_task,
         reward=result_reward(agents),
@@ -183,22 +180,6 @@ def aec_scenario(
         temperature=temperature,
         train_defaults=train_defaults,
     )
-
-
-def _action_counts(make_env, agents: Sequence[str]) -> list[int]:
-    env = make_env()
-    env.reset(seed=0)
-    counts = [int(getattr(env.action_space(a), "n", 1)) for a in agents]
-    env.close()
-    return counts
-
-
-def _table_graph(agents: Sequence[str]):
-    """Moves reach the players through the engine's observations; the replies themselves go
-    to every player too (a complete graph), as at a game table."""
-    from ..graph import complete
-
-    return complete(list(agents))
 
 
 def default_render(env, agent: str) -> str:

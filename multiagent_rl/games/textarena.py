@@ -20,8 +20,8 @@ from typing import Any
 
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Role, Scenario, ScenarioError
-from .common import finished, result_reward, seed_task
+from ..scenario import Scenario, ScenarioError
+from .common import finished, game_roles, result_reward, seed_task, table_graph
 
 
 @contextlib.contextmanager
@@ -99,15 +99,9 @@ def textarena_scenario(
         s.player, s.observation = _call(s, s.env.get_observation)
         return outcome
 
-    roles = [
-        Role(a, (system_prompts or {}).get(a, f"You are {a} in a game. Follow the game's instructions exactly."),
-             team=a, policy=(scripted or {}).get(a))
-        for a in agents
-    ]
-    from ..graph import complete
-
+    roles = game_roles(agents, "You are {agent} in a game. Follow the game's instructions exactly.", system_prompts, scripted)
     return Scenario(
-        name=name or env_id, description=f"the TextArena game {env_id}", roles=roles, graph=complete(agents),
+        name=name or env_id, description=f"the TextArena game {env_id}", roles=roles, graph=table_graph(agents),
         schedule=None, make_task=seed_task, reward=result_reward(agents), turn_order=turn_order,
         init_state=init_state, observe=observe, act=act, max_turns=max_turns,
         team_answer=lambda episode: episode.winner, max_new_tokens=max_new_tokens, train_defaults=train_defaults,
