@@ -41,7 +41,7 @@ from multiagent_rl.rollout import RolloutBatch, TurnSample
 from .base import Trainer, TrainerContext, register_estimator, register_trainer
 from .checkpoint import load_optimizer_state, optimizer_state
 from .grpo import episode_advantages
-from .policy import Sample, policy_update
+from .policy import Sample, left_pad, policy_update
 
 VALUE_ADAPTER = "value_critic"
 
@@ -161,11 +161,7 @@ class ValueModel:
     def __call__(self, rows: Sequence[list[int]]) -> torch.Tensor:
         """(B, streams) values of left-padded rows under the value adapter."""
         device = self.head.weight.device
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)  # (B, L)
-        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
-        positions = (attention.cumsum(1) - 1).clamp_min(0)  # (B, L)
+        ids, attention, positions = left_pad(rows, self.tokenizer.pad_token_id or 0, device)  # (B, L) each
         self.peft_model.set_adapter(VALUE_ADAPTER)
         decoder = self.peft_model.get_base_model().get_decoder()  # no LM head: only the hidden state is needed
         autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")

@@ -114,20 +114,24 @@ class Batch:
     window: int  # K
 
 
+def left_pad(rows: Sequence[list[int]], pad_id: int, device: torch.device | str = "cpu"):
+    """Left-padded token rows: (ids, attention, positions as generation saw them), each (B, L),
+    built on the host and moved to `device` in one copy per tensor. Every row ends at the
+    right edge."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device)
+    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    positions = (attention.cumsum(1) - 1).clamp_min(0)  # 0 at each row's first real token
+    return ids, attention, positions
+
+
 def pad_batch(samples: Sequence[Sample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
-    """Left-pad prompt+completion ids; the completion mask covers the last K targets.
-    Built on the host, then moved to `device` (the model's) in one copy per tensor."""
-    seqs = [s.prompt_ids + s.completion_ids for s in samples]
-    width = max(len(x) for x in seqs)
+    """Left-pad prompt+completion ids; the completion mask covers the last K targets."""
+    input_ids, attention, positions = left_pad([s.prompt_ids + s.completion_ids for s in samples], pad_id, device)
     window = max(len(s.completion_ids) for s in samples)
-    ids = [[pad_id] * (width - len(seq)) + seq for seq in seqs]
-    attention = [[0] * (width - len(seq)) + [1] * len(seq) for seq in seqs]
     mask = [[0.0] * (window - len(s.completion_ids)) + [1.0] * len(s.completion_ids) for s in samples]
-    input_ids = torch.tensor(ids, dtype=torch.long, device=device)  # (B, L)
-    attention_t = torch.tensor(attention, dtype=torch.long, device=device)  # (B, L)
     mask_t = torch.tensor(mask, dtype=torch.float32, device=device)  # (B, K)
-    positions = (attention_t.cumsum(1) - 1).clamp_min(0)  # (B, L)
-    return Batch(input_ids, attention_t, positions, mask_t, window)
+    return Batch(input_ids, attention, positions, mask_t, window)
 
 
 def window_logprobs(model, batch: Batch, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
