@@ -123,6 +123,10 @@ class Episode(BaseModel):
                 out[turn.agent] = out.get(turn.agent, 0.0) + turn.reward
         return out
 
+    def model_teams(self) -> set[str]:
+        """The teams of the agents a model plays (scripted agents left out)."""
+        return {team for agent, team in self.teams.items() if agent not in self.scripted}
+
     def team_reward(self) -> float:
         """Mean whole reward over the model-played agents (the team's score for cooperative
         scenarios; a scripted opponent's reward does not count)."""

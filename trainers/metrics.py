@@ -36,7 +36,7 @@ def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> di
 def _played(episode: Episode) -> tuple[list[str], str | None, int, int]:
     """(the model-played agents' teams, the winner, model turns, invalid model turns)."""
     model = [t for t in episode.turns if not t.scripted]
-    teams = sorted({team for agent, team in episode.teams.items() if agent not in episode.scripted})
+    teams = sorted(episode.model_teams())
     return teams, episode.winner, len(model), sum(not t.valid for t in model)
 
 

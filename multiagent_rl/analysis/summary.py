@@ -112,8 +112,7 @@ def game_outcomes(episodes: Sequence[Episode]) -> dict[str, str]:
 
     def rates(step: int) -> tuple[str, str]:
         chosen = [e for e in evals if e.step == step]
-        sides = [{team for agent, team in e.teams.items() if agent not in e.scripted} for e in chosen]
-        won = sum(e.winner in side for e, side in zip(chosen, sides, strict=True)) / len(chosen)
+        won = sum(e.winner in e.model_teams() for e in chosen) / len(chosen)
         drawn = sum(e.winner == "draw" for e in chosen) / len(chosen)
         moves = [t for e in chosen for t in e.turns if not t.scripted]
         invalid = sum(not t.valid for t in moves) / len(moves) if moves else None
