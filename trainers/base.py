@@ -14,6 +14,7 @@ adapters. A third-party trainer registers itself:
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.metadata
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class TrainerContext:
     policy_adapters: list[str]  # the adapters the trainer updates (never a frozen one)
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """Base of every trainer: owns the policy optimizer and scheduler; subclasses turn a
     rollout batch into advantages and an update (`update`), and may keep state of their
     own in checkpoints (`save` / `load`, safetensors and JSON only)."""
@@ -66,16 +67,18 @@ class Trainer:
         # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
         self.optimizer, self.scheduler = ctx.accelerator.prepare(optimizer, scheduler)
 
+    @abc.abstractmethod
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """Advantages from `batch` and one update of the policy adapters; returns metrics
         (the same on every rank). Episodes whose reward failed must not train."""
-        raise NotImplementedError
 
     def save(self, folder: Path) -> None:
         """Write this trainer's own state into a checkpoint folder being built."""
+        return None  # by default a trainer keeps nothing beyond the optimizer the loop saves
 
     def load(self, folder: Path) -> None:
         """Restore what `save` wrote."""
+        return None
 
     def update_settings(self) -> UpdateSettings:
         cfg = self.ctx.config
