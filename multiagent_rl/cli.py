@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, ConfigLayers, load_config
 from .graph import GraphError
 from .models import ModelError
 from .scenario import ScenarioError, list_scenarios, load_scenario
@@ -244,15 +244,15 @@ def cmd_train(args) -> int:
     saved = run_dir / "config.yaml"
     if saved.is_file():  # resuming: start from the run's own resolved config
         base = yaml.safe_load(saved.read_text()) or {}
-    overrides = [f"scenario={args.scenario}", *args.overrides]
-    config = load_config(args.config, overrides, base=base)
-    if base and base.get("scenario") != config.scenario:
-        raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {config.scenario!r}")
-    scenario = load_scenario(config.scenario, **config.scenario_options)
+    layers = ConfigLayers.read(args.config, [f"scenario={args.scenario}", *args.overrides], base=base)
+    name, options = layers.scenario()
+    if base and base.get("scenario") != name:
+        raise UsageError(f"{run_dir} is a run of {base.get('scenario')!r}, not {name!r}")
+    scenario = load_scenario(name, **options)
     sources: dict[str, str] = {}
     # The scenario's recommended settings sit under everything the user gave (and, on resume,
     # under the run's own config.yaml, which already holds every setting).
-    config = load_config(args.config, overrides, base=base, scenario_defaults=scenario.train_defaults, sources=sources)
+    config = layers.resolve(scenario.train_defaults, sources)
     sources["scenario"] = "the command line"
     run = Run(config, run_dir, scenario=scenario, allow_changes=args.allow_changes, config_sources=sources)
     summary = run.train()

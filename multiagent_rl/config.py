@@ -7,11 +7,21 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -45,6 +55,7 @@ class GRPOConfig(BaseModel):
     """`trainer: grpo`: per-agent group-relative advantages (one outcome per episode)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    advantage: str = Field("group", description="The advantage estimator (trainers/base.py registry): group-relative outcomes.")
     scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
     reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
     credit: Literal["outcome", "discounted"] = Field(
@@ -59,6 +70,9 @@ class CriticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
     model: str | None = Field(
         None, description="None: the policy's base model with its own LoRA adapter (no second copy); else a separate model."
+    )
+    advantage: str = Field(
+        "gae", description="The advantage estimator (trainers/base.py registry); it sees chunks of whole episodes."
     )
     value_per: Literal["team", "agent"] = Field(
         "team", description="One value per team (cooperative: one for all) or one per agent (rewards that differ by agent)."
@@ -211,42 +225,95 @@ def load_config(
     """A validated TrainConfig. Layers, each over the one before: the built-in defaults, the
     scenario's recommended settings (`scenario_defaults`, dotted keys), `base` (a run folder's
     config.yaml), the YAML file at `path` (a section there replaces the layers' section),
-    then `key=value` overrides. `sources`, if given, is filled with key -> the layer it came from."""
-    data: dict[str, Any] = {}
-    record = sources if sources is not None else {}
-    for key, value in (scenario_defaults or {}).items():
-        _set_dotted(data, key, value)
-        record[key] = "the scenario's recommended settings"
-    data.update(base or {})
-    record.update(dict.fromkeys(base or {}, "the run folder's config.yaml"))
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
+    then `key=value` overrides. `sources`, if given, is filled with key -> the layer it came from.
+    `ConfigLayers` does the same in two halves, for a caller that must first learn the scenario."""
+    return ConfigLayers.read(path, overrides, base).resolve(scenario_defaults, sources)
+
+
+@dataclass(frozen=True)
+class ConfigLayers:
+    """What the user gave, read once and not yet validated: `base` (a run folder's config.yaml),
+    the YAML file at `path`, then `key=value` overrides. The scenario they pick is known before
+    the whole config is, so its recommended settings can go under them:
+
+    >>> layers = ConfigLayers.read("examples/demo.yaml", ["scenario=debate", "steps=5"])  # doctest: +SKIP
+    >>> name, options = layers.scenario()                                                   # doctest: +SKIP
+    >>> config = layers.resolve(load_scenario(name, **options).train_defaults)              # doctest: +SKIP
+    """
+
+    base: dict[str, Any]
+    file: dict[str, Any]
+    file_name: str | None
+    overrides: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def read(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+             base: dict | None = None) -> ConfigLayers:
+        file = _read_config_file(Path(path)) if path is not None else {}
+        parsed = tuple(parse_override(item) for item in overrides or [])
+        return cls(dict(base or {}), file, str(Path(path)) if path is not None else None, parsed)
+
+    def scenario(self) -> tuple[str, dict[str, Any]]:
+        """(scenario name or path, its options) as the layers give them, checked as `resolve`
+        checks them; nothing else is validated yet."""
+        data = self._merged({}, {})
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not text (byte {exc.start} is not UTF-8); give a YAML file") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
-        data.update(loaded)
-        for key in loaded:
+            choice = _ScenarioChoice.model_validate({k: data[k] for k in _ScenarioChoice.model_fields if k in data})
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from exc
+        return choice.scenario, dict(choice.scenario_options)
+
+    def resolve(self, scenario_defaults: dict[str, Any] | None = None,
+                sources: dict[str, str] | None = None) -> TrainConfig:
+        """The validated TrainConfig, `scenario_defaults` (dotted keys) under every layer;
+        `sources`, if given, is filled with key -> the layer it came from."""
+        data = self._merged(scenario_defaults or {}, sources if sources is not None else {})
+        try:
+            return TrainConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from exc
+
+    def _merged(self, scenario_defaults: dict[str, Any], record: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, value in scenario_defaults.items():
+            _set_dotted(data, key, value)
+            record[key] = "the scenario's recommended settings"
+        data.update(copy.deepcopy(self.base))  # the overrides below write into sections
+        record.update(dict.fromkeys(self.base, "the run folder's config.yaml"))
+        data.update(copy.deepcopy(self.file))
+        for key in self.file:
             for known in [k for k in record if k == key or k.startswith(f"{key}.")]:
                 del record[known]  # the file's section replaces what the layers below said
-            record[key] = f"config file {p}"
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(data, key, value)
-        record[key] = "--set"
+            record[key] = f"config file {self.file_name}"
+        for key, value in self.overrides:
+            _set_dotted(data, key, value)
+            record[key] = "--set"
+        return data
+
+
+def _read_config_file(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from exc
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not text (byte {exc.start} is not UTF-8); give a YAML file") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
+    return loaded
+
+
+# The two settings that pick the scenario, checked by TrainConfig's own field definitions.
+_ScenarioChoice = create_model(
+    "ScenarioChoice",
+    scenario=(str, TrainConfig.model_fields["scenario"]),
+    scenario_options=(dict[str, Any], TrainConfig.model_fields["scenario_options"]),
+)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -127,6 +127,82 @@ def test_console_script_bad_command_exits_2_without_traceback():
     assert done.stderr.startswith("multiagent-rl: error: ")
 
 
+# ----- the config of `train`, resolved once ----------------------------------------------------
+class FakeRun:
+    """Stands in for trainers.loop.Run: keeps what `train` built and trains nothing."""
+
+    made: list[FakeRun] = []
+
+    def __init__(self, config, run_dir, scenario=None, allow_changes=False, config_sources=None):
+        self.config, self.scenario, self.sources = config, scenario, config_sources
+        self.ranks = type("Ranks", (), {"is_main": False})()
+        FakeRun.made.append(self)
+
+    def train(self) -> dict:
+        return {}
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    import trainers.loop
+
+    FakeRun.made = []
+    monkeypatch.setattr(trainers.loop, "Run", FakeRun)
+    return FakeRun.made
+
+
+def test_train_reads_and_validates_its_config_once(fake_run, monkeypatch, capsys, tmp_path):
+    import multiagent_rl.config as config_module
+
+    calls = {"read": 0, "resolve": 0}
+    read_file, resolve = config_module._read_config_file, config_module.ConfigLayers.resolve
+
+    def counted_read(path):
+        calls["read"] += 1
+        return read_file(path)
+
+    def counted_resolve(self, *args, **kwargs):
+        calls["resolve"] += self.file_name == str(file)  # not the scenario's check of its own defaults
+        return resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(config_module, "_read_config_file", counted_read)
+    monkeypatch.setattr(config_module.ConfigLayers, "resolve", counted_resolve)
+    file = tmp_path / "c.yaml"
+    file.write_text("lr: 0.002\nscenario_options:\n  K: 3\n")
+    code, _, err = run_cli(capsys, "train", "signalling", "--out", str(tmp_path / "run"), "--config", str(file),
+                           "--set", "scenario_options.message_tokens=2")
+    assert code == 0, err
+    assert calls == {"read": 1, "resolve": 1}
+    (run,) = fake_run
+    assert run.scenario.name == "signalling" and run.config.scenario_options == {"K": 3, "message_tokens": 2}
+    assert run.config.lr == 0.002 and run.config.group_size == 8  # the file over the scenario's recommended 1e-3
+    assert run.sources["scenario"] == "the command line" and run.sources["group_size"].startswith("the scenario's")
+
+
+def test_set_scenario_picks_the_scenario_and_its_options(fake_run, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "debate", "--out", str(tmp_path / "run"), "--set", "scenario=signalling",
+                           "--set", "scenario_options.K=3")
+    assert code == 0, err
+    assert fake_run[0].scenario.name == "signalling" and fake_run[0].config.scenario_options == {"K": 3}
+
+
+def test_a_bad_scenario_choice_is_one_line_before_the_scenario_loads(fake_run, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "signalling", "--out", str(tmp_path), "--set", "scenario_options=3")
+    assert_one_line_error(code, err, "'scenario_options'", "dictionary")
+    code, _, err = run_cli(capsys, "train", "signalling", "--out", str(tmp_path), "--set", "scenario_options.K=x")
+    assert_one_line_error(code, err, "K")  # the scenario's own option check
+    assert not fake_run
+
+
+def test_resuming_a_run_of_another_scenario_is_refused(fake_run, capsys, tmp_path):
+    (tmp_path / "config.yaml").write_text("scenario: signalling\nscenario_options: {}\n")
+    code, _, err = run_cli(capsys, "train", "debate", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "is a run of 'signalling', not 'debate'")
+    code, _, err = run_cli(capsys, "train", "signalling", "--out", str(tmp_path), "--set", "scenario=debate")
+    assert_one_line_error(code, err, "is a run of 'signalling', not 'debate'")
+    assert not fake_run
+
+
 # ----- a tiny run end to end ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(single_thread, tmp_path_factory):
