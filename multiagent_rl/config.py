@@ -183,6 +183,17 @@ class TrainConfig(BaseModel):
     def _moved_keys(cls, data: Any) -> Any:
         return move_flat_keys(data) if isinstance(data, dict) else data
 
+    @model_validator(mode="after")
+    def _groups_for_grpo(self) -> TrainConfig:
+        # GRPO's advantage is a reward minus its group's mean: a group of one is always 0,
+        # so every step would be skipped and nothing would train.
+        if self.trainer == "grpo" and self.group_size < 2:
+            raise ValueError(
+                f"trainer=grpo with group_size={self.group_size} trains nothing (a group of one has no "
+                "relative advantage): set group_size >= 2, or trainer=critic"
+            )
+        return self
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
@@ -321,6 +332,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "(config)"
     if first["type"] == "extra_forbidden":
         return f"unknown config key {key!r}; known keys: {', '.join(TrainConfig.model_fields)}"
+    if not first["loc"] and first["type"] == "value_error":  # a check of several keys: its message names them
+        return str(first["ctx"]["error"])
     return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
 
 
