@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -366,8 +367,18 @@ def save_config(config: TrainConfig, path: str | Path, sources: dict[str, str] |
         lines.append("# Where each came from (settings not listed are the built-in defaults):")
         lines += [f"#   {key}: {where}" for key, where in sorted(sources.items())]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n" + yaml.safe_dump(config.model_dump(), sort_keys=False))
+    # Synced like the run folder's other files (trainers/durable.py, which this low layer does
+    # not import): the data before the rename, the folder's entry after it.
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n" + yaml.safe_dump(config.model_dump(), sort_keys=False))
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def check_train_defaults(defaults: dict[str, Any], where: str) -> None:
