@@ -19,10 +19,10 @@ def make_accelerator(config: TrainConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    trackers = check_trackers(config.log_with)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, config.mixed_precision):
         AcceleratorState._reset_state()
-    trackers = [t for t in config.log_with if t]
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
@@ -30,6 +30,29 @@ def make_accelerator(config: TrainConfig, run_dir: Path):
         project_dir=str(run_dir),
         step_scheduler_with_optimizer=False,
     )
+
+
+def check_trackers(log_with: list[str]) -> list[str]:
+    """The `log_with` trackers, each one accelerate knows and whose package is installed:
+    accelerate itself would only warn and train with no tracking.
+
+    >>> check_trackers(["wandb"])   # doctest: +SKIP
+    ConfigError: log_with: wandb is not installed; pip install wandb (or drop it from log_with)
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    installed = {str(t) for t in get_available_trackers()}
+    trackers = [t for t in log_with if t]
+    for name in trackers:
+        if name == LoggerType.ALL.value:  # every installed tracker, whichever they are
+            continue
+        if name not in LOGGER_TYPE_TO_CLASS:  # the built-in ones and any registered with accelerate
+            known = ", ".join([LoggerType.ALL.value, *LOGGER_TYPE_TO_CLASS])
+            raise ConfigError(f"log_with: unknown tracker {name!r}; accelerate knows: {known}")
+        if name in LoggerType and name not in installed:  # the package is named as the tracker
+            raise ConfigError(f"log_with: {name} is not installed; pip install {name} (or drop it from log_with)")
+    return trackers
 
 
 def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, processes: int = 1) -> None:
