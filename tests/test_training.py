@@ -25,7 +25,7 @@ from multiagent_rl import (
 )
 from multiagent_rl.config import load_config
 from multiagent_rl.rollout import rollout
-from trainers.checkpoint import latest_checkpoint
+from trainers.checkpoint import resumable_checkpoint
 from trainers.loop import Run, team_reward_stats
 from trainers.policy import Sample, UpdateSettings, policy_update
 
@@ -247,17 +247,7 @@ def test_checkpoints_hold_no_pickle(run_a):
     live = lora_state(run.model, "solver")
     assert len(saved) == len(live)
     assert all(any(torch.equal(t, v) for v in live.values()) for t in saved.values())
-    assert latest_checkpoint(run.run_dir) == (2, step2)
-
-
-def test_latest_checkpoint_ignores_temporary_and_incomplete_folders(tmp_path):
-    root = tmp_path / "checkpoints"
-    for name, complete_ in [("step-3", True), (".tmp-step-9", True), ("step-7", False), ("step-x", True)]:
-        (root / name).mkdir(parents=True)
-        if complete_:
-            (root / name / "trainer_state.json").write_text("{}")
-    assert latest_checkpoint(tmp_path) == (3, root / "step-3")
-    assert latest_checkpoint(tmp_path / "nothing-here") is None
+    assert resumable_checkpoint(run.run_dir) == ((2, step2), [])  # the newest verifies
 
 
 REQUIRED = [
@@ -293,7 +283,7 @@ def test_all_equal_rewards_show_a_skipped_update(single_thread, tmp_path):
     assert m["update/informative_samples"] == 0
     after = lora_state(run.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
-    assert latest_checkpoint(tmp_path)[0] == 1  # a checkpoint with an empty optimizer state still saves
+    assert resumable_checkpoint(tmp_path)[0][0] == 1  # a checkpoint with an empty optimizer state still saves
 
 
 def test_a_skipped_step_still_logs_every_metric(single_thread, tmp_path):

@@ -39,13 +39,6 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step-{step}"
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """The highest complete-looking `checkpoints/step-N` (temporary folders are ignored; nothing
-    is verified: `resumable_checkpoint` is what resumes)."""
-    found = [(step, p) for step, p in step_dirs(run_dir) if (p / "trainer_state.json").is_file()]
-    return found[-1] if found else None
-
-
 def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     """Every `checkpoints/step-N` folder, oldest first (temporary folders are not among them)."""
     root = Path(run_dir) / "checkpoints"
