@@ -134,15 +134,3 @@ def load_adapter_weights(peft_model, adapters_dir: str | Path) -> list[str]:
         loaded.append(folder.name)
     return loaded
 
-
-def load_adapters(model, adapters_dir: str | Path, trainable: bool = False):
-    """A PeftModel over `model` with every adapter found in `adapters_dir/<name>/`."""
-    from peft import PeftModel
-
-    folders = [f for f in sorted(Path(adapters_dir).iterdir()) if (f / "adapter_config.json").is_file()]
-    if not folders:
-        raise ScenarioError(f"no peft adapters (adapter_config.json) under {adapters_dir}")
-    peft_model = PeftModel.from_pretrained(model, folders[0], adapter_name=folders[0].name, is_trainable=trainable)
-    for folder in folders[1:]:
-        peft_model.load_adapter(folder, adapter_name=folder.name, is_trainable=trainable)
-    return peft_model
