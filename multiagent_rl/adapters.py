@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import LoraConfig
 from .scenario import Scenario, ScenarioError
 
 SHARED_ADAPTER = "shared"
@@ -29,6 +30,11 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+
+    @classmethod
+    def from_config(cls, lora: LoraConfig) -> LoraSettings:
+        """The settings of a run's `lora:` section (`config.LoraConfig`): the one conversion."""
+        return cls(lora.rank, lora.alpha, lora.dropout, list(lora.target_modules))
 
 
 def adapter_map(scenario: Scenario, mode: str = "per_role") -> dict[str, str]:
