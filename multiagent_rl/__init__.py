@@ -18,23 +18,21 @@ from .graph import (
 )
 from .hooks import EpisodeView, Outcome
 from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
-from .rewards import RewardTerm, WeightedReward, weighted
-from .scenario import (
-    Role,
-    Scenario,
-    ScenarioError,
+from .registry import list_scenarios, load_scenario, register
+from .rewards import (
+    RewardTerm,
+    WeightedReward,
     answered,
     bare_number_replies,
     blend,
     individual_rewards,
     latest_answers,
-    list_scenarios,
-    load_scenario,
     majority_answer,
-    register,
     team_reward,
+    weighted,
     zero_sum,
 )
+from .scenario import Role, Scenario, ScenarioError
 from .task_sources import TaskDataError, TaskTable, tasks_from
 
 __all__ = [

@@ -1,5 +1,7 @@
-"""Rewards as weighted, named terms (TRL's `reward_funcs` with `reward_weights`): the total
-trains, and every term is kept per agent, so each part of a reward can be watched moving.
+"""Rewards: the helpers a reward function is written with (`team_reward`, `zero_sum`,
+`blend`, `answered`, ...), the check every reward passes (`check_rewards`), and rewards as
+weighted, named terms (TRL's `reward_funcs` with `reward_weights`): the total trains, and
+every term is kept per agent, so each part of a reward can be watched moving.
 
 >>> reward = weighted(
 ...     RewardTerm("correct", lambda task, ep: float(answers_match(ep.team_answer, task.answer)), 0.9),
@@ -14,9 +16,12 @@ A term returns {agent: value}, or one float that every agent gets. Plain reward 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .answers import is_bare_number
+from .errors import ScenarioError
 from .records import Episode, Task
 
 TermFn = Callable[[Task, Episode], "Mapping[str, float] | float"]
@@ -75,3 +80,109 @@ class WeightedReward:
 def weighted(*terms: RewardTerm) -> WeightedReward:
     """`weighted(RewardTerm("correct", fn, 0.9), RewardTerm("format", fn2, 0.1))`."""
     return WeightedReward(terms)
+
+
+# ----- reward helpers ---------------------------------------------------------
+def majority_answer(episode: Episode, agents: Iterable[str]) -> str | None:
+    """Most common answer among `agents`' latest messages; ties go to the earliest agent listed."""
+    latest: dict[str, str | None] = {}
+    for turn in episode.turns:
+        latest[turn.agent] = turn.message.answer
+    votes = [latest.get(a) for a in agents if latest.get(a) is not None]
+    if not votes:
+        return None
+    counts = Counter(votes)
+    best = max(counts.values())
+    return next(v for v in votes if counts[v] == best)
+
+
+def check_rewards(raw: Mapping[str, float], agents: Sequence[str], where: str = "reward") -> dict[str, float]:
+    """`raw` as one finite float per agent of `agents`, else ScenarioError naming `where` and the
+    bad entry (a missing or unknown agent, a value that is no number or not finite)."""
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(f"{where} must return a dict agent -> float, got {type(raw).__name__}")
+    missing = [a for a in agents if a not in raw]
+    if missing:
+        raise ScenarioError(f"{where} is missing agents: {', '.join(missing)}")
+    extra = [a for a in raw if a not in agents]
+    if extra:
+        raise ScenarioError(f"{where} names unknown agents: {', '.join(map(str, extra))}")
+    out: dict[str, float] = {}
+    for agent in agents:
+        try:
+            value = float(raw[agent])
+        except (TypeError, ValueError) as exc:
+            raise ScenarioError(f"{where} for {agent!r} is not a number: {raw[agent]!r}") from exc
+        if not math.isfinite(value):
+            raise ScenarioError(f"{where} for {agent!r} is {value}; rewards must be finite")
+        out[agent] = value
+    return out
+
+
+def team_reward(value: float, agents: Iterable[str]) -> dict[str, float]:
+    """Every member gets the same value: `team_reward(1.0, ["a", "b"]) == {"a": 1.0, "b": 1.0}`."""
+    return {a: float(value) for a in agents}
+
+
+def individual_rewards(values: Mapping[str, float]) -> dict[str, float]:
+    """Each agent its own value (a copy, as floats)."""
+    return {a: float(v) for a, v in values.items()}
+
+
+def latest_answers(episode: Episode, agents: Iterable[str]) -> dict[str, str | None]:
+    """Each agent's parsed answer in its latest message (None: it never answered)."""
+    latest: dict[str, str | None] = dict.fromkeys(agents)
+    for turn in episode.turns:
+        if turn.agent in latest:
+            latest[turn.agent] = turn.message.answer
+    return latest
+
+
+def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
+    """1.0 for each agent whose latest message carries a parseable answer, else 0.0
+    (the usual format bonus, to blend with a team reward)."""
+    return {a: float(answer is not None) for a, answer in latest_answers(episode, agents).items()}
+
+
+def bare_number_replies(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
+    """For each agent, the share of its messages that are a number and nothing else (0.0 if
+    it never spoke): a format bonus for "reply with only the number" that, unlike
+    `answered`, does not pay for a long reply that happens to end in a number."""
+    counts = {a: [0, 0] for a in agents}
+    for turn in episode.turns:
+        if turn.agent in counts:
+            counts[turn.agent][0] += is_bare_number(turn.message.text)
+            counts[turn.agent][1] += 1
+    return {a: bare / total if total else 0.0 for a, (bare, total) in counts.items()}
+
+
+def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:
+    """Zero-sum between teams: each team gets its score minus the mean team score,
+    split evenly among its members, so all agents' rewards sum to zero.
+
+    >>> zero_sum({"red": 3.0, "blue": 1.0}, {"a": "red", "b": "blue"})
+    {'a': 1.0, 'b': -1.0}
+    """
+    members: dict[str, list[str]] = {}
+    for agent, team in teams.items():
+        members.setdefault(team, []).append(agent)
+    if not members:
+        raise ScenarioError("zero_sum needs at least one agent in a team")
+    unknown = [t for t in members if t not in team_scores]
+    if unknown:
+        raise ScenarioError(f"zero_sum: no score for team {unknown[0]!r}; scores given for {sorted(team_scores)}")
+    mean = sum(team_scores[t] for t in members) / len(members)
+    return {
+        agent: (team_scores[team] - mean) / len(members[team])
+        for team, agents in members.items()
+        for agent in agents
+    }
+
+
+def blend(first: Mapping[str, float], second: Mapping[str, float], weight: float) -> dict[str, float]:
+    """(1 - weight) * first + weight * second, per agent (e.g. team and individual rewards)."""
+    if set(first) != set(second):
+        raise ScenarioError(f"blend: agents differ: {sorted(first)} vs {sorted(second)}")
+    if not 0.0 <= weight <= 1.0:
+        raise ScenarioError(f"blend weight must be in [0, 1], got {weight}")
+    return {a: (1 - weight) * float(first[a]) + weight * float(second[a]) for a in first}

@@ -1,4 +1,6 @@
-"""Declaring a scenario in plain Python: roles, message graph, schedule, tasks, rewards.
+"""Declaring a scenario in plain Python (roles, message graph, schedule, tasks, rewards) and
+checking the declaration. The helpers reward functions use are in `rewards`; finding a
+scenario by name or file (`load_scenario`) is in `registry`.
 
 >>> from multiagent_rl import Scenario, Role, Task, complete, team_reward, answers_match
 >>> def make_task(rng):
@@ -19,35 +21,27 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import math
 import random
-import sys
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .answers import is_bare_number, parse_answer
+from .answers import parse_answer
 from .config import ConfigError, check_train_defaults
-from .contain import describe_failure
+from .errors import ScenarioError
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, Task
-from .rewards import WeightedReward
+from .rewards import WeightedReward, check_rewards, majority_answer
 from .task_sources import TaskTable
 
 if TYPE_CHECKING:
     from .env import TeamEnv
 
-ENTRY_POINT_GROUP = "multiagent_rl.scenarios"
+__all__ = ["SPLITS", "Role", "Scenario", "ScenarioError"]
+
 SPLITS = ("train", "eval")
-
-
-class ScenarioError(ValueError):
-    """A scenario declaration or its output is invalid; the message names the problem."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +132,6 @@ class Scenario:
         split_key: Callable[[Task], str] | None = None,
         max_new_tokens: int = 48,
         temperature: float = 1.0,
-        options: Mapping[str, Any] | None = None,
         train_defaults: Mapping[str, Any] | None = None,
     ):
         self.name = name
@@ -160,7 +153,6 @@ class Scenario:
         self.split_key = split_key
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        self.options = dict(options or {})
         self.train_defaults = dict(train_defaults or {})
         self.validate()
 
@@ -319,7 +311,9 @@ class Scenario:
 
     def make_env(self, seed: int | None = None, **kwargs: Any) -> TeamEnv:
         """A PettingZoo ParallelEnv playing this scenario (see `TeamEnv`)."""
-        from .env import TeamEnv  # env sits a layer above; imported on use
+        # env sits a layer above (it plays a Scenario): imported on use, the one upward
+        # import of this module.
+        from .env import TeamEnv
 
         return TeamEnv(self, seed=seed, **kwargs)
 
@@ -327,200 +321,14 @@ class Scenario:
         return f"Scenario({self.name!r}, agents={self.agents}, rounds={self.num_rounds})"
 
 
-def majority_answer(episode: Episode, agents: Iterable[str]) -> str | None:
-    """Most common answer among `agents`' latest messages; ties go to the earliest agent listed."""
-    latest: dict[str, str | None] = {}
-    for turn in episode.turns:
-        latest[turn.agent] = turn.message.answer
-    votes = [latest.get(a) for a in agents if latest.get(a) is not None]
-    if not votes:
-        return None
-    counts = Counter(votes)
-    best = max(counts.values())
-    return next(v for v in votes if counts[v] == best)
+# Until cli.py and trainers/loop.py import the registry from `registry` (as everything else
+# does), its names are still found here, on use: a top-level import would be a circle.
+_MOVED_TO_REGISTRY = ("ENTRY_POINT_GROUP", "list_scenarios", "load_scenario", "register")
 
 
-# ----- reward helpers ---------------------------------------------------------
-def check_rewards(raw: Mapping[str, float], agents: Sequence[str], where: str = "reward") -> dict[str, float]:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where} must return a dict agent -> float, got {type(raw).__name__}")
-    missing = [a for a in agents if a not in raw]
-    if missing:
-        raise ScenarioError(f"{where} is missing agents: {', '.join(missing)}")
-    extra = [a for a in raw if a not in agents]
-    if extra:
-        raise ScenarioError(f"{where} names unknown agents: {', '.join(map(str, extra))}")
-    out: dict[str, float] = {}
-    for agent in agents:
-        try:
-            value = float(raw[agent])
-        except (TypeError, ValueError) as exc:
-            raise ScenarioError(f"{where} for {agent!r} is not a number: {raw[agent]!r}") from exc
-        if not math.isfinite(value):
-            raise ScenarioError(f"{where} for {agent!r} is {value}; rewards must be finite")
-        out[agent] = value
-    return out
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_REGISTRY:
+        from . import registry
 
-
-def team_reward(value: float, agents: Iterable[str]) -> dict[str, float]:
-    """Every member gets the same value: `team_reward(1.0, ["a", "b"]) == {"a": 1.0, "b": 1.0}`."""
-    return {a: float(value) for a in agents}
-
-
-def individual_rewards(values: Mapping[str, float]) -> dict[str, float]:
-    """Each agent its own value (a copy, as floats)."""
-    return {a: float(v) for a, v in values.items()}
-
-
-def latest_answers(episode: Episode, agents: Iterable[str]) -> dict[str, str | None]:
-    """Each agent's parsed answer in its latest message (None: it never answered)."""
-    latest: dict[str, str | None] = dict.fromkeys(agents)
-    for turn in episode.turns:
-        if turn.agent in latest:
-            latest[turn.agent] = turn.message.answer
-    return latest
-
-
-def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
-    """1.0 for each agent whose latest message carries a parseable answer, else 0.0
-    (the usual format bonus, to blend with a team reward)."""
-    return {a: float(answer is not None) for a, answer in latest_answers(episode, agents).items()}
-
-
-def bare_number_replies(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
-    """For each agent, the share of its messages that are a number and nothing else (0.0 if
-    it never spoke): a format bonus for "reply with only the number" that, unlike
-    `answered`, does not pay for a long reply that happens to end in a number."""
-    counts = {a: [0, 0] for a in agents}
-    for turn in episode.turns:
-        if turn.agent in counts:
-            counts[turn.agent][0] += is_bare_number(turn.message.text)
-            counts[turn.agent][1] += 1
-    return {a: bare / total if total else 0.0 for a, (bare, total) in counts.items()}
-
-
-def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:
-    """Zero-sum between teams: each team gets its score minus the mean team score,
-    split evenly among its members, so all agents' rewards sum to zero.
-
-    >>> zero_sum({"red": 3.0, "blue": 1.0}, {"a": "red", "b": "blue"})
-    {'a': 1.0, 'b': -1.0}
-    """
-    members: dict[str, list[str]] = {}
-    for agent, team in teams.items():
-        members.setdefault(team, []).append(agent)
-    if not members:
-        raise ScenarioError("zero_sum needs at least one agent in a team")
-    unknown = [t for t in members if t not in team_scores]
-    if unknown:
-        raise ScenarioError(f"zero_sum: no score for team {unknown[0]!r}; scores given for {sorted(team_scores)}")
-    mean = sum(team_scores[t] for t in members) / len(members)
-    return {
-        agent: (team_scores[team] - mean) / len(members[team])
-        for team, agents in members.items()
-        for agent in agents
-    }
-
-
-def blend(first: Mapping[str, float], second: Mapping[str, float], weight: float) -> dict[str, float]:
-    """(1 - weight) * first + weight * second, per agent (e.g. team and individual rewards)."""
-    if set(first) != set(second):
-        raise ScenarioError(f"blend: agents differ: {sorted(first)} vs {sorted(second)}")
-    if not 0.0 <= weight <= 1.0:
-        raise ScenarioError(f"blend weight must be in [0, 1], got {weight}")
-    return {a: (1 - weight) * float(first[a]) + weight * float(second[a]) for a in first}
-
-
-# ----- registry ---------------------------------------------------------------
-ScenarioFactory = Callable[..., Scenario]
-_REGISTRY: dict[str, ScenarioFactory] = {}
-
-
-def register(name: str, factory: ScenarioFactory | Scenario | None = None):
-    """Register a scenario factory (or instance) under `name`; usable as a decorator.
-
-    >>> @register("duo")          # doctest: +SKIP
-    ... def make_duo(**options): ...
-    """
-
-    def add(item: ScenarioFactory | Scenario):
-        _REGISTRY[name] = (lambda **_: item) if isinstance(item, Scenario) else item
-        return item
-
-    return add(factory) if factory is not None else add
-
-
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def list_scenarios() -> list[str]:
-    """Names of registered and installed (entry-point) scenarios."""
-    return sorted(set(_REGISTRY) | set(_entry_points()))
-
-
-def load_scenario(spec: str, **options: Any) -> Scenario:
-    """A scenario by registry name (`"debate"`) or from a file (`"path/file.py:NAME"`).
-
-    NAME may be a Scenario or a factory called with `options`.
-    """
-    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
-        return _load_from_file(spec, options)
-    if spec in _REGISTRY:
-        factory = _REGISTRY[spec]
-    else:
-        eps = _entry_points()
-        if spec not in eps:
-            known = ", ".join(list_scenarios()) or "(none)"
-            raise ScenarioError(f"unknown scenario {spec!r}; known: {known}; or give path/file.py:NAME")
-        factory = eps[spec].load()
-    return _build(factory, options, spec)
-
-
-def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
-    path_text, attr = spec.rsplit(":", 1)
-    path = Path(path_text)
-    if not path.is_file():
-        raise ScenarioError(f"scenario file {str(path)!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_mrl_scenario_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise ScenarioError(f"cannot import {str(path)!r} as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    # Registered before running, as a normal import would be (dataclasses look themselves up there).
-    sys.modules[module_spec.name] = module
-    folder = str(path.resolve().parent)
-    added = folder not in sys.path
-    if added:  # so the file can import the files beside it, as a script run from its folder can
-        sys.path.insert(0, folder)
-    try:
-        module_spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_spec.name, None)
-        raise ScenarioError(f"scenario file {exc.filename}:{exc.lineno} has a syntax error: {exc.msg}") from exc
-    except Exception as exc:
-        sys.modules.pop(module_spec.name, None)
-        raise ScenarioError(describe_failure(exc, f"importing scenario file {str(path)!r}")) from exc
-    except BaseException:
-        sys.modules.pop(module_spec.name, None)
-        raise
-    finally:
-        if added:
-            sys.path.remove(folder)
-    if not hasattr(module, attr):
-        raise ScenarioError(f"{str(path)!r} has no attribute {attr!r}")
-    return _build(getattr(module, attr), options, spec)
-
-
-def _build(item: Any, options: Mapping[str, Any], spec: str) -> Scenario:
-    if not isinstance(item, Scenario) and not callable(item):
-        raise ScenarioError(f"{spec!r} is a {type(item).__name__}; expected a Scenario or a function returning one")
-    if isinstance(item, Scenario):
-        scenario = item
-    else:
-        try:
-            scenario = item(**options)
-        except TypeError as exc:  # most often an unknown option name
-            raise ScenarioError(f"scenario {spec!r} rejected options {dict(options)}: {exc}") from exc
-    if not isinstance(scenario, Scenario):
-        raise ScenarioError(f"{spec!r} gave {type(scenario).__name__}, expected a Scenario")
-    return scenario
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,16 +127,5 @@ def make_scenario(
             "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
             "save_every": 5,
         },
-        options={
-            "solvers": solvers,
-            "rounds": rounds,
-            "max_value": max_value,
-            "ops": ops,
-            "share": share,
-            "own_weight": own_weight,
-            "format_bonus": format_bonus,
-            "tasks": tasks,
-            "tasks_split": tasks_split,
-        },
     )
 

@@ -180,13 +180,4 @@ def make_scenario(
             "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
             "save_every": 5,
         },
-        options={
-            "max_value": max_value,
-            "planner": planner,
-            "workers_see_parts": workers_see_parts,
-            "shared_workers": shared_workers,
-            "share": share,
-            "own_weight": own_weight,
-            "format_bonus": format_bonus,
-        },
     )

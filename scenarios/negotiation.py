@@ -286,10 +286,4 @@ def make_scenario(
         turn_instruction=instruction,
         act=accepted,
         max_new_tokens=32,
-        options={
-            "proposals": proposals,
-            "team_size": team_size,
-            "mode": mode,
-            "max_items": max_items,
-        },
     )

@@ -200,5 +200,4 @@ def make_scenario(
             "lr": 1e-3, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
             "save_every": 5,
         },
-        options={"K": K, "message_tokens": message_tokens, "reply_tokens": reply_tokens, "team_weight": team_weight},
     )

@@ -62,5 +62,4 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move
             "lr": 1e-3, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 100, "save_every": 10,
         },
     )
-    scenario.options = {"opponent": opponent, "invalid": invalid, "legal_move_reward": legal_move_reward}
     return scenario

@@ -10,10 +10,9 @@ import random
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from multiagent_rl import Role, Scenario, Task, complete
+from multiagent_rl import Role, Scenario, ScenarioError, Task, complete
 from multiagent_rl.hooks import Outcome
 from multiagent_rl.rollout import rollout
-from multiagent_rl.scenario import ScenarioError
 
 AGENTS = ["alice", "bob"]
 

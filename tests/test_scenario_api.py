@@ -1,4 +1,5 @@
-"""Tests for multiagent_rl.scenario: declaration checks, reward checks and helpers, the registry."""
+"""Tests for multiagent_rl.scenario (declaration checks), multiagent_rl.rewards (reward checks
+and helpers) and multiagent_rl.registry (names, files, options)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import multiagent_rl.registry as registry_module
 import multiagent_rl.scenario as scenario_module
 from multiagent_rl import (
     Episode,
@@ -76,7 +78,7 @@ def episode_with(answers: list[tuple[str, str | None]], teams: dict[str, str] | 
 @pytest.fixture(autouse=True)
 def private_registry(monkeypatch):
     """Each test registers into its own copy of the registry."""
-    monkeypatch.setattr(scenario_module, "_REGISTRY", dict(scenario_module._REGISTRY))
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
 
 
 # ----- declaration errors ---------------------------------------------------------------
@@ -297,6 +299,20 @@ def test_file_with_a_dataclass_loads(tmp_path):
         + SCENARIO_FILE
     )
     assert load_scenario(f"{path}:INSTANCE").name == "from_file"
+
+
+# ----- old import paths ------------------------------------------------------------------------
+def test_moved_names_still_import_from_their_old_module():
+    # cli.py and trainers/loop.py import these from multiagent_rl.scenario until they switch.
+    from multiagent_rl.scenario import ScenarioError as OldScenarioError
+    from multiagent_rl.scenario import list_scenarios as old_list_scenarios
+    from multiagent_rl.scenario import load_scenario as old_load_scenario
+
+    assert OldScenarioError is ScenarioError
+    assert old_list_scenarios is registry_module.list_scenarios is list_scenarios
+    assert old_load_scenario is registry_module.load_scenario is load_scenario
+    with pytest.raises(AttributeError):
+        scenario_module.no_such_name  # noqa: B018
 
 
 # ----- reward helpers ---------------------------------------------------------------------------

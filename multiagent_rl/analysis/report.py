@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..backends.base import GenerationBackend
 from ..records import Episode
-from ..scenario import Scenario, load_scenario
+from ..registry import load_scenario
+from ..scenario import Scenario
 from . import page, plots
 from .dynamics import (
     answer_adoption,
