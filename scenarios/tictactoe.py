@@ -19,6 +19,7 @@ from __future__ import annotations
 from multiagent_rl.games import aec_scenario, random_legal_move
 
 CELLS = [str(i) for i in range(1, 10)]  # move name i + 1 is PettingZoo's action i (row-major)
+PLAYERS = ["player_1", "player_2"]  # the engine's possible_agents: declaring builds no engine
 SYSTEM = (
     "You play tic-tac-toe as {mark}. Three of your marks in a row, column or diagonal win. "
     "Reply with only the number of a free cell."
@@ -44,9 +45,10 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move
     if opponent not in ("random", "model"):
         raise ValueError(f"tictactoe: opponent={opponent!r}; use 'random' or 'model'")
     scripted = {"player_2": lambda view, agent: random_legal_move(view, agent, CELLS)} if opponent == "random" else {}
-    scenario = aec_scenario(
+    return aec_scenario(
         "tictactoe",
         tictactoe_v3.env,
+        agents=PLAYERS,
         render=render,
         move_names=CELLS,
         scripted=scripted,
@@ -62,4 +64,3 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move
             "lr": 1e-3, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 100, "save_every": 10,
         },
     )
-    return scenario

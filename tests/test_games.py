@@ -96,3 +96,128 @@ def test_a_textarena_game_passes_the_pettingzoo_harness():
     scenario = textarena_scenario("TicTacToe-v0")
     parallel_api_test(scenario.make_env(seed=0), num_cycles=30)
     parallel_seed_test(lambda: scenario.make_env(seed=0), num_cycles=30)
+
+
+# ----- the package and its wrappers --------------------------------------------------------------
+def test_the_package_exports_all_three_wrappers_and_imports_without_the_games_extra(monkeypatch):
+    import importlib
+    import sys
+
+    for module in ("pyspiel", "textarena"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+    for name in [m for m in sys.modules if m == "multiagent_rl.games" or m.startswith("multiagent_rl.games.")]:
+        monkeypatch.delitem(sys.modules, name)
+    games = importlib.import_module("multiagent_rl.games")
+    from multiagent_rl.games import aec_scenario, openspiel_scenario, textarena_scenario  # noqa: F401
+
+    assert {"aec_scenario", "openspiel_scenario", "textarena_scenario", "discrete_move"} <= set(games.__all__)
+
+
+@pytest.mark.parametrize(("wrapper", "engine", "game"), [
+    ("openspiel_scenario", "pyspiel", "kuhn_poker"), ("textarena_scenario", "textarena", "TicTacToe-v0"),
+])
+def test_a_missing_games_extra_is_one_scenario_error_naming_the_install_command(monkeypatch, wrapper, engine, game):
+    import sys
+
+    import multiagent_rl.games as games
+    from multiagent_rl import ScenarioError
+
+    monkeypatch.setitem(sys.modules, engine, None)
+    with pytest.raises(ScenarioError, match=r"not installed: pip install 'multiagent-rl\[games\]'") as info:
+        getattr(games, wrapper)(game)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_openspiel_game_is_a_scenario_error():
+    pytest.importorskip("pyspiel")
+    from multiagent_rl import ScenarioError
+    from multiagent_rl.games import openspiel_scenario
+
+    with pytest.raises(ScenarioError, match="unknown OpenSpiel game 'no_such_game'"):
+        openspiel_scenario("no_such_game")
+
+
+def test_scripted_names_must_be_players_in_every_wrapper():
+    from pettingzoo.classic import tictactoe_v3
+
+    from multiagent_rl import ScenarioError
+    from multiagent_rl.games import aec_scenario, game_scenario
+
+    with pytest.raises(ScenarioError, match=r"scripted names \['nobody'\]"):
+        aec_scenario("ttt", tictactoe_v3.env, scripted={"nobody": lambda view, agent: "1"})
+    with pytest.raises(ScenarioError, match=r"scripted names \['nobody'\]"):
+        game_scenario("g", ["a", "b"], init_state=None, turn_order=None, observe=None, act=None, max_turns=3,
+                      default_prompt="", description="", scripted={"nobody": lambda view, agent: "1"})
+
+
+class CountingEngine:
+    """A PettingZoo tic-tac-toe factory that counts the engines it builds and their resets."""
+
+    def __init__(self):
+        from pettingzoo.classic.tictactoe import tictactoe
+
+        self.make, self.built, self.resets = tictactoe.env, 0, 0
+
+    def __call__(self):
+        self.built += 1
+        env = self.make()
+        reset = env.reset
+
+        def counted_reset(*args, **kwargs):
+            self.resets += 1
+            return reset(*args, **kwargs)
+
+        env.reset = counted_reset
+        return env
+
+
+def test_declaring_a_pettingzoo_game_starts_no_engine():
+    from multiagent_rl.games import aec_scenario
+
+    engine = CountingEngine()
+    scenario = aec_scenario("ttt", engine, agents=["player_1", "player_2"], max_turns=9)
+    assert (engine.built, engine.resets) == (0, 0)  # the players and max_turns given: nothing to probe
+    scenario.make_env(seed=0).reset(seed=0)
+    assert (engine.built, engine.resets) == (1, 1)  # the episode's own engine
+
+
+def test_without_its_players_a_pettingzoo_game_is_read_from_an_engine_never_reset():
+    from multiagent_rl.games import aec_scenario
+
+    engine = CountingEngine()
+    scenario = aec_scenario("ttt", engine)
+    assert (engine.built, engine.resets) == (1, 0)
+    assert scenario.agents == ["player_1", "player_2"] and scenario.max_turns == 4 * 18
+
+
+def test_players_declared_wrongly_are_named_when_the_engine_starts():
+    from pettingzoo.classic import tictactoe_v3
+
+    from multiagent_rl import ScenarioError
+    from multiagent_rl.games import aec_scenario
+
+    scenario = aec_scenario("ttt", tictactoe_v3.env, agents=["x", "o"], max_turns=9)
+    with pytest.raises(ScenarioError, match=r"engine's agents are \['player_1', 'player_2'\], declared \['x', 'o'\]"):
+        scenario.make_env(seed=0).reset(seed=0)
+
+
+def test_the_tictactoe_scenario_is_declared_without_an_engine(monkeypatch):
+    from pettingzoo.classic.tictactoe import tictactoe
+
+    from multiagent_rl import load_scenario
+
+    engine = CountingEngine()
+    monkeypatch.setattr(tictactoe, "env", engine)  # what `pettingzoo.classic.tictactoe_v3` re-exports
+    scenario = load_scenario("tictactoe")
+    assert engine.built == 0
+    scenario.make_env(seed=0).reset(seed=0)
+    assert engine.built == 1
+
+
+def test_a_forfeit_is_the_same_rule_in_every_wrapper():
+    from multiagent_rl.games.common import forfeit
+
+    outcome = forfeit(["a", "b", "c"], "b", "x" * 500)
+    assert outcome.done and not outcome.valid and outcome.winner == "draw"  # two players share the win
+    assert outcome.event == {"invalid": "x" * 200, "forfeit": True, "result": {"a": 1.0, "b": -1.0, "c": 1.0}}
+    assert forfeit(["a", "b"], "a", "?").winner == "b"

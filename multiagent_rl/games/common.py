@@ -1,15 +1,38 @@
-"""What every engine wrapper shares: one role per player, the table graph, seeded tasks,
-the engine's result as the episode's reward, and the winner read from it."""
+"""What every engine wrapper shares, and the one place a game engine becomes a Scenario
+(`game_scenario`): one role per player (each its own team, scripted where a policy is
+named), the table graph, seeded tasks, the engine's result as the episode's reward and
+its winner as the team answer; the forfeit rule for a reply that is no legal move; and
+reading a move out of a reply (`discrete_move`).
+
+A wrapper brings only what its engine decides: who moves (`turn_order`), what a player
+sees (`observe`), what a reply does (`act`) and a fresh engine per episode (`init_state`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import random
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
 
+from ..errors import ScenarioError
 from ..graph import MessageGraph, complete
-from ..hooks import Outcome
+from ..hooks import EpisodeView, Outcome
 from ..records import Episode, Task
-from ..scenario import Role
+from ..scenario import Role, Scenario
+
+GAMES_EXTRA = "pip install 'multiagent-rl[games]'"
+Policy = Callable[[EpisodeView, str], str]
+
+
+def engine_module(module: str, package: str, games: str) -> ModuleType:
+    """Import a game engine of the `games` extra, or say in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ScenarioError(f"{games} need {package}, which is not installed: {GAMES_EXTRA}") from exc
 
 
 def seed_task(rng: random.Random) -> Task:
@@ -30,6 +53,29 @@ def finished(outcome: Outcome, result: Mapping[str, float]) -> Outcome:
     return outcome
 
 
+def forfeit(agents: Sequence[str], loser: str, text: str) -> Outcome:
+    """The end of a game lost by a reply that is no legal move (the usual rule of board
+    games): -1 for the player who wrote it, +1 for every other player."""
+    outcome = Outcome(valid=False, event={"invalid": text[:200], "forfeit": True})
+    return finished(outcome, {a: (-1.0 if a == loser else 1.0) for a in agents})
+
+
+def discrete_move(text: str, legal: Sequence[int], names: Sequence[str] | None = None) -> int | None:
+    """A legal move from a reply: its first word that is a legal move's name (when `names`
+    are given, name i is action i; case does not matter), else its first integer that is a
+    legal action's number. None: no legal move in it.
+
+    >>> discrete_move("I play 4", [0, 4, 8]), discrete_move("bet!", [0, 1], ["Pass", "Bet"])
+    (4, 1)
+    """
+    wanted = {names[i].lower(): i for i in legal} if names else {str(i): i for i in legal}
+    for token in re.findall(r"[A-Za-z0-9_]+", text):
+        key = token.lower() if names else (str(int(token)) if token.isdigit() else None)
+        if key in wanted:
+            return wanted[key]
+    return None
+
+
 def result_reward(agents: Sequence[str]):
     """The reward function of an engine scenario: the result the engine gave at the end (0 for
     everyone in a game cut off at max_turns)."""
@@ -39,6 +85,11 @@ def result_reward(agents: Sequence[str]):
         return {a: float(final.get(a, 0.0)) for a in agents} if final is not None else dict.fromkeys(agents, 0.0)
 
     return reward
+
+
+def winner(episode: Episode) -> str | None:
+    """A game's team answer: the winning player, "draw", or None (cut off undecided)."""
+    return episode.winner
 
 
 def game_roles(
@@ -54,3 +105,48 @@ def table_graph(agents: Sequence[str]) -> MessageGraph:
     """Moves reach the players through the engine's observations; the replies themselves go
     to every player too (a complete graph), as at a game table."""
     return complete(list(agents))
+
+
+def game_scenario(
+    name: str,
+    agents: Sequence[str],
+    *,
+    init_state: Callable[[Task, random.Random], Any],
+    turn_order: Callable[[EpisodeView], Sequence[str]],
+    observe: Callable[[EpisodeView, str], str],
+    act: Callable[[EpisodeView, str, str], Outcome | None],
+    max_turns: int,
+    default_prompt: str,
+    description: str,
+    scripted: Mapping[str, Policy] | None = None,
+    system_prompts: Mapping[str, str] | None = None,
+    max_new_tokens: int = 8,
+    temperature: float = 1.0,
+    train_defaults: Mapping[str, Any] | None = None,
+) -> Scenario:
+    """A game engine as a Scenario, the same way for every wrapper: the engine's players
+    `agents` (each its own team; those `scripted` names are played by their policy), the
+    table graph, each task a seed, the engine's result as the reward and its winner as the
+    team answer; the hooks drive the engine. `default_prompt` may name `{agent}`."""
+    agents = list(agents)
+    unknown = [a for a in scripted or {} if a not in agents]
+    if unknown:
+        raise ScenarioError(f"{name}: scripted names {unknown}; the game's agents are {agents}")
+    return Scenario(
+        name=name,
+        description=description,
+        roles=game_roles(agents, default_prompt, system_prompts, scripted),
+        graph=table_graph(agents),
+        schedule=None,
+        make_task=seed_task,
+        reward=result_reward(agents),
+        turn_order=turn_order,
+        init_state=init_state,
+        observe=observe,
+        act=act,
+        max_turns=max_turns,
+        team_answer=winner,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        train_defaults=train_defaults,
+    )

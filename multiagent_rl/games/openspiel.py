@@ -17,15 +17,15 @@ episode's rng, so a seed fixes the deal.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ScenarioError
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Scenario, ScenarioError
-from .common import finished, game_roles, result_reward, seed_task, table_graph
-from .pettingzoo_aec import discrete_move
+from ..scenario import Scenario
+from .common import Policy, discrete_move, engine_module, finished, forfeit, game_scenario
 
 
 @dataclass
@@ -57,7 +57,7 @@ def random_action(view: EpisodeView, agent: str) -> str:
 def openspiel_scenario(
     game_name: str,
     *,
-    scripted: Mapping[str, Callable[[EpisodeView, str], str]] | None = None,
+    scripted: Mapping[str, Policy] | None = None,
     system_prompts: Mapping[str, str] | None = None,
     max_turns: int = 50,
     max_new_tokens: int = 6,
@@ -67,15 +67,14 @@ def openspiel_scenario(
     """A sequential OpenSpiel game as a scenario: agents `player_0`, `player_1`, ... (each
     its own team), replies parsed into a legal move by name ("Bet") or number; a reply that
     is no legal move forfeits (-1 for that player, +1 for the others)."""
-    try:
-        import pyspiel
-    except ImportError as exc:
-        raise ScenarioError("OpenSpiel games need open-spiel: pip install 'multiagent-rl[games]'") from exc
-    game = pyspiel.load_game(game_name)
+    pyspiel = engine_module("pyspiel", "open-spiel", "OpenSpiel games")
+    try:  # the game's definition (players, rules); a game's state is made per episode
+        game = pyspiel.load_game(game_name)
+    except pyspiel.SpielError as exc:
+        raise ScenarioError(f"unknown OpenSpiel game {game_name!r}; pyspiel.registered_names() lists them") from exc
     if game.get_type().dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
         raise ScenarioError(f"{game_name}: only sequential (turn-taking) games are supported")
     agents = [f"player_{i}" for i in range(game.num_players())]
-    scripted = dict(scripted or {})
 
     def init_state(task: Task, rng: random.Random) -> SpielState:
         state = SpielState(game.new_initial_state(), random.Random(int(task.meta["seed"])))
@@ -101,8 +100,7 @@ def openspiel_scenario(
         move = discrete_move(text, legal, [names.get(i, "") for i in range(max(legal) + 1)])
         if move is None:
             s.forfeited = agent
-            return finished(Outcome(valid=False, event={"invalid": text[:200], "forfeit": True}),
-                            {a: (-1.0 if a == agent else 1.0) for a in agents})
+            return forfeit(agents, agent, text)
         s.state.apply_action(move)
         _advance_chance(s)
         outcome = Outcome(event={"agent": agent, "move": move, "name": names[move]})
@@ -111,11 +109,18 @@ def openspiel_scenario(
             return finished(outcome, dict(zip(agents, s.state.returns(), strict=True)))
         return outcome
 
-    label = name or game_name
-    roles = game_roles(agents, f"You play {game_name} as {{agent}}. Reply with one legal move.", system_prompts, scripted)
-    return Scenario(
-        name=label, description=f"the OpenSpiel game {game_name}", roles=roles, graph=table_graph(agents),
-        schedule=None, make_task=seed_task, reward=result_reward(agents), turn_order=turn_order,
-        init_state=init_state, observe=observe, act=act, max_turns=max_turns,
-        team_answer=lambda episode: episode.winner, max_new_tokens=max_new_tokens, train_defaults=train_defaults,
+    return game_scenario(
+        name or game_name,
+        agents,
+        init_state=init_state,
+        turn_order=turn_order,
+        observe=observe,
+        act=act,
+        max_turns=max_turns,
+        default_prompt=f"You play {game_name} as {{agent}}. Reply with one legal move.",
+        description=f"the OpenSpiel game {game_name}",
+        scripted=scripted,
+        system_prompts=system_prompts,
+        max_new_tokens=max_new_tokens,
+        train_defaults=train_defaults,
     )

@@ -18,16 +18,17 @@ reward): a model that forfeits every game learns nothing from outcomes that are 
 
 from __future__ import annotations
 
+import math
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ScenarioError
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Scenario, ScenarioError
-from .common import finished, game_roles, result_reward, seed_task, table_graph
+from ..scenario import Scenario
+from .common import Policy, discrete_move, finished, forfeit, game_scenario
 
 INVALID_RULES = ("forfeit", "penalty", "retry")
 
@@ -60,18 +61,6 @@ def legal_moves(env, agent: str) -> list[int]:
     return [i for i, ok in enumerate(mask) if ok]
 
 
-def discrete_move(text: str, legal: Sequence[int], names: Sequence[str] | None = None) -> int | None:
-    """A legal move from a reply: its first word that is a legal move's name (when `names`
-    are given, name i is action i; case does not matter), else its first integer that is a
-    legal action's number. None: no legal move in it."""
-    wanted = {names[i].lower(): i for i in legal} if names else {str(i): i for i in legal}
-    for token in re.findall(r"[A-Za-z0-9_]+", text):
-        key = token.lower() if names else (str(int(token)) if token.isdigit() else None)
-        if key in wanted:
-            return wanted[key]
-    return None
-
-
 def random_legal_move(view: EpisodeView, agent: str, names: Sequence[str] | None = None) -> str:
     """A scripted player: a uniformly random legal move, drawn from the episode's rng."""
     state: GameState = view.state
@@ -79,14 +68,27 @@ def random_legal_move(view: EpisodeView, agent: str, names: Sequence[str] | None
     return names[move] if names else str(move)
 
 
+def engine_players(make_env: Callable[[], Any]) -> tuple[list[str], int]:
+    """The players of the engine `make_env()` and how many actions they have in all, read
+    from a new engine that is never reset or played: PettingZoo declares both when it
+    builds an environment (`possible_agents`, `action_space`)."""
+    env = make_env()
+    try:
+        agents = list(env.possible_agents)
+        return agents, sum(int(getattr(env.action_space(a), "n", 1)) for a in agents)
+    finally:
+        env.close()
+
+
 def aec_scenario(
     name: str,
     make_env: Callable[[], Any],
     *,
+    agents: Sequence[str] | None = None,
     render: Callable[[Any, str], str] | None = None,
     move_names: Sequence[str] | None = None,
     parse: Callable[[str, Sequence[int]], int | None] | None = None,
-    scripted: Mapping[str, Callable[[EpisodeView, str], str]] | None = None,
+    scripted: Mapping[str, Policy] | None = None,
     system_prompts: Mapping[str, str] | None = None,
     invalid: str = "forfeit",
     penalty: float = 0.1,
@@ -100,23 +102,31 @@ def aec_scenario(
 ) -> Scenario:
     """A scenario over the AEC environment `make_env()`: one role per engine agent (each its
     own team), scripted roles where `scripted` names a policy, the engine's rewards as the
-    episode's rewards (a forfeit: -1 for the forfeiting player, +1 for the others)."""
+    episode's rewards (a forfeit: -1 for the forfeiting player, +1 for the others).
+
+    `agents` (the engine's `possible_agents`) and `max_turns` given, declaring builds no
+    engine; else one is built (never reset) to read its players and their actions
+    (`max_turns` defaults to 4 x all their actions: a safety net, games end long before).
+    """
     if invalid not in INVALID_RULES:
         raise ScenarioError(f"{name}: invalid={invalid!r}; use one of {INVALID_RULES}")
-    probe = make_env()  # the players, and the actions each has (max_turns' safety net)
-    probe.reset(seed=0)
-    agents = list(probe.possible_agents)
-    actions = sum(int(getattr(probe.action_space(a), "n", 1)) for a in agents)
-    probe.close()
-    scripted = dict(scripted or {})
-    unknown = [a for a in scripted if a not in agents]
-    if unknown:
-        raise ScenarioError(f"{name}: scripted names {unknown}; the game's agents are {agents}")
+    for option, value in (("penalty", penalty), ("legal_move_reward", legal_move_reward)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ScenarioError(f"{name}: {option} must be a finite number, got {value!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ScenarioError(f"{name}: retries must be an int >= 0, got {retries!r}")
+    if agents is None or max_turns is None:
+        players, actions = engine_players(make_env)
+        agents = players if agents is None else agents
+        max_turns = 4 * actions if max_turns is None else max_turns
+    agents = list(agents)
     render = render or default_render
     parse = parse or (lambda text, legal: discrete_move(text, legal, move_names))
 
     def init_state(task: Task, rng: random.Random) -> GameState:
         env = make_env()
+        if set(env.possible_agents) != set(agents):
+            raise ScenarioError(f"{name}: the engine's agents are {list(env.possible_agents)}, declared {agents}")
         env.reset(seed=int(task.meta["seed"]))
         return GameState(env)
 
@@ -140,7 +150,7 @@ def aec_scenario(
         if not valid:
             if invalid == "forfeit" or (invalid == "retry" and state.retries >= retries):
                 state.forfeited = agent
-                return _final(state, agent, Outcome(valid=False, event={"invalid": text[:200], "forfeit": True}))
+                return forfeit(agents, agent, text)
             if invalid == "retry":
                 state.retries += 1
                 return Outcome(reward=-penalty, valid=False, event={"invalid": text[:200], "retry": state.retries})
@@ -152,30 +162,20 @@ def aec_scenario(
         for a, value in state.env.rewards.items():
             state.totals[a] = state.totals.get(a, 0.0) + float(value)
         outcome = Outcome(reward=reward, valid=valid, event={"agent": agent, "move": move})
-        return _final(state, agent, outcome) if state.over() else outcome
+        return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents}) if state.over() else outcome
 
-    def _final(state: GameState, agent: str, outcome: Outcome) -> Outcome:
-        if state.forfeited is not None:
-            return finished(outcome, {a: (-1.0 if a == state.forfeited else 1.0) for a in agents})
-        return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents})
-
-    roles = game_roles(agents, f"You play {name} as {{agent}}. Reply with one legal move.", system_prompts, scripted)
-    if max_turns is None:  # a safety net: a game ends itself long before
-        max_turns = 4 * actions
-    return Scenario(
-        name=name,
-        description=description or f"the PettingZoo game {name}: the engine decides turns, legality and the winner",
-        roles=roles,
-        graph=table_graph(agents),
-        schedule=None,
-        make_task=seed_task,
-        reward=result_reward(agents),
-        turn_order=turn_order,
+    return game_scenario(
+        name,
+        agents,
         init_state=init_state,
+        turn_order=turn_order,
         observe=observe,
         act=act,
         max_turns=int(max_turns) * (retries + 1 if invalid == "retry" else 1),
-        team_answer=lambda episode: episode.winner,
+        default_prompt=f"You play {name} as {{agent}}. Reply with one legal move.",
+        description=description or f"the PettingZoo game {name}: the engine decides turns, legality and the winner",
+        scripted=scripted,
+        system_prompts=system_prompts,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         train_defaults=train_defaults,

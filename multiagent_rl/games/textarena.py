@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..hooks import EpisodeView, Outcome
 from ..records import Task
-from ..scenario import Scenario, ScenarioError
-from .common import finished, game_roles, result_reward, seed_task, table_graph
+from ..scenario import Scenario
+from .common import Policy, engine_module, finished, game_scenario
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def textarena_scenario(
     env_id: str,
     *,
     num_players: int = 2,
-    scripted: Mapping[str, Callable[[EpisodeView, str], str]] | None = None,
+    scripted: Mapping[str, Policy] | None = None,
     system_prompts: Mapping[str, str] | None = None,
     max_turns: int = 100,
     max_new_tokens: int = 24,
@@ -66,10 +66,7 @@ def textarena_scenario(
     train_defaults: Mapping[str, Any] | None = None,
 ) -> Scenario:
     """A TextArena game as a scenario; the engine's rewards at the end are the episode's."""
-    try:
-        import textarena
-    except ImportError as exc:
-        raise ScenarioError("TextArena games need textarena: pip install 'multiagent-rl[games]'") from exc
+    textarena = engine_module("textarena", "textarena", "TextArena games")
     agents = [f"player_{i}" for i in range(num_players)]
 
     def init_state(task: Task, rng: random.Random) -> ArenaState:
@@ -99,12 +96,20 @@ def textarena_scenario(
         s.player, s.observation = _call(s, s.env.get_observation)
         return outcome
 
-    roles = game_roles(agents, "You are {agent} in a game. Follow the game's instructions exactly.", system_prompts, scripted)
-    return Scenario(
-        name=name or env_id, description=f"the TextArena game {env_id}", roles=roles, graph=table_graph(agents),
-        schedule=None, make_task=seed_task, reward=result_reward(agents), turn_order=turn_order,
-        init_state=init_state, observe=observe, act=act, max_turns=max_turns,
-        team_answer=lambda episode: episode.winner, max_new_tokens=max_new_tokens, train_defaults=train_defaults,
+    return game_scenario(
+        name or env_id,
+        agents,
+        init_state=init_state,
+        turn_order=turn_order,
+        observe=observe,
+        act=act,
+        max_turns=max_turns,
+        default_prompt="You are {agent} in a game. Follow the game's instructions exactly.",
+        description=f"the TextArena game {env_id}",
+        scripted=scripted,
+        system_prompts=system_prompts,
+        max_new_tokens=max_new_tokens,
+        train_defaults=train_defaults,
     )
 
 
