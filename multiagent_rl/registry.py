@@ -21,7 +21,7 @@ from .scenario import Scenario
 
 ENTRY_POINT_GROUP = "multiagent_rl.scenarios"
 ScenarioFactory = Callable[..., Scenario]
-_REGISTRY: dict[str, ScenarioFactory] = {}
+_REGISTRY: dict[str, ScenarioFactory | Scenario] = {}
 
 
 def register(name: str, factory: ScenarioFactory | Scenario | None = None):
@@ -32,7 +32,7 @@ def register(name: str, factory: ScenarioFactory | Scenario | None = None):
     """
 
     def add(item: ScenarioFactory | Scenario):
-        _REGISTRY[name] = (lambda **_: item) if isinstance(item, Scenario) else item
+        _REGISTRY[name] = item
         return item
 
     return add(factory) if factory is not None else add
@@ -100,15 +100,21 @@ def _load_from_file(spec: str, options: Mapping[str, Any]) -> Scenario:
 
 
 def _build(item: Any, options: Mapping[str, Any], spec: str) -> Scenario:
-    if not isinstance(item, Scenario) and not callable(item):
-        raise ScenarioError(f"{spec!r} is a {type(item).__name__}; expected a Scenario or a function returning one")
+    """The scenario `item` gives with `options`; every way that fails is a ScenarioError."""
     if isinstance(item, Scenario):
-        scenario = item
-    else:
-        try:
-            scenario = item(**options)
-        except TypeError as exc:  # most often an unknown option name
+        if options:
+            raise ScenarioError(f"scenario {spec!r} is a Scenario, not a factory: it takes no options, got {dict(options)}")
+        return item
+    if not callable(item):
+        raise ScenarioError(f"{spec!r} is a {type(item).__name__}; expected a Scenario or a function returning one")
+    try:
+        scenario = item(**options)
+    except ScenarioError:
+        raise
+    except (TypeError, ValueError) as exc:  # an unknown option name, or a value the factory refuses
+        if options:
             raise ScenarioError(f"scenario {spec!r} rejected options {dict(options)}: {exc}") from exc
+        raise ScenarioError(describe_failure(exc, f"building scenario {spec!r}")) from exc
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"{spec!r} gave {type(scenario).__name__}, expected a Scenario")
     return scenario

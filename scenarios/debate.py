@@ -74,6 +74,11 @@ def make_scenario(
     names = [f"solver_{chr(ord('a') + i)}" for i in range(solvers)]
     if solvers < 1 or rounds < 1:
         raise ScenarioError(f"debate needs solvers >= 1 and rounds >= 1, got solvers={solvers}, rounds={rounds}")
+    # Checked here, not when the first task is drawn: a bad option is one line at the start.
+    if not (isinstance(max_value, int) and max_value >= 1):
+        raise ScenarioError(f"debate: max_value must be an int >= 1, got {max_value!r}")
+    if not (isinstance(ops, str) and ops and set(ops) <= set("+-")):
+        raise ScenarioError(f"debate: ops must be made of '+' and '-' (e.g. '+-'), got {ops!r}")
     # solvers=1, rounds=1 is the single-agent baseline on the same tasks.
     system = SYSTEM if solvers > 1 else "You are a math solver. Reply with only the final number."
     roles = [Role(n, system.format(name=n, n=solvers)) for n in names]

@@ -118,8 +118,13 @@ def make_scenario(
     whole replies a 135M aggregator has to pick two numbers out of echoed sums, and did not
     learn to) or the "full" text.
     """
-    if max_value < 2:
-        raise ScenarioError(f"division_of_labour: max_value must be at least 2 (got {max_value})")
+    if not (isinstance(max_value, int) and max_value >= 2):
+        raise ScenarioError(f"division_of_labour: max_value must be an int >= 2 (got {max_value!r})")
+    if share not in ("answer", "full"):
+        raise ScenarioError(f"division_of_labour: share={share!r}; use 'answer' or 'full'")
+    for option, value in (("planner", planner), ("workers_see_parts", workers_see_parts), ("shared_workers", shared_workers)):
+        if not isinstance(value, bool):
+            raise ScenarioError(f"division_of_labour: {option} must be true or false, got {value!r}")
     if not planner and not workers_see_parts:
         raise ScenarioError("division_of_labour: without a planner the workers must see their parts (workers_see_parts=True)")
     worker_adapter = "worker" if shared_workers else None

@@ -186,8 +186,8 @@ def make_scenario(
         )
     if not 0.0 <= format_bonus <= 1.0:
         raise ScenarioError(f"negotiation: format_bonus must be in [0, 1], got {format_bonus}")
-    if max_items < 1:
-        raise ScenarioError(f"negotiation: max_items must be at least 1, got {max_items}")
+    if not (isinstance(max_items, int) and max_items >= 1):
+        raise ScenarioError(f"negotiation: max_items must be an int >= 1, got {max_items!r}")
 
     negotiator = {team: f"{team}_negotiator" for team in TEAMS}
     advisor = {team: f"{team}_advisor" for team in TEAMS} if team_size == 2 else {}

@@ -139,11 +139,11 @@ def make_scenario(
     weight of the team's outcome in each agent's reward, the rest going to the agent's
     own dense term (team_weight=1: the bare referential game).
     """
-    if not 2 <= K <= MAX_K:
-        raise ScenarioError(f"signalling: K must be in 2..{MAX_K}, got {K!r}")
-    if message_tokens < 1 or reply_tokens < 1:
+    if not (isinstance(K, int) and 2 <= K <= MAX_K):
+        raise ScenarioError(f"signalling: K must be an int in 2..{MAX_K}, got {K!r}")
+    if not all(isinstance(n, int) and n >= 1 for n in (message_tokens, reply_tokens)):
         raise ScenarioError(
-            f"signalling: message_tokens and reply_tokens must be at least 1, got {message_tokens}, {reply_tokens}"
+            f"signalling: message_tokens and reply_tokens must be ints >= 1, got {message_tokens!r}, {reply_tokens!r}"
         )
     if not 0 <= team_weight <= 1:
         raise ScenarioError(f"signalling: team_weight must be in [0, 1], got {team_weight}")

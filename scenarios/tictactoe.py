@@ -16,10 +16,12 @@ headline numbers are win, draw and loss rates.
 
 from __future__ import annotations
 
+from multiagent_rl import ScenarioError
 from multiagent_rl.games import aec_scenario, random_legal_move
 
 CELLS = [str(i) for i in range(1, 10)]  # move name i + 1 is PettingZoo's action i (row-major)
 PLAYERS = ["player_1", "player_2"]  # the engine's possible_agents: declaring builds no engine
+OPPONENTS = ("random", "model")
 SYSTEM = (
     "You play tic-tac-toe as {mark}. Three of your marks in a row, column or diagonal win. "
     "Reply with only the number of a free cell."
@@ -42,8 +44,8 @@ def render(env, agent: str) -> str:
 def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move_reward: float = 0.1):
     from pettingzoo.classic import tictactoe_v3
 
-    if opponent not in ("random", "model"):
-        raise ValueError(f"tictactoe: opponent={opponent!r}; use 'random' or 'model'")
+    if opponent not in OPPONENTS:
+        raise ScenarioError(f"tictactoe: opponent={opponent!r}; use one of {', '.join(OPPONENTS)}")
     scripted = {"player_2": lambda view, agent: random_legal_move(view, agent, CELLS)} if opponent == "random" else {}
     return aec_scenario(
         "tictactoe",

@@ -56,6 +56,17 @@ def test_a_scenario_file_that_fails_names_its_file_and_line(capsys, files, scena
     assert expected.replace("{files}", str(files)) in err
 
 
+@pytest.mark.parametrize("option, expected", [
+    ("opponent=bogus", "tictactoe: opponent='bogus'; use one of random, model"),
+    ("invalid=bogus", "tictactoe: invalid='bogus'"),
+    ("legal_move_reward=high", "legal_move_reward must be a finite number"),
+    ("no_such_option=1", "unexpected keyword argument 'no_such_option'"),
+])
+def test_a_bad_scenario_option_is_one_line(capsys, option, expected):
+    err = one_line_error(capsys, "play", "tictactoe", "--set", f"scenario_options.{option}")
+    assert expected in err
+
+
 @pytest.mark.parametrize("out, expected", [("", "--out is empty"), ("{files}/a-file", "is a file, not a folder")])
 def test_a_bad_out_is_refused_before_the_model_loads(capsys, files, out, expected):
     err = one_line_error(capsys, "train", "signalling", "--out", out.replace("{files}", str(files)), *TINY)

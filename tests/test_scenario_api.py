@@ -301,7 +301,32 @@ def test_file_with_a_dataclass_loads(tmp_path):
     assert load_scenario(f"{path}:INSTANCE").name == "from_file"
 
 
-# ----- old import paths ------------------------------------------------------------------------
+# ----- options ---------------------------------------------------------------------------------
+def test_an_unknown_option_is_a_scenario_error_naming_it(scenario_file):
+    register("duo_factory_test", lambda rounds=1: make_scenario(schedule=[AGENTS] * rounds))
+    for spec in ("duo_factory_test", f"{scenario_file}:make", "debate"):
+        with pytest.raises(ScenarioError, match="rejected options.*no_such_option"):
+            load_scenario(spec, no_such_option=1)
+
+
+def test_options_given_to_a_scenario_instance_are_refused(scenario_file):
+    register("duo_instance_test", make_scenario())
+    for spec in ("duo_instance_test", f"{scenario_file}:INSTANCE"):
+        with pytest.raises(ScenarioError, match="takes no options, got {'rounds': 3}"):
+            load_scenario(spec, rounds=3)
+
+
+def test_a_value_the_factory_refuses_is_a_scenario_error():
+    def make_picky(mode: str = "a") -> Scenario:
+        if mode not in ("a", "b"):
+            raise ValueError(f"mode={mode!r}; use 'a' or 'b'")  # not a ScenarioError: still one line
+        return make_scenario()
+
+    register("picky_test", make_picky)
+    with pytest.raises(ScenarioError, match=r"'picky_test' rejected options \{'mode': 'z'\}: mode='z'; use 'a' or 'b'"):
+        load_scenario("picky_test", mode="z")
+
+
 def test_moved_names_still_import_from_their_old_module():
     # cli.py and trainers/loop.py import these from multiagent_rl.scenario until they switch.
     from multiagent_rl.scenario import ScenarioError as OldScenarioError

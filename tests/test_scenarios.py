@@ -87,6 +87,25 @@ def test_description_and_options(name, options):
         load_scenario(name, **options, no_such_option=1)
 
 
+BAD_OPTIONS = [
+    ("debate", {"solvers": 0}), ("debate", {"rounds": "two"}), ("debate", {"share": "bogus"}),
+    ("debate", {"max_value": 0}), ("debate", {"ops": "*"}), ("debate", {"tasks": "no/such/file.jsonl"}),
+    ("division_of_labour", {"max_value": 2.5}), ("division_of_labour", {"planner": "yes please"}),
+    ("division_of_labour", {"share": "bogus"}), ("negotiation", {"mode": "bogus"}), ("negotiation", {"max_items": 1.5}),
+    ("signalling", {"K": 2.5}), ("signalling", {"reply_tokens": 1.5}),
+    ("tictactoe", {"opponent": "bogus"}), ("tictactoe", {"invalid": "bogus"}), ("tictactoe", {"legal_move_reward": "high"}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), BAD_OPTIONS, ids=[f"{n}-{o}" for n, o in BAD_OPTIONS])
+def test_a_bad_option_is_a_scenario_error_when_the_scenario_is_made(name, options):
+    # Before any task is drawn (some of these used to fail only at the first reset), and as a
+    # ScenarioError, which the CLI prints as one line.
+    (option,) = options
+    with pytest.raises(ScenarioError, match=f"{name}.*{option}|{option}.*{name}"):
+        load_scenario(name, **options)
+
+
 @pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
 def test_hostile_actions_never_crash_and_records_round_trip(name, options, tmp_path):
     scenario = load_scenario(name, **options)
