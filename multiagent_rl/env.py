@@ -14,21 +14,41 @@ when an `Outcome` says done (terminations), or at `max_turns` (truncations).
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import gymnasium
 from pettingzoo import ParallelEnv
 
 from .contain import describe_failure, time_limit
+from .errors import ScenarioError
 from .graph import deliveries, inbox
 from .hooks import EpisodeView, Outcome
-from .records import Episode, Message, Task, Turn
-from .scenario import Scenario, ScenarioError
+from .records import Episode, Message, RewardEntry, Task, Turn
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 MAX_ACTION_CHARS = 100_000  # what the action space samples up to; longer strings are still accepted
 MAX_OBSERVATION_CHARS = 10_000_000
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a model did in its turn, as the rollout hands it to `TeamEnv.step`: the text and
+    the generation's facts, kept on the turn. A plain string is an action too (no facts)."""
+
+    text: str
+    adapter: str | None = None  # None: the base model played it
+    prompt_ids: tuple[int, ...] | list[int] = ()
+    completion_ids: tuple[int, ...] | list[int] = ()
+    logprobs: tuple[float, ...] | list[float] = ()  # the sampler's, per completion token
+    finish_reason: str | None = None
+    temperature: float = 1.0
 
 
 class TextSpace(gymnasium.spaces.Text):
@@ -76,6 +96,7 @@ class TeamEnv(ParallelEnv):
         self.reward_timeout = reward_timeout
         self.failure: str | None = None
         self.reward_terms: dict[str, dict[str, float]] = {}
+        self.final: list[RewardEntry] = []  # the ledger's final lines (per-turn ones are on the turns)
         self.possible_agents = list(scenario.agents)
         # PettingZoo wants the same space object on every call (it seeds them).
         self._observation_spaces = {a: TextSpace(max_length=MAX_OBSERVATION_CHARS) for a in self.possible_agents}
@@ -87,11 +108,9 @@ class TeamEnv(ParallelEnv):
         self.task: Task | None = None
         self.round = 0
         self.turns: list[Turn] = []
-        self.final_rewards: dict[str, float] = {}
         self.team_answer: str | None = None
         self.episode_id = ""
         self.view: EpisodeView | None = None
-        self.extra_rewards: dict[str, float] = {}  # per-turn rewards given to agents not acting then
         self.winner: str | None = None
         self.truncated = False
         self.meta: dict[str, Any] = {}
@@ -117,11 +136,10 @@ class TeamEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self.round = 0
         self.turns = []
-        self.final_rewards = {}
+        self.final = []
         self.team_answer = None
         self.failure = None
         self.reward_terms = {}
-        self.extra_rewards = {}
         self.winner = None
         self.truncated = False
         self.meta = {}
@@ -132,21 +150,19 @@ class TeamEnv(ParallelEnv):
         self._next_turn_step()
         return self._observations(), self._infos()
 
-    def step(self, actions: dict[str, Any]):
-        """Play one turn step. An action is text, or a generation result (anything with
-        `.text`, and optionally `prompt_ids`, `completion_ids`, `finish_reason`, `adapter`),
-        whose facts are kept on the turn. Scripted agents act by themselves."""
-        if not self.agents:
-            raise ScenarioError("step() called on a finished episode; call reset() first")
-        rewards = dict.fromkeys(self.agents, 0.0)
-        done = self._play(actions, rewards)
-        # Steps where only scripted roles act are played at once: every step() asks a model.
-        while not done and self._acting and all(self.scenario.role(a).scripted for a in self._acting):
-            done = self._play({}, rewards)
-        if done:
-            self._finish()
-            for a in self.agents:  # per-turn rewards are in already
-                rewards[a] += self.final_rewards.get(a, 0.0)
+    def step(self, actions: dict[str, str | Action]):
+        """Play one turn step (PettingZoo's parallel step). An action is text or an `Action`
+        (text plus the generation's facts, kept on the turn). Scripted agents act by themselves."""
+        live = list(self.agents)
+        made = self.advance(actions)
+        done = not self.agents
+        rewards = dict.fromkeys(live, 0.0)
+        for turn in made:  # per-turn rewards, from the turns this step made
+            for entry in turn.rewards:
+                rewards[entry.agent] += entry.value
+        for entry in self.final if done else []:
+            rewards[entry.agent] += entry.value
+        self.agents = live  # the step's last observations and infos are still theirs
         observations, infos = self._observations(), self._infos()
         terminations = dict.fromkeys(self.agents, done and not self.truncated)
         truncations = dict.fromkeys(self.agents, self.truncated)
@@ -154,7 +170,22 @@ class TeamEnv(ParallelEnv):
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
-    def _play(self, actions: dict[str, Any], rewards: dict[str, float]) -> bool:
+    def advance(self, actions: dict[str, str | Action]) -> list[Turn]:
+        """Play one turn step and return the turns it made (the acting models' turns, then any
+        scripted turns played until a model acts again); the episode may end (`agents` empty)."""
+        if not self.agents:
+            raise ScenarioError("step() called on a finished episode; call reset() first")
+        start = len(self.turns)
+        done = self._play(actions)
+        # Steps where only scripted roles act are played at once: every step() asks a model.
+        while not done and self._acting and all(self.scenario.role(a).scripted for a in self._acting):
+            done = self._play({})
+        if done:
+            self._finish()
+            self.agents = []
+        return self.turns[start:]
+
+    def _play(self, actions: dict[str, str | Action]) -> bool:
         """The current turn step's actions, in acting order; True when the episode is over."""
         acting = list(self._acting)
         graph = self.scenario.graph_at(self.round)
@@ -164,22 +195,20 @@ class TeamEnv(ParallelEnv):
             action = actions.get(agent, "")
             if role.scripted:
                 action = self._user(f"the policy of role {agent!r}", lambda r=role, a=agent: r.policy(self.view, a))
-            text, cut = clean_text(getattr(action, "text", action), self.max_message_chars)
+            text, cut = clean_text(action.text if isinstance(action, Action) else action, self.max_message_chars)
             routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
             message = Message(
                 sender=agent, receivers=[r for r, _ in routes], round=self.round, text=text,
                 answer=_safe_parse(self.scenario, text), visibility=dict(routes),
             )
             turn = Turn(
-                agent=agent, round=self.round, adapter=None if role.scripted else self.scenario.adapter_for(agent),
-                message=message, finish_reason="cut" if cut else None, observation=self._shown.get(agent),
-                scripted=role.scripted, trainable=not role.scripted,
+                agent=agent, round=self.round, message=message, observation=self._shown.get(agent),
+                scripted=role.scripted, trainable=not role.scripted, **_generation_facts(self.scenario, role, action, cut),
             )
-            _take_generation_facts(turn, action)
             self.turns.append(turn)
             if self.scenario.act is not None and self.failure is None:
                 outcome = self._user("act", lambda a=agent, t=text: self.scenario.act(self.view, a, t))
-                ended = self._apply(turn, outcome, rewards) or ended
+                ended = self._apply(turn, outcome) or ended
             if self.failure is not None:
                 return True  # user code failed: the episode ends here, marked failed
         self.round += 1
@@ -195,8 +224,8 @@ class TeamEnv(ParallelEnv):
             return True
         return False
 
-    def _apply(self, turn: Turn, outcome: Any, rewards: dict[str, float]) -> bool:
-        """Fold an `act` hook's Outcome into the turn and the step's rewards; True: done."""
+    def _apply(self, turn: Turn, outcome: Any) -> bool:
+        """Fold an `act` hook's Outcome into the turn (its rewards go into the ledger there); True: done."""
         if outcome is None:
             return False
         if not isinstance(outcome, Outcome):
@@ -204,16 +233,12 @@ class TeamEnv(ParallelEnv):
             return True
         given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
         for agent, value in given.items():
-            value = float(value)
-            if agent not in self.possible_agents or value != value or value in (float("inf"), float("-inf")):
-                self._fail(ScenarioError(f"act gave reward {value!r} to {agent!r}; rewards are finite, for known agents"), "act")
+            number = _finite(value)
+            if agent not in self.possible_agents or number is None:
+                self._fail(ScenarioError(f"act gave reward {value!r} to {agent!r}; rewards are finite numbers, for known agents"), "act")
                 return True
-            if agent == turn.agent:
-                turn.reward += value
-            else:
-                self.extra_rewards[agent] = self.extra_rewards.get(agent, 0.0) + value
-            if agent in rewards:
-                rewards[agent] += value
+            if number:
+                turn.rewards.append(RewardEntry(agent=agent, value=number, term=outcome.term))
         turn.valid = bool(outcome.valid)
         if outcome.trainable is not None:
             turn.trainable = bool(outcome.trainable) and not turn.scripted
@@ -268,7 +293,7 @@ class TeamEnv(ParallelEnv):
         """The team answer and the rewards, with user code contained if asked. The reward sees
         the live episode record: what it writes into `episode.meta` is kept."""
         if self.failure is not None:  # a hook failed: no reward for a broken episode
-            self.final_rewards, self.reward_terms = {}, {}
+            self.final, self.reward_terms = [], {}
             return
         episode = self.episode(with_rewards=False)
         episode.meta = self.meta
@@ -276,12 +301,14 @@ class TeamEnv(ParallelEnv):
             with time_limit(self.reward_timeout if self.contain_failures else None):
                 self.team_answer = self.scenario.team_answer(episode)
                 episode.team_answer = self.team_answer
-                self.final_rewards, self.reward_terms = self.scenario.scored(self.task, episode)
+                total, self.reward_terms = self.scenario.scored(self.task, episode)
         except Exception as exc:
             if not self.contain_failures:
                 raise
             self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
-            self.final_rewards, self.reward_terms = {}, {}
+            self.final, self.reward_terms = [], {}
+            return
+        self.final = [RewardEntry(agent=agent, value=value) for agent, value in total.items()]
 
     # ----- what agents see ------------------------------------------------------
     def acting_agents(self) -> list[str]:
@@ -360,25 +387,20 @@ class TeamEnv(ParallelEnv):
         if self.render_mode != "ansi":
             return None
         text = self.state()
-        if self.final_rewards:
-            text += f"\nteam answer: {self.team_answer}  reference: {self.task.answer}  rewards: {self.final_rewards}"
+        if self.final:
+            rewards = {e.agent: e.value for e in self.final}
+            text += f"\nteam answer: {self.team_answer}  reference: {self.task.answer}  rewards: {rewards}"
         return text
 
     def episode(self, with_rewards: bool = True, **fields: Any) -> Episode:
-        """The episode so far as a record (rewards once finished). Its rewards are the final
-        ones plus any per-turn rewards given to agents while others acted; per-turn rewards
-        of an agent's own turns stay on those turns (`Episode.returns()` adds them up)."""
-        rewards: dict[str, float] = {}
-        if with_rewards and self.final_rewards:  # a failed episode has none
-            rewards = dict(self.final_rewards)
-            for agent, value in self.extra_rewards.items():
-                rewards[agent] = rewards.get(agent, 0.0) + value
+        """The episode so far as a record: its turns (each with the per-turn rewards that arose
+        there) and, once finished, the final rewards (`with_rewards`; a failed episode has none)."""
         return Episode(
             episode_id=self.episode_id,
             scenario=self.scenario.name,
             task=self.task,
             turns=[t.model_copy(deep=True) for t in self.turns],
-            rewards=rewards,
+            final=[e.model_copy() for e in self.final] if with_rewards else [],
             teams=self.scenario.teams,
             team_answer=self.team_answer,
             split=self.split if self.split in ("eval", "play") else "train",
@@ -405,16 +427,23 @@ def _safe_parse(scenario: Scenario, text: str) -> str | None:
     return answer if answer is None else str(answer)[:500]
 
 
-def _take_generation_facts(turn: Turn, action: Any) -> None:
-    """Token counts, finish reason and adapter of a generation result given as the action."""
-    if isinstance(action, str):
-        return
-    prompt, completion = getattr(action, "prompt_ids", None), getattr(action, "completion_ids", None)
-    if prompt is not None:
-        turn.prompt_tokens = len(prompt)
-    if completion is not None:
-        turn.completion_tokens = len(completion)
-    turn.finish_reason = turn.finish_reason or getattr(action, "finish_reason", None)
-    adapter = getattr(action, "adapter", ...)
-    if adapter is not ...:
-        turn.adapter = adapter
+def _generation_facts(scenario: Scenario, role: Any, action: Any, cut: bool) -> dict[str, Any]:
+    """The turn's generation facts: from an `Action`, as the rollout gave them; for plain text,
+    the role's declared adapter (nobody else can say who played it); none for scripted roles."""
+    facts: dict[str, Any] = {"finish_reason": "cut" if cut else None}
+    if role.scripted:
+        return {**facts, "adapter": None}
+    if not isinstance(action, Action):
+        return {**facts, "adapter": scenario.adapter_for(role.name)}
+    return {
+        "adapter": action.adapter, "prompt_tokens": len(action.prompt_ids), "completion_tokens": len(action.completion_ids),
+        "finish_reason": facts["finish_reason"] or action.finish_reason,
+    }
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None where it is not a finite number (a string, None, NaN)."""
+    if not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -46,6 +46,7 @@ class Outcome:
     event: a dict kept in the episode record (engine facts: the move, the board, ...).
     done: the episode ends after this turn step.
     winner: the winning team, or "draw", once the episode is decided.
+    term: the name the reward is kept under in the episode's ledger.
     """
 
     reward: float | Mapping[str, float] = 0.0
@@ -54,3 +55,4 @@ class Outcome:
     event: dict[str, Any] | None = None
     done: bool = False
     winner: str | None = None
+    term: str = "turn"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgpack
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAGIC = b"MRL1"
 _HEADER = struct.Struct(">4sII")  # magic, payload length, crc32
@@ -62,6 +62,18 @@ class Message(BaseModel):
     )
 
 
+class RewardEntry(BaseModel):
+    """One line of an episode's reward ledger: `value` for `agent` under the term `term`.
+    Each reward is written once, where it arises: on the turn whose action earned it
+    (`Turn.rewards`) or at the end (`Episode.final`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str
+    value: float
+    term: str = "total"
+
+
 class Turn(BaseModel):
     """One agent's action in one round: its message plus generation facts."""
 
@@ -77,10 +89,28 @@ class Turn(BaseModel):
     observation: str | None = Field(
         default=None, description="What the scenario showed the agent this turn (its `observe` hook), as given."
     )
-    reward: float = Field(default=0.0, description="The reward the scenario gave this turn (its `act` hook).")
+    rewards: list[RewardEntry] = Field(
+        default_factory=list, description="Rewards that arose at this turn (its `act` hook), to any agent: the ledger's per-turn lines."
+    )
     trainable: bool = Field(default=True, description="False: the turn yields no training sample (scripted, invalid, ignored).")
     scripted: bool = Field(default=False, description="Played by a Python policy, not a model.")
     valid: bool = Field(default=True, description="False: the scenario rejected the move.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_as_ledger(cls, data: Any) -> Any:
+        # Logs written before the ledger hold the acting agent's per-turn reward as `reward`.
+        if isinstance(data, dict) and "reward" in data:
+            data = dict(data)
+            value = float(data.pop("reward") or 0.0)
+            if value:
+                data["rewards"] = [*data.get("rewards", []), {"agent": data.get("agent"), "value": value, "term": "turn"}]
+        return data
+
+    @property
+    def reward(self) -> float:
+        """The per-turn reward the acting agent earned with this turn."""
+        return sum(e.value for e in self.rewards if e.agent == self.agent)
 
 
 class Episode(BaseModel):
@@ -92,7 +122,9 @@ class Episode(BaseModel):
     scenario: str
     task: Task
     turns: list[Turn] = Field(default_factory=list)
-    rewards: dict[str, float] = Field(default_factory=dict)
+    final: list[RewardEntry] = Field(
+        default_factory=list, description="The scenario's reward at the end (its `reward`): the ledger's final lines."
+    )
     teams: dict[str, str] = Field(default_factory=dict, description="agent -> team")
     team_answer: str | None = None
     split: Literal["train", "eval", "play"] = "train"
@@ -111,17 +143,48 @@ class Episode(BaseModel):
         default=None, description="Set when user code (the reward) failed on this episode: what, where, which task."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rewards_as_ledger(cls, data: Any) -> Any:
+        # `rewards={agent: value}` (and logs written before the ledger): the final lines.
+        if isinstance(data, dict) and "rewards" in data:
+            data = dict(data)
+            given = data.pop("rewards") or {}
+            data["final"] = [*data.get("final", []), *({"agent": a, "value": v, "term": "total"} for a, v in given.items())]
+        return data
+
     @property
     def messages(self) -> list[Message]:
         return [turn.message for turn in self.turns]
 
-    def returns(self) -> dict[str, float]:
-        """Each agent's whole reward: the episode's final reward plus every per-turn reward."""
-        out = dict(self.rewards)
-        for turn in self.turns:
-            if turn.reward:
-                out[turn.agent] = out.get(turn.agent, 0.0) + turn.reward
+    def ledger(self) -> Iterator[tuple[int | None, RewardEntry]]:
+        """Every reward of the episode once, in order: (turn index, entry) for per-turn
+        rewards, then (None, entry) for the final ones."""
+        for i, turn in enumerate(self.turns):
+            for entry in turn.rewards:
+                yield i, entry
+        for entry in self.final:
+            yield None, entry
+
+    def returns(self, own_turns: bool = True) -> dict[str, float]:
+        """Each agent's whole reward: the sum of its ledger lines (final and per-turn). With
+        `own_turns=False`, the rewards it earned on its own turns are left out (`rewards`).
+        This is the one place a return is computed; GRPO, the critic, metrics and analysis
+        all read it (directly or through `rewards` / `team_reward`)."""
+        out: dict[str, float] = {}
+        for at, entry in self.ledger():
+            if at is None:
+                out[entry.agent] = out.get(entry.agent, 0.0) + entry.value
+        for at, entry in self.ledger():
+            if at is not None and (own_turns or entry.agent != self.turns[at].agent):
+                out[entry.agent] = out.get(entry.agent, 0.0) + entry.value
         return out
+
+    @property
+    def rewards(self) -> dict[str, float]:
+        """Each agent's reward apart from what it earned on its own turns (`Turn.reward`): the
+        final reward plus per-turn rewards given to it while others acted."""
+        return self.returns(own_turns=False)
 
     def model_teams(self) -> set[str]:
         """The teams of the agents a model plays (scripted agents left out)."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from .env import TeamEnv
+from .env import Action, TeamEnv
 from .records import Episode, EpisodeLog, Task
 from .scenario import Scenario
+from .seeds import episode_seed, generate_seed
 
 
 @dataclass
@@ -32,21 +33,20 @@ class Sampling:
 
 @dataclass
 class TurnSample:
-    """One agent turn, as every trainer needs it: filled once, by the rollout."""
+    """One model turn, as every trainer needs it: filled once, by the rollout."""
 
     episode: int  # index into RolloutBatch.episodes
     group: int  # index of the task: episodes of one group share a task
     agent: str
     adapter: str | None  # None: the base model played it
-    round: int
+    round: int  # the episode's turn step it was taken in (its decision point)
     prompt_ids: list[int]
     completion_ids: list[int]
-    logprobs: list[float]  # the rollout's own, per completion token
+    logprobs: list[float]  # the sampler's own, per completion token
     finish_reason: str
     temperature: float = 1.0  # the one it was sampled at
     turn: int = 0  # its place in the episode's turns (Episode.turns[turn])
-    state: str = ""  # the global state when it was taken (TeamEnv.state(): task, private views, messages)
-    reward: float = 0.0  # the reward given at this turn (the episode's final reward is on Episode.rewards)
+    reward: float = 0.0  # what the agent earned at this turn (Turn.reward; the rest is in the episode's ledger)
     trainable: bool = True  # False: no training sample (the base model played it, or the scenario said so)
 
     @property
@@ -59,9 +59,27 @@ class TurnSample:
 class RolloutBatch:
     episodes: list[Episode] = field(default_factory=list)
     samples: list[TurnSample] = field(default_factory=list)
+    # (episode, round) -> the global state (TeamEnv.state()) before that turn step, when asked
+    states: dict[tuple[int, int], str] = field(default_factory=dict)
     generated_tokens: int = 0
     generate_seconds: float = 0.0
     backend_calls: int = 0
+
+    def without_failed_groups(self) -> RolloutBatch:
+        """The batch a trainer learns from: every task group with a failed episode (its user
+        code raised) left out whole, so no group's baseline is computed from part of it.
+        Episodes are renumbered; samples and states follow them."""
+        broken = {ep.group for ep in self.episodes if ep.failure is not None}
+        if not broken:
+            return self
+        kept = [e for e, ep in enumerate(self.episodes) if ep.group not in broken]
+        new_index = {old: new for new, old in enumerate(kept)}
+        return RolloutBatch(
+            episodes=[self.episodes[e] for e in kept],
+            samples=[replace(s, episode=new_index[s.episode]) for s in self.samples if s.episode in new_index],
+            states={(new_index[e], r): text for (e, r), text in self.states.items() if e in new_index},
+            generated_tokens=self.generated_tokens, generate_seconds=self.generate_seconds, backend_calls=self.backend_calls,
+        )
 
 
 def rollout(
@@ -79,6 +97,7 @@ def rollout(
     first_group: int = 0,
     contain_failures: bool = False,
     reward_timeout: float | None = None,
+    record_states: bool = False,
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
@@ -86,7 +105,8 @@ def rollout(
     `first_group`: the global index of `tasks[0]` when this process plays a shard of a
     larger batch, so group ids and per-episode seeds do not depend on the sharding.
     `contain_failures`, `reward_timeout`: a failing reward marks its episode failed instead of
-    raising (see `TeamEnv`).
+    raising (see `TeamEnv`). `record_states`: keep the global state before each turn step
+    (`RolloutBatch.states`), for trainers that read it (a centralised critic).
     """
     sampling = sampling or Sampling()
     adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles if not r.scripted}
@@ -95,21 +115,21 @@ def rollout(
     for g, task in enumerate(tasks, start=first_group):
         for k in range(group_size):
             env = scenario.make_env(task=task, split=split, contain_failures=contain_failures, reward_timeout=reward_timeout)
-            env.reset(seed=seed * 100_003 + g * 1_009 + k, options={"task": task})
+            env.reset(seed=episode_seed(seed, g, k), options={"task": task})
             envs.append(env)
             groups.append(g)
     players = resolve_players(scenario, adapters, sampling)
     batch = RolloutBatch()
     bar = tqdm(total=scenario.num_rounds, desc=f"rollout {scenario.name}", disable=not progress, leave=False)
-    round_index = 0
+    turn_step = 0
     while any(env.agents for env in envs):
         requests: list[GenerationRequest] = []
-        states: dict[int, tuple[str, int]] = {}  # env -> (global state before this step, turns so far)
         for e, env in enumerate(envs):
-            acting = env.model_agents() if env.agents else []
-            if env.agents:
-                states[e] = (env.state(), len(env.turns))
-            for agent in acting:
+            if not env.agents:
+                continue
+            if record_states:
+                batch.states[(e, env.round)] = env.state()
+            for agent in env.model_agents():
                 player = players[agent]
                 requests.append(
                     GenerationRequest(
@@ -118,41 +138,35 @@ def rollout(
                     )
                 )
         start = time.perf_counter()
-        results = backend.generate(requests, seed=seed * 1_000 + round_index) if requests else []
+        results = backend.generate(requests, seed=generate_seed(seed, turn_step)) if requests else []
         batch.generate_seconds += time.perf_counter() - start
         batch.backend_calls += bool(requests)
-        actions: list[dict[str, Played]] = [{} for _ in envs]
+        by_episode: list[dict[str, GenerationResult]] = [{} for _ in envs]
         for result in results:
             e, agent = result.tag
-            actions[e][agent] = Played(result, players[agent].adapter)
-        for e, env in enumerate(envs):
-            if env.agents:
-                env.step(actions[e])  # the env keeps each generation's facts on its turn
-        for result in results:
-            e, agent = result.tag
-            state, turns_before = states[e]
-            turns = envs[e].turns
-            turn = next(i for i in range(turns_before, len(turns)) if turns[i].agent == agent and not turns[i].scripted)
+            by_episode[e][agent] = result
             batch.generated_tokens += len(result.completion_ids)
-            batch.samples.append(
-                TurnSample(
-                    episode=e,
-                    group=groups[e],
-                    agent=agent,
-                    adapter=players[agent].adapter,
-                    round=turns[turn].round,
-                    prompt_ids=result.prompt_ids,
-                    completion_ids=result.completion_ids,
-                    logprobs=result.logprobs,
-                    finish_reason=result.finish_reason,
-                    temperature=players[agent].temperature,
-                    turn=turn,
-                    state=state,
-                    reward=turns[turn].reward,
-                    trainable=players[agent].adapter is not None and turns[turn].trainable,
+        for e, env in enumerate(envs):
+            if not env.agents:
+                continue
+            generated = by_episode[e]
+            actions = {agent: players[agent].action(result) for agent, result in generated.items()}
+            made = env.advance(actions)
+            first = len(env.turns) - len(made)
+            for i, turn in enumerate(made, start=first):
+                result = generated.get(turn.agent) if not turn.scripted else None
+                if result is None:
+                    continue
+                player = players[turn.agent]
+                batch.samples.append(
+                    TurnSample(
+                        episode=e, group=groups[e], agent=turn.agent, adapter=player.adapter, round=turn.round,
+                        prompt_ids=result.prompt_ids, completion_ids=result.completion_ids, logprobs=result.logprobs,
+                        finish_reason=result.finish_reason, temperature=player.temperature, turn=i, reward=turn.reward,
+                        trainable=player.adapter is not None and turn.trainable,
+                    )
                 )
-            )
-        round_index += 1
+        turn_step += 1
         bar.update(1)
     bar.close()
     for e, env in enumerate(envs):
@@ -162,30 +176,22 @@ def rollout(
     return batch
 
 
-@dataclass
-class Played:
-    """A generation as the env's action: the result's text and facts, and the adapter that played it."""
-
-    result: GenerationResult
-    adapter: str | None
-
-    @property
-    def text(self) -> str:
-        return self.result.text
-
-    def __getattr__(self, name: str):
-        return getattr(self.result, name)
-
-
 @dataclass(frozen=True)
 class Player:
     """Who plays an agent and how: resolved once per rollout, used for its requests, its
-    turns in the env (through `Played`) and its training samples."""
+    turns in the env (its `Action`s) and its training samples."""
 
     adapter: str | None  # None: the base model
     temperature: float
     top_p: float
     max_new_tokens: int
+
+    def action(self, result: GenerationResult) -> Action:
+        """A generation of this player's as the env's typed action."""
+        return Action(
+            text=result.text, adapter=self.adapter, prompt_ids=result.prompt_ids, completion_ids=result.completion_ids,
+            logprobs=result.logprobs, finish_reason=result.finish_reason, temperature=self.temperature,
+        )
 
 
 def resolve_players(scenario: Scenario, adapters: Mapping[str, str | None], sampling: Sampling) -> dict[str, Player]:
