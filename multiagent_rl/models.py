@@ -29,6 +29,15 @@ class ModelError(RuntimeError):
     """The model can't be found or loaded; the message says what to do."""
 
 
+def autocast(mixed_precision: str, device):
+    """The one place precision is decided for a forward pass (generation, the policy update,
+    the value model): `mixed_precision="bf16"` (accelerate's setting) autocasts matmuls to
+    bfloat16 on `device`; anything else runs as the weights are."""
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "multiagent-rl")
 

@@ -25,7 +25,14 @@ from multiagent_rl import (
 )
 from multiagent_rl.config import ConfigError, load_config
 from trainers.base import advantage_estimator, trainer_class
-from trainers.critic import VALUE_ADAPTER, RunningNorm, clipped_value_loss, explained_variance, gae
+from trainers.critic import (
+    VALUE_ADAPTER,
+    RunningNorm,
+    clipped_value_loss,
+    decision_points,
+    explained_variance,
+    gae,
+)
 from trainers.loop import Run
 
 
@@ -79,13 +86,29 @@ def test_gae_lambda_zero_is_the_one_step_td_error():
     assert close(adv[:, 0], [0.5 * 0.6 - 0.2, 1.0 - 0.6])
 
 
-def test_estimators_are_registered_pure_functions():
-    assert advantage_estimator("gae") is gae
-    from trainers.grpo import group_advantages
+def test_estimators_are_registered_pure_functions_of_one_signature():
+    from trainers.base import Returns
+    from trainers.critic import gae_estimate
+    from trainers.grpo import group_estimate
 
-    assert advantage_estimator("group") is group_advantages
+    assert advantage_estimator("gae") is gae_estimate and gae_estimate.needs_values
+    assert advantage_estimator("group") is group_estimate and not group_estimate.needs_values
     with pytest.raises(ConfigError, match="unknown advantage estimator 'nope'"):
         advantage_estimator("nope")
+    # Two episodes of one group: points (0, 1) and (2,); the same Returns feed both estimators.
+    returns = Returns(
+        rewards=torch.tensor([[0.0], [1.0], [0.0]]), episodes=torch.tensor([0, 0, 1]), groups=torch.tensor([0, 0, 0]),
+        values=torch.tensor([[0.5], [0.5], [0.5]]),
+    )
+    grouped = group_estimate(returns, load_config(None, ["grpo.scale_rewards=false"]).grpo)
+    assert close(grouped.returns[:, 0], [1.0, 1.0, 0.0]) and close(grouped.advantages[:, 0], [0.5, 0.5, -0.5])
+    td = gae_estimate(returns, load_config(None, ["critic.lam=1.0"]).critic)
+    assert close(td.advantages[:, 0], [0.5, 0.5, -0.5]) and close(td.returns[:, 0], [1.0, 1.0, 0.0])
+
+
+def test_grpo_refuses_an_estimator_that_needs_a_critic(single_thread, tmp_path):
+    with pytest.raises(ConfigError, match="grpo.advantage=gae needs a value model"):
+        Run(config("grpo.advantage=gae"), tmp_path, scenario=duo())
 
 
 # ----- the value loss --------------------------------------------------------------------------
@@ -176,7 +199,7 @@ def colours() -> Scenario:
 def test_explained_variance_rises_where_the_value_is_learnable(single_thread, tmp_path):
     run = Run(config("trainer=critic", "group_size=1", "tasks_per_step=8", "critic.lr=0.003", "lr=0.0001",
                      "critic.value_clip=null"), tmp_path, scenario=colours())
-    ev = [run.train_step(step)["value/explained_variance"] for step in range(1, 26)]
+    ev = [run.train_step(step).metrics()["value/explained_variance"] for step in range(1, 26)]
     early, late = statistics.fmean(ev[:3]), statistics.fmean(ev[-5:])
     assert early < 0.2, ev  # measured: about 0.03, then above 0.9 from step 12 on
     assert late > 0.8, ev
@@ -190,7 +213,7 @@ def test_a_critic_step_trains_critic_and_policies_and_leaves_the_base_bit_identi
     policies = {a: lora_state(run.model, a) for a in AGENTS}
     value_lora = lora_state(run.model, VALUE_ADAPTER)
     head = {k: v.detach().clone() for k, v in run.trainer.value.head.state_dict().items()}
-    m = run.train_step(1)
+    m = run.train_step(1).metrics()
     assert m["update/skipped"] == 0.0  # GRPO would skip every group of one
     for key in ["value/loss", "value/explained_variance", "value/mean", "value/target_mean", "value/clip_fraction",
                 "advantage/solver/mean", "advantage/solver/std", "advantage/critic/mean", "advantage/critic/std"]:
@@ -210,7 +233,7 @@ def test_per_agent_values_give_one_stream_per_agent(single_thread, tmp_path):
     run = Run(config("trainer=critic", "critic.value_per=agent", "group_size=2", "critic.group_weight=0.5"),
               tmp_path, scenario=duo())
     assert run.trainer.streams == AGENTS
-    m = run.train_step(1)
+    m = run.train_step(1).metrics()
     assert m["update/skipped"] == 0.0 and m["value/loss"] > 0
 
 
@@ -271,30 +294,39 @@ def test_a_grpo_checkpoint_does_not_resume_as_a_critic_run(critic_run, tmp_path)
         Run(critic_config("steps=2"), tmp_path, scenario=duo()).train()
 
 
+def test_a_run_switched_to_the_critic_says_its_critic_starts_fresh(single_thread, tmp_path, capsys):
+    Run(config("steps=1", "save_every=1"), tmp_path, scenario=duo()).train()
+    Run(critic_config("steps=2"), tmp_path, scenario=duo(), allow_changes=True).train()
+    assert "holds no critic (trained with another trainer): the critic starts fresh" in capsys.readouterr().err
+    (line,) = [json.loads(x) for x in (tmp_path / "config-changes.jsonl").read_text().splitlines()]
+    assert line["step"] == 2 and "trainer" in line["changes"] and "the critic starts fresh" in line["notes"][0]
+
+
 def test_individual_rewards_reach_each_agents_stream(single_thread, tmp_path):
     from multiagent_rl.rollout import rollout
 
     scenario = duo(lambda task, ep: individual_rewards({"solver": 1.0, "critic": -1.0}))
     run = Run(config("trainer=critic", "critic.value_per=agent", "group_size=1"), tmp_path, scenario=scenario)
-    batch = rollout(run.scenario, run.backend, run.tasks_for_step(1), adapters=run.agent_adapters, seed=1)
+    batch = rollout(run.scenario, run.backend, run.tasks_for_step(1), adapters=run.agent_adapters, seed=1, record_states=True)
     turns = sorted(batch.samples, key=lambda s: s.key)
-    rewards = run.trainer.turn_rewards(batch, turns)
+    state_of, _, texts = decision_points(turns, batch.states)
+    rewards = run.trainer.point_rewards(batch, turns, state_of, len(texts))
     solver, critic = run.trainer.stream_of["solver"], run.trainer.stream_of["critic"]
     assert rewards[:, solver].sum() == pytest.approx(len(batch.episodes))
     assert rewards[:, critic].sum() == pytest.approx(-len(batch.episodes))
-    assert all(s.state.startswith("Task: ") for s in turns)
+    assert all(batch.states[(s.episode, s.round)].startswith("Task: ") for s in turns)
 
 
 def test_agents_of_one_round_share_a_decision_point():
     from multiagent_rl.rollout import TurnSample
     from trainers.critic import decision_points
 
-    def turn(episode: int, index: int, agent: str, state: str) -> TurnSample:
-        return TurnSample(episode=episode, group=episode, agent=agent, adapter=agent, round=0, prompt_ids=[1],
-                          completion_ids=[2], logprobs=[0.0], finish_reason="stop", turn=index, state=state)
+    def turn(episode: int, index: int, agent: str, round_index: int) -> TurnSample:
+        return TurnSample(episode=episode, group=episode, agent=agent, adapter=agent, round=round_index, prompt_ids=[1],
+                          completion_ids=[2], logprobs=[0.0], finish_reason="stop", turn=index)
 
-    turns = [turn(0, 0, "a", "s0"), turn(0, 1, "b", "s0"), turn(0, 2, "a", "s1"), turn(1, 0, "a", "t0")]
-    state_of, spans, texts = decision_points(turns)
+    turns = [turn(0, 0, "a", 0), turn(0, 1, "b", 0), turn(0, 2, "a", 1), turn(1, 0, "a", 0)]
+    state_of, spans, texts = decision_points(turns, {(0, 0): "s0", (0, 1): "s1", (1, 0): "t0"})
     assert state_of == [0, 0, 1, 2]
     assert spans == [(0, 2), (2, 3)]
     assert texts == ["s0\nActing now: a, b", "s1\nActing now: a", "t0\nActing now: a"]
@@ -306,7 +338,7 @@ def test_a_separate_critic_model_keeps_the_policy_model_as_it_was(single_thread,
     assert value is not run.model and VALUE_ADAPTER not in run.model.peft_config
     before = {n: p.detach().clone() for n, p in value.named_parameters() if "lora_" in n}
     base = base_state(run.model)
-    m = run.train_step(1)
+    m = run.train_step(1).metrics()
     assert m["update/skipped"] == 0.0
     assert any(not torch.equal(p, before[n]) for n, p in value.named_parameters() if "lora_" in n)
     now = base_state(run.model)

@@ -53,6 +53,7 @@ class Trainer(abc.ABC):
     own in checkpoints (`save` / `load`, safetensors and JSON only)."""
 
     name = "trainer"
+    needs_states = False  # True: the rollout keeps the global state at each turn step (`RolloutBatch.states`)
 
     def __init__(self, ctx: TrainerContext):
         self.ctx = ctx
@@ -70,14 +71,16 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """Advantages from `batch` and one update of the policy adapters; returns metrics
-        (the same on every rank). Episodes whose reward failed must not train."""
+        (the same on every rank). The loop hands over only whole, healthy task groups (an
+        episode whose user code failed takes its group out: `without_failed_groups`)."""
 
     def save(self, folder: Path) -> None:
         """Write this trainer's own state into a checkpoint folder being built."""
         return None  # by default a trainer keeps nothing beyond the optimizer the loop saves
 
-    def load(self, folder: Path) -> None:
-        """Restore what `save` wrote."""
+    def load(self, folder: Path) -> str | None:
+        """Restore what `save` wrote; a checkpoint written by another trainer (a run switched
+        with --allow-changes) may lack it: return one line saying what starts afresh."""
         return None
 
     def update_settings(self) -> UpdateSettings:
@@ -86,7 +89,7 @@ class Trainer(abc.ABC):
             epochs=cfg.epochs, minibatches=cfg.minibatches, micro_batch_size=cfg.micro_batch_size,
             clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
             loss_aggregation=cfg.loss_aggregation, max_grad_norm=cfg.max_grad_norm,
-            mixed_precision=cfg.mixed_precision,
+            mixed_precision=self.ctx.accelerator.mixed_precision,
         )
 
 
@@ -121,13 +124,46 @@ def trainer_class(name: str) -> type[Trainer]:
     return TRAINERS[name]
 
 
-ESTIMATORS: dict[str, Callable[..., Any]] = {}
+# ----- advantage estimators ------------------------------------------------------------
 
 
-def register_estimator(name: str):
-    """Register an advantage estimator: a pure function of tensors."""
+@dataclass
+class Returns:
+    """What every advantage estimator reads: the ledger's rewards at each decision point of
+    each episode (an episode's points are consecutive and in order), per value stream (an
+    agent, a team, or one for all), and a critic's values there when a critic runs."""
 
-    def add(fn):
+    rewards: torch.Tensor  # (P, S): what was earned at each point, per stream
+    episodes: torch.Tensor  # (P,) long: the episode of each point
+    groups: torch.Tensor  # (P,) long: the task group of each point's episode
+    values: torch.Tensor | None = None  # (P, S): V at each point (None: no critic)
+
+
+@dataclass
+class Estimate:
+    """An estimator's answer: advantages and value targets at each point, and counts for
+    the metrics (summed over ranks by the trainer)."""
+
+    advantages: torch.Tensor  # (P, S)
+    returns: torch.Tensor  # (P, S): the targets a value model learns
+    counts: dict[str, float]
+
+
+Estimator = Callable[[Returns, Any], Estimate]  # (returns, the trainer's config section) -> Estimate
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str, needs_values: bool = False):
+    """Register an advantage estimator, `fn(returns: Returns, settings) -> Estimate`, a pure
+    function of tensors; `settings` is the trainer's config section (`grpo:`, `critic:`).
+    `needs_values`: it reads `Returns.values`, so only a trainer with a value model can use it.
+
+    >>> @register_estimator("my_estimator")      # doctest: +SKIP
+    ... def mine(returns, settings): ...
+    """
+
+    def add(fn: Estimator) -> Estimator:
+        fn.needs_values = needs_values
         ESTIMATORS[name] = fn
         return fn
 
@@ -137,7 +173,8 @@ def register_estimator(name: str):
 ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.critic"}
 
 
-def advantage_estimator(name: str) -> Callable[..., Any]:
+def advantage_estimator(name: str) -> Estimator:
+    """The registered estimator `name` (config: `grpo.advantage`, `critic.advantage`)."""
     if name not in ESTIMATORS and name in ESTIMATOR_MODULES:
         importlib.import_module(ESTIMATOR_MODULES[name])
     if name not in ESTIMATORS:

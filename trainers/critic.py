@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -35,12 +35,20 @@ from multiagent_rl.adapters import (
     attach_adapters,
     enable_training,
 )
-from multiagent_rl.models import load_model
+from multiagent_rl.models import autocast, load_model
 from multiagent_rl.rollout import RolloutBatch, TurnSample
 
-from .base import Trainer, TrainerContext, register_estimator, register_trainer
+from .base import (
+    Estimate,
+    Returns,
+    Trainer,
+    TrainerContext,
+    advantage_estimator,
+    register_estimator,
+    register_trainer,
+)
 from .checkpoint import load_optimizer_state, optimizer_state
-from .grpo import episode_advantages
+from .grpo import episode_returns, group_estimate
 from .policy import Sample, left_pad, policy_update
 
 VALUE_ADAPTER = "value_critic"
@@ -48,7 +56,6 @@ VALUE_ADAPTER = "value_critic"
 # ----- the maths ----------------------------------------------------------------------
 
 
-@register_estimator("gae")
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95,
     last_value: torch.Tensor | None = None,
@@ -72,6 +79,27 @@ def gae(
         advantages[t] = running
         following = values[t].float()
     return advantages, advantages + values.float()
+
+
+@register_estimator("gae", needs_values=True)
+def gae_estimate(returns: Returns, settings) -> Estimate:
+    """GAE over each episode's decision points (`gae`, with `settings.gamma`, `settings.lam`):
+    a point bootstraps from the value at the next point of its episode, whoever acts there;
+    an episode's last point from 0.
+
+    returns.rewards, returns.values: (P, S) -> advantages and returns (P, S).
+    """
+    advantages = torch.zeros_like(returns.rewards, dtype=torch.float32)
+    targets = torch.zeros_like(advantages)
+    _, lengths = torch.unique_consecutive(returns.episodes, return_counts=True)
+    start = 0
+    for length in lengths.tolist():
+        end = start + length
+        advantages[start:end], targets[start:end] = gae(
+            returns.rewards[start:end], returns.values[start:end], settings.gamma, settings.lam
+        )
+        start = end
+    return Estimate(advantages, targets, {})
 
 
 def clipped_value_loss(
@@ -164,37 +192,37 @@ class ValueModel:
         ids, attention, positions = left_pad(rows, self.tokenizer.pad_token_id or 0, device)  # (B, L) each
         self.peft_model.set_adapter(VALUE_ADAPTER)
         decoder = self.peft_model.get_base_model().get_decoder()  # no LM head: only the hidden state is needed
-        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
-        with autocast:
+        with autocast(self.mixed_precision, device):
             hidden = decoder(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state  # (B, L, H)
         return self.head(hidden[:, -1, :].float())  # (B, S): left padding puts every row's last token at -1
 
 
-def decision_points(turns: Sequence[TurnSample]) -> tuple[list[int], list[tuple[int, int]], list[str]]:
-    """The states turns were taken in, one per round of each episode (agents acting in one
-    round act on the same state, as one joint move), in order: what the critic values.
+def decision_points(
+    turns: Sequence[TurnSample], states: Mapping[tuple[int, int], str]
+) -> tuple[list[int], list[tuple[int, int]], list[str]]:
+    """The states turns were taken in, one per turn step of each episode (agents acting in
+    one step act on the same state, as one joint move), in order: what the critic values.
 
-    `turns` sorted by (episode, turn). Returns each turn's point index, each episode's
+    `turns` sorted by (episode, turn); `states`: (episode, round) -> the global state before
+    that turn step (`RolloutBatch.states`). Returns each turn's point index, each episode's
     (start, end) span of points, and each point's text: the global state and who acts in it."""
     state_of: list[int] = []
     spans: list[tuple[int, int]] = []
-    states: list[str] = []
+    keys: list[tuple[int, int]] = []
     acting: list[list[str]] = []
-    seen: dict[tuple[int, str], int] = {}
-    last_episode = None
+    seen: dict[tuple[int, int], int] = {}
     for s in turns:
-        key = (s.episode, s.state)
+        key = (s.episode, s.round)
         if key not in seen:
-            if s.episode != last_episode:
-                spans.append((len(states), len(states)))
-                last_episode = s.episode
-            seen[key] = len(states)
-            states.append(s.state)
+            if not spans or keys[-1][0] != s.episode:
+                spans.append((len(keys), len(keys)))
+            seen[key] = len(keys)
+            keys.append(key)
             acting.append([])
-            spans[-1] = (spans[-1][0], len(states))
+            spans[-1] = (spans[-1][0], len(keys))
         state_of.append(seen[key])
         acting[seen[key]].append(s.agent)
-    texts = [f"{state}\nActing now: {', '.join(who)}" for state, who in zip(states, acting, strict=True)]
+    texts = [f"{states[key]}\nActing now: {', '.join(who)}" for key, who in zip(keys, acting, strict=True)]
     return state_of, spans, texts
 
 
@@ -206,6 +234,8 @@ class CriticTrainer(Trainer):
     """PPO with a centralised critic (settings: the `critic:` section and the shared
     policy-update keys). Works with `group_size: 1`."""
 
+    needs_states = True  # the value model reads the global state at each decision point
+
     def __init__(self, ctx: TrainerContext):
         super().__init__(ctx)
         cfg, critic = ctx.config, ctx.config.critic
@@ -216,27 +246,27 @@ class CriticTrainer(Trainer):
         else:
             self.streams = list(ctx.scenario.agents)
             self.stream_of = {a: i for i, a in enumerate(self.streams)}
-        lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules))
+        lora = LoraSettings.from_config(cfg.lora)
         device = ctx.accelerator.device
         if critic.model is None:
             peft_model, tokenizer = add_adapters(ctx.model, [VALUE_ADAPTER], lora), ctx.tokenizer
         else:  # a separate (small) model: its own tokenizer, its own base weights
             base, tokenizer = load_model(critic.model, dtype="float32")
             peft_model = attach_adapters(base, [VALUE_ADAPTER], lora).to(device)
-        self.value = ValueModel(peft_model, tokenizer, len(self.streams), critic.max_state_tokens, cfg.mixed_precision)
+        self.value = ValueModel(peft_model, tokenizer, len(self.streams), critic.max_state_tokens, ctx.accelerator.mixed_precision)
         self.value_optimizer = torch.optim.AdamW(self.value.trainable_parameters(), lr=critic.lr, weight_decay=cfg.weight_decay)
         self.targets = RunningNorm(len(self.streams))
+        self.estimator = advantage_estimator(critic.advantage)
 
     # ----- one update ------------------------------------------------------------------
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx, critic = self.ctx, self.ctx.config.critic
         t0 = time.perf_counter()
-        turns = sorted((s for s in batch.samples if batch.episodes[s.episode].failure is None), key=lambda s: s.key)
-        state_of, spans, texts = decision_points(turns)
-        rewards = torch.zeros((len(texts), len(self.streams)), device="cpu")  # (P, S): each decision point's reward
-        if turns:
-            rewards.index_add_(0, torch.tensor(state_of, dtype=torch.long, device="cpu"), self.turn_rewards(batch, turns))
-        advantages, metrics = self.learn_values(self.value.encode(texts), spans, rewards)
+        turns = sorted(batch.samples, key=lambda s: s.key)
+        state_of, spans, texts = decision_points(turns, batch.states)
+        rewards = self.point_rewards(batch, turns, state_of, len(texts))
+        groups = [batch.episodes[e].group for e in dict.fromkeys(s.episode for s in turns)]  # one per span
+        advantages, metrics = self.learn_values(self.value.encode(texts), spans, groups, rewards)
         streams = torch.tensor([self.stream_of[s.agent] for s in turns], dtype=torch.long, device="cpu")
         points = torch.tensor(state_of, dtype=torch.long, device="cpu")
         own = advantages[points, streams] if turns else torch.zeros(0, device="cpu")  # (N,)
@@ -257,39 +287,49 @@ class CriticTrainer(Trainer):
         ))
         return metrics
 
-    def turn_rewards(self, batch: RolloutBatch, turns: list[TurnSample]) -> torch.Tensor:
-        """(N, S): each turn's own reward, plus every agent's episode reward on its last turn;
-        a team stream takes its members' mean."""
+    def point_rewards(self, batch: RolloutBatch, turns: list[TurnSample], state_of: list[int], points: int) -> torch.Tensor:
+        """(P, S): the ledger's rewards at each decision point. A per-turn reward counts at the
+        point of the turn that earned it (a scripted turn's: the last point before it); a
+        final reward at the agent's last point, or the episode's last for an agent that
+        never acted. A team stream takes its members' mean."""
         size: dict[int, int] = defaultdict(int)
         for a in self.ctx.scenario.agents:
             size[self.stream_of[a]] += 1
-        last: dict[tuple[int, str], int] = {}
-        final: dict[int, int] = {}
-        for i, s in enumerate(turns):
-            last[(s.episode, s.agent)] = i
-            final[s.episode] = i
-        rewards = torch.zeros((len(turns), len(self.streams)), device="cpu")
-        for i, s in enumerate(turns):
-            stream = self.stream_of[s.agent]
-            gained = s.reward
-            if last[(s.episode, s.agent)] == i:
-                gained += batch.episodes[s.episode].rewards.get(s.agent, 0.0)
-            rewards[i, stream] += gained / size[stream]
-        for e, i in final.items():  # an agent that never acted still counts: on the episode's last turn
-            acted = {s.agent for s in turns if s.episode == e}
-            for agent, value in batch.episodes[e].rewards.items():
-                if agent not in acted and agent in self.stream_of:
-                    rewards[i, self.stream_of[agent]] += value / size[self.stream_of[agent]]
+        point_of_turn: dict[tuple[int, int], int] = {}
+        last_of_agent: dict[tuple[int, str], int] = {}
+        rounds: dict[int, list[tuple[int, int]]] = defaultdict(list)  # episode -> (round, point), in order
+        for s, point in zip(turns, state_of, strict=True):
+            point_of_turn[(s.episode, s.turn)] = point
+            last_of_agent[(s.episode, s.agent)] = point
+            if not rounds[s.episode] or rounds[s.episode][-1][1] != point:
+                rounds[s.episode].append((s.round, point))
+        rewards = torch.zeros((points, len(self.streams)), device="cpu")
+        for e, steps in rounds.items():
+            episode = batch.episodes[e]
+            for at, entry in episode.ledger():
+                if entry.agent not in self.stream_of:
+                    continue
+                if at is None:
+                    point = last_of_agent.get((e, entry.agent), steps[-1][1])
+                elif (e, at) in point_of_turn:
+                    point = point_of_turn[(e, at)]
+                else:
+                    earned = episode.turns[at].round
+                    point = next((p for r, p in reversed(steps) if r <= earned), steps[0][1])
+                stream = self.stream_of[entry.agent]
+                rewards[point, stream] += entry.value / size[stream]
         return rewards
 
     def learn_values(
-        self, rows: list[list[int]], spans: list[tuple[int, int]], rewards: torch.Tensor
+        self, rows: list[list[int]], spans: list[tuple[int, int]], groups: list[int], rewards: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Values of every decision point, GAE per episode, and `critic.epochs` passes of the
-        clipped value loss; returns the (P, S) advantages and the value metrics.
+        """Values of every decision point, the estimator's advantages and targets (GAE by
+        default), and `critic.epochs` passes of the clipped value loss; returns the (P, S)
+        advantages and the value metrics. `groups`: each episode's (span's) task group.
 
-        The first pass's forward gives both the values before the update (for GAE, detached)
-        and the loss: chunks hold whole episodes, so no separate no-grad pass is needed.
+        The first pass's forward gives both the values before the update (for the estimator,
+        detached) and the loss: chunks hold whole episodes, so no separate no-grad pass is
+        needed, and the estimator is called on each chunk of whole episodes.
         Gradients are summed over ranks before each step."""
         ctx, critic = self.ctx, self.ctx.config.critic
         ranks = ctx.ranks
@@ -299,15 +339,22 @@ class CriticTrainer(Trainer):
         params = self.value.trainable_parameters()
         enable_training(self.value.peft_model, [VALUE_ADAPTER])
         (elements,) = ranks.sum([points * streams])
+        point_episode = torch.zeros(points, dtype=torch.long, device="cpu")  # (P,): each point's episode
+        point_group = torch.zeros(points, dtype=torch.long, device="cpu")  # (P,): its episode's task group
+        for e, ((a, b), group) in enumerate(zip(spans, groups, strict=True)):
+            point_episode[a:b], point_group[a:b] = e, group
         totals: dict[str, float] = defaultdict(float)
         for epoch in range(critic.epochs):
             self.value_optimizer.zero_grad(set_to_none=True)
-            for start, end, inside in _episode_chunks(spans, critic.micro_batch_size):
+            for start, end in _episode_chunks(spans, critic.micro_batch_size):
                 predicted = self.value(rows[start:end]).float()  # (B, S), normalised units
-                if epoch == 0:
+                if epoch == 0:  # chunks hold whole episodes: the estimator sees each one whole
                     old[start:end] = self._denormalise(predicted.detach().cpu())
-                    for a, b in inside:
-                        advantages[a:b], returns[a:b] = gae(rewards[a:b], old[a:b], critic.gamma, critic.lam)
+                    chunk = slice(start, end)
+                    estimate = self.estimator(
+                        Returns(rewards[chunk], point_episode[chunk], point_group[chunk], old[chunk]), critic
+                    )
+                    advantages[start:end], returns[start:end] = estimate.advantages, estimate.returns
                 device = predicted.device
                 loss, clipped = clipped_value_loss(
                     predicted, self._normalise(old[start:end]).to(device), self._normalise(returns[start:end]).to(device),
@@ -377,8 +424,10 @@ class CriticTrainer(Trainer):
         """(1 - w) * the critic's advantage + w * the group-relative one (both whitened)."""
         critic = self.ctx.config.critic
         source = "team" if critic.value_per == "team" else "agent"
-        group, _ = episode_advantages(batch, self.ctx.scenario.agents, source, scale_by_std=True)
-        grouped = torch.tensor([float(group[s.agent][s.episode]) for s in turns], device="cpu")
+        agents = self.ctx.scenario.agents
+        group = group_estimate(episode_returns(batch, agents, source), None).advantages  # (E, streams), std-scaled
+        stream = {a: 0 if source == "team" else k for k, a in enumerate(agents)}
+        grouped = torch.tensor([float(group[s.episode, stream[s.agent]]) for s in turns], device="cpu")
         return (1 - critic.group_weight) * self._whiten(turns, own) + critic.group_weight * grouped
 
     def _normalise(self, values: torch.Tensor) -> torch.Tensor:
@@ -405,12 +454,12 @@ class CriticTrainer(Trainer):
         state.update({"streams": self.streams, "targets": self.targets.state()})
         (out / "state.json").write_text(json.dumps(state, indent=1))
 
-    def load(self, folder: Path) -> None:
+    def load(self, folder: Path) -> str | None:
         from multiagent_rl.adapters import load_adapter_weights
 
         src = folder / "critic"
-        if not src.is_dir():  # a run switched to the critic (--allow-changes): its critic starts fresh
-            return
+        if not src.is_dir():  # a run switched to the critic (--allow-changes)
+            return f"{folder.name} holds no critic (trained with another trainer): the critic starts fresh"
         state = json.loads((src / "state.json").read_text())
         if state["streams"] != self.streams:
             raise ValueError(f"{folder}'s critic has value streams {state['streams']}, this run {self.streams}")
@@ -422,12 +471,12 @@ class CriticTrainer(Trainer):
 
 
 def _episode_chunks(spans: list[tuple[int, int]], size: int):
-    """(start, end, spans inside) over consecutive whole episodes, about `size` points each
-    (an episode longer than `size` is a chunk of its own)."""
+    """(start, end) over consecutive whole episodes, about `size` points each (an episode
+    longer than `size` is a chunk of its own)."""
     i = 0
     while i < len(spans):
         j = i + 1
         while j < len(spans) and spans[j][1] - spans[i][0] <= size:
             j += 1
-        yield spans[i][0], spans[j - 1][1], spans[i:j]
+        yield spans[i][0], spans[j - 1][1]
         i = j

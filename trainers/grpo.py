@@ -1,11 +1,12 @@
 """Per-agent GRPO: group-relative advantages, then the clipped policy update of each
 agent's LoRA adapter (`trainers/policy.py`).
 
-A group is the G episodes of one task. Each agent's reward in those episodes is
-compared with the group: A = (r - mean) / (std + eps) (or without the std,
-Dr. GRPO). Groups with one sample or with all-equal rewards carry no signal;
-they get zero advantages and are counted in the metrics, never hidden. Every turn of
-an agent gets its episode's advantage (or a discounted share, `credit: discounted`).
+A group is the G episodes of one task. Each agent's return in those episodes (from the
+episode's reward ledger) is compared with the group: A = (r - mean) / (std + eps) (or
+without the std, Dr. GRPO). Groups with one sample or with all-equal rewards carry no
+signal; they get zero advantages and are counted in the metrics, never hidden. Every turn
+of an agent gets its episode's advantage (or a discounted share, `credit: discounted`).
+The estimator is registered (`group`) and picked by `grpo.advantage`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from dataclasses import dataclass
 
 import torch
 
+from multiagent_rl.config import ConfigError
 from multiagent_rl.rollout import RolloutBatch
 
-from .base import Trainer, register_estimator, register_trainer
+from .base import (
+    Estimate,
+    Returns,
+    Trainer,
+    TrainerContext,
+    advantage_estimator,
+    register_estimator,
+    register_trainer,
+)
 from .policy import Sample, policy_update
 
 # ----- advantages -------------------------------------------------------------------
@@ -29,7 +39,6 @@ class GroupStats:
     equal_reward_groups: int = 0  # every sample scored the same: zero signal
 
 
-@register_estimator("group")
 def group_advantages(
     rewards: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-4
 ) -> tuple[torch.Tensor, GroupStats]:
@@ -63,39 +72,67 @@ def discounted_credit(outcome: float, round_index: int, last_round: int, gamma: 
     return outcome * gamma ** max(0, last_round - round_index)
 
 
-def episode_advantages(
-    batch: RolloutBatch, agents: list[str], reward_source: str = "agent", scale_by_std: bool = True
-) -> tuple[dict[str, torch.Tensor], GroupStats]:
-    """Per agent, each episode's group-relative advantage ((episodes,) tensors) of the agent's
-    whole return (final reward plus per-turn rewards). A group with a failed episode (its
-    reward raised) is dropped: its episodes get zero."""
-    broken = {ep.group for ep in batch.episodes if ep.failure is not None}
-    # Advantages are host-side bookkeeping (they reach the model as floats in each Sample).
-    groups = torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu")
-    kept = torch.tensor([ep.group not in broken for ep in batch.episodes], dtype=torch.bool, device="cpu")
-    advantages: dict[str, torch.Tensor] = {}
-    total = GroupStats()
-    for agent in agents:
-        if reward_source == "team":
-            rewards = torch.tensor([ep.team_reward() for ep in batch.episodes], device="cpu")
-        else:
-            rewards = torch.tensor([ep.returns().get(agent, 0.0) for ep in batch.episodes], device="cpu")
-        adv, stats = group_advantages(rewards[kept], groups[kept], scale_by_std=scale_by_std)
-        advantages[agent] = torch.zeros(len(batch.episodes), device="cpu").masked_scatter(kept, adv)
-        total.groups += stats.groups
-        total.singleton_groups += stats.singleton_groups
-        total.equal_reward_groups += stats.equal_reward_groups
-    return advantages, total
+@register_estimator("group")
+def group_estimate(returns: Returns, settings) -> Estimate:
+    """Outcome advantages: each episode's return (its points' rewards summed, per stream)
+    against its task group's (`group_advantages`, scaled by the group std unless
+    `settings.scale_rewards` is False); every point of an episode gets its episode's.
+
+    returns.rewards: (P, S) -> advantages and returns (P, S).
+    >>> r = Returns(torch.tensor([[1.], [0.], [0.5]]), torch.tensor([0, 0, 1]), torch.tensor([0, 0, 0]))
+    >>> [round(a, 3) for a in group_estimate(r, None).advantages.squeeze(1).tolist()]
+    [1.0, 1.0, -1.0]
+    """
+    episodes, point_episode = torch.unique_consecutive(returns.episodes, return_inverse=True)  # (E,), (P,)
+    totals = torch.zeros((len(episodes), returns.rewards.shape[1]), device="cpu")  # (E, S)
+    totals.index_add_(0, point_episode, returns.rewards.float())
+    first_point = torch.zeros(len(episodes), dtype=torch.long, device="cpu").scatter_reduce_(
+        0, point_episode, torch.arange(len(point_episode)), "amin", include_self=False
+    )
+    groups = returns.groups[first_point]  # (E,)
+    advantages = torch.zeros_like(totals)
+    counts = GroupStats()
+    for stream in range(totals.shape[1]):
+        advantages[:, stream], stats = group_advantages(
+            totals[:, stream], groups, scale_by_std=getattr(settings, "scale_rewards", True)
+        )
+        counts.groups += stats.groups
+        counts.singleton_groups += stats.singleton_groups
+        counts.equal_reward_groups += stats.equal_reward_groups
+    return Estimate(advantages[point_episode], totals[point_episode], vars(counts))
+
+
+def episode_returns(batch: RolloutBatch, streams: list[str], reward_source: str = "agent") -> Returns:
+    """One point per episode (GRPO judges the whole episode): each agent's return from the
+    ledger (`streams` are agents), or the team's (`reward_source="team"`: one stream)."""
+    if reward_source == "team":
+        rewards = [[ep.team_reward()] for ep in batch.episodes]
+    else:
+        rewards = [[ep.returns().get(agent, 0.0) for agent in streams] for ep in batch.episodes]
+    # Host-side bookkeeping: advantages reach the model as floats in each Sample.
+    return Returns(
+        rewards=torch.tensor(rewards, dtype=torch.float32, device="cpu").reshape(len(batch.episodes), -1),
+        episodes=torch.arange(len(batch.episodes), device="cpu"),
+        groups=torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu"),
+    )
 
 
 @register_trainer("grpo")
 class GRPOTrainer(Trainer):
     """Per-agent GRPO (settings: the `grpo:` section and the shared policy-update keys)."""
 
+    def __init__(self, ctx: TrainerContext):
+        super().__init__(ctx)
+        self.estimator = advantage_estimator(ctx.config.grpo.advantage)
+        if self.estimator.needs_values:
+            raise ConfigError(f"grpo.advantage={ctx.config.grpo.advantage} needs a value model; use trainer=critic")
+
     def make_samples(self, batch: RolloutBatch) -> tuple[list[Sample], dict[str, float]]:
         """One Sample per trainable turn, each with its episode's advantage for its agent."""
         ctx, grpo = self.ctx, self.ctx.config.grpo
-        advantages, stats = episode_advantages(batch, ctx.scenario.agents, grpo.reward_source, grpo.scale_rewards)
+        agents = ctx.scenario.agents
+        estimate = self.estimator(episode_returns(batch, agents, grpo.reward_source), grpo)
+        stream_of = {a: 0 if grpo.reward_source == "team" else k for k, a in enumerate(agents)}
         last_round: dict[int, int] = {}  # each episode's own last round
         for s in batch.samples:
             last_round[s.episode] = max(last_round.get(s.episode, 0), s.round)
@@ -103,14 +140,15 @@ class GRPOTrainer(Trainer):
         for s in batch.samples:
             if not s.trainable:
                 continue
-            a = float(advantages[s.agent][s.episode])
+            a = float(estimate.advantages[s.episode, stream_of[s.agent]])
             if grpo.credit == "discounted":
                 a = discounted_credit(a, s.round, last_round[s.episode], grpo.gamma)
             samples.append(
                 Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a, temperature=s.temperature)
             )
+        counts = estimate.counts
         equal, singleton, total, abs_sum, count = ctx.ranks.sum(
-            [stats.equal_reward_groups, stats.singleton_groups, stats.groups, sum(abs(x.advantage) for x in samples), len(samples)]
+            [counts["equal_reward_groups"], counts["singleton_groups"], counts["groups"], sum(abs(x.advantage) for x in samples), len(samples)]
         )
         metrics = {
             "groups/equal_reward_fraction": equal / max(total, 1),
@@ -118,7 +156,6 @@ class GRPOTrainer(Trainer):
             "advantage/abs_mean": abs_sum / count if count else 0.0,
         }
         return samples, metrics
-
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx = self.ctx
         samples, metrics = self.make_samples(batch)

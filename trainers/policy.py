@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from multiagent_rl.models import autocast
+
 from .distributed import SINGLE, Ranks
 
 # ----- losses -------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def policy_update(
     # Old log-probs: with one pass over the batch the policy is unchanged when each
     # sample is first seen, so the ratio is exactly 1 (old = current, detached).
     one_pass = settings.epochs == 1 and settings.minibatches == 1
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision == "bf16")
+    precision = autocast(settings.mixed_precision, device)
     old_cache: dict[Hashable, torch.Tensor] = {}
     ref_cache: dict[Hashable, torch.Tensor] = {}
     model.train()
@@ -204,7 +206,7 @@ def policy_update(
                 model.set_adapter(adapter)
                 for chunk in _chunks(group, settings.micro_batch_size):
                     batch = pad_batch(chunk, pad_id, device)
-                    with autocast:
+                    with precision:
                         if not one_pass:
                             _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
                         if settings.beta > 0:
@@ -232,7 +234,7 @@ def policy_update(
                 for chunk in _chunks(group, settings.micro_batch_size):
                     batch = pad_batch(chunk, pad_id, device)
                     mask = batch.mask
-                    with autocast:
+                    with precision:
                         logps = window_logprobs(model, batch, _temperatures(chunk, device))  # (B, K)
                     if one_pass:
                         old = logps.detach()

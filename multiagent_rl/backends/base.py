@@ -8,6 +8,7 @@ every active agent of every running episode, mixing adapters in one batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -52,7 +53,8 @@ class GenerationBackend(Protocol):
         """Results in request order; one batched call for all requests."""
         ...
 
-    def sync_adapters(self, adapter_dir: str | None = None) -> None:
-        """Make the latest adapter weights visible to generation (HF: nothing to do, weights
-        are shared in place; vLLM: load `adapter_dir` under new adapter names/ids)."""
+    def sync(self, model: Any, adapters: Sequence[str], folder: str | os.PathLike[str]) -> None:
+        """After an update: make `model`'s current `adapters` the ones generation uses (HF:
+        nothing to do, the weights are shared in place; vLLM: save them under `folder` and
+        serve them under new versioned names, never reused)."""
         ...

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..models import autocast
 from .base import GenerationRequest, GenerationResult
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -40,7 +41,7 @@ class PerRowTemperature(LogitsProcessor):
 
 class HFBackend:
     """Generation with a (peft) transformers model. Weights are shared with training,
-    so updated adapters are visible at once (`sync_adapters` has nothing to do)."""
+    so updated adapters are visible at once (`sync` has nothing to do)."""
 
     def __init__(self, model, tokenizer, max_batch_size: int | None = None, mixed_precision: str = "no"):
         if mixed_precision not in ("no", "bf16"):
@@ -55,8 +56,8 @@ class HFBackend:
     def adapters(self) -> list[str]:
         return list(getattr(self.model, "peft_config", {}) or {})
 
-    def sync_adapters(self, adapter_dir: str | None = None) -> None:
-        return None
+    def sync(self, model, adapters, folder) -> None:
+        return None  # generation runs on the trained model itself: in sync by construction
 
     def encode(self, request: GenerationRequest) -> list[int]:
         ids = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True)
@@ -108,9 +109,8 @@ class HFBackend:
             raise ValueError("requests name adapters but the model has none")
         was_training = self.model.training
         self.model.eval()
-        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
         try:
-            with autocast:
+            with autocast(self.mixed_precision, device):
                 out = self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
         finally:
             self.model.train(was_training)

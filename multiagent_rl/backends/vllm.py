@@ -310,6 +310,14 @@ class VLLMBackend:
         for name, path in found.items():
             self._register(name, path)
 
+    def sync(self, model, adapters, folder) -> None:
+        """Save `model`'s `adapters` (a PeftModel's) under `folder` and serve them from there
+        under new versions."""
+        from ..adapters import save_adapters
+
+        save_adapters(model, folder, adapters)
+        self.sync_adapters(str(folder))
+
     # -- generation --------------------------------------------------------------
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
