@@ -44,7 +44,7 @@ def worker(trainer: str, model: str, steps: int, tasks: int, group: int, max_new
     with tempfile.TemporaryDirectory(prefix="mrl-critic-bench-") as tmp:
         run = Run(config, tmp, scenario=scenario)
         for step in range(1, steps + 1):
-            m = run.train_step(step)
+            m = run.train_step(step).metrics()
             if step > 1:  # step 1 warms up
                 step_s.append(m["perf/step_seconds"])
                 update_s.append(m["perf/update_seconds"])

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in range(1, args.steps + 1):
             synchronize()
             start = time.perf_counter()
-            m = run.train_step(step)
+            m = run.train_step(step).metrics()
             synchronize()
             rows.append({"seconds": time.perf_counter() - start, "completions": m["update/samples"],
                          "tokens_per_s": m["perf/tokens_per_s"], "skipped": m["update/skipped"]})

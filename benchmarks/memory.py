@@ -58,7 +58,7 @@ def debate_worker(model: str, mode: str, agents: int, tasks: int, group: int, ma
     )
     with tempfile.TemporaryDirectory(prefix="mrl-memory-bench-") as tmp:
         run = Run(config, tmp, scenario=scenario)
-        metrics = run.train_step(1)
+        metrics = run.train_step(1).metrics()
         adapters = len(run.model.peft_config)
     return {
         "mode": mode,

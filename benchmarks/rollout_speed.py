@@ -45,7 +45,7 @@ class RecordingBackend:
         self.calls.append((list(requests), seed, results))
         return results
 
-    def sync_adapters(self, adapter_dir: str | None = None) -> None:
+    def sync(self, model, adapters, folder) -> None:
         return None
 
 

@@ -45,7 +45,7 @@ def worker(model: str, steps: int, out: str) -> None:
     run = Run(config, out, scenario=scenario)
     rows = []
     for step in range(1, steps + 1):
-        m = run.train_step(step)
+        m = run.train_step(step).metrics()
         rows.append({"seconds": m["perf/step_seconds"], "rollout": m["perf/rollout_seconds"],
                      "update": m["perf/update_seconds"], "sync": m.get("perf/grad_sync_seconds", 0.0), "tokens": m["completions/mean_tokens"] * m["update/samples"],
                      "skipped": m["update/skipped"]})

@@ -122,7 +122,7 @@ def measure_ours(config: TrainConfig, steps: int, scenario: Scenario | None = No
         run = Run(config, tmp, scenario=scenario)
         metrics = []
         for step in range(1, steps + 1):
-            m = run.train_step(step)
+            m = run.train_step(step).metrics()
             metrics.append(m)
             print(
                 f"  {run.scenario.name} step {step}: {m['perf/step_seconds']:.2f} s "

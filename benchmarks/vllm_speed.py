@@ -48,7 +48,7 @@ class RecordingVLLM:
         self.calls.append((list(requests), seed))
         return self.inner.generate(requests, seed=seed)
 
-    def sync_adapters(self, adapter_dir: str | None = None) -> None:
+    def sync(self, model, adapters, folder) -> None:
         return None
 
 

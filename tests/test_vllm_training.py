@@ -23,7 +23,7 @@ def test_train_step_with_vllm_syncs_versioned_adapters(tmp_path):
     try:
         before_names = dict(run.backend.adapters)
         lora_before = {n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_B" in n}
-        metrics = run.train_step(1)
+        metrics = run.train_step(1).metrics()
         assert metrics["perf/backend_calls"] == 1  # one round: one vLLM call for every agent of every episode
         if metrics["update/skipped"]:
             pytest.skip("all groups had equal rewards in this sample; nothing was trained")

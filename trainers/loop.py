@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,13 +30,6 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from multiagent_rl.adapters import (
-    LoraSettings,
-    adapter_map,
-    adapter_names,
-    attach_adapters,
-    save_adapters,
-)
 from multiagent_rl.config import (
     STREAM_SETTINGS,
     ConfigError,
@@ -46,10 +38,12 @@ from multiagent_rl.config import (
     save_config,
 )
 from multiagent_rl.contain import UserCodeError, describe_failure
-from multiagent_rl.models import load_model, resolve_model_path
-from multiagent_rl.records import EpisodeLog
-from multiagent_rl.rollout import RolloutBatch, Sampling, rollout
-from multiagent_rl.scenario import Scenario, load_scenario
+from multiagent_rl.records import EpisodeLog, Task
+from multiagent_rl.registry import load_scenario
+from multiagent_rl.rollout import RolloutBatch, Sampling
+from multiagent_rl.scenario import Scenario
+from multiagent_rl.seeds import step_seed, task_rng
+from multiagent_rl.team import Team
 
 from .base import Trainer, TrainerContext, trainer_class
 from .checkpoint import (
@@ -60,7 +54,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import Ranks
-from .metrics import EVAL_NAMES, eval_metrics, rollout_metrics, team_reward_stats
+from .metrics import StepRecord, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 
@@ -80,38 +74,40 @@ class Run:
         self.config_sources = config_sources
         self.accelerator = make_accelerator(config, self.run_dir)
         self.ranks = Ranks.from_accelerator(self.accelerator)
-        self.device = self.accelerator.device
-        self.scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
+        scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
+        trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
-        self.dtype = resolve_dtype(config.dtype, self.device)
-        self.model_base, self.tokenizer = load_model(config.model, dtype=self.dtype)
-        check_batch_fits(config, self.scenario, len(self.tokenizer), self.ranks.count)
-        self.agent_adapters = adapter_map(self.scenario, config.adapters)
-        lora = LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, list(config.lora.target_modules))
+        self.dtype = resolve_dtype(config.dtype, self.accelerator.device)
         # Placed with accelerator.device, not prepare(): DDP's wrapper would sync every
         # backward, but each micro-batch here trains one adapter of a multi-adapter peft
         # model (set_adapter), so ranks sum gradients themselves before each optimizer step.
-        self.model = attach_adapters(self.model_base, adapter_names(self.agent_adapters), lora).to(self.device)
+        self.team = Team.build(
+            config, scenario, device=self.accelerator.device, dtype=self.dtype,
+            mixed_precision=self.accelerator.mixed_precision, live_dir=self.run_dir / "live_adapters",
+            processes=self.ranks.count,
+        )
+        check_batch_fits(config, scenario, len(self.tokenizer), self.ranks.count)
         if config.gradient_checkpointing:  # training forwards only; generation runs in eval mode
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.policy_adapters = adapter_names(self.agent_adapters)
-        trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
-        self.backend = self._make_backend()
         self.trainer: Trainer = trainer(TrainerContext(
-            config=config, model=self.model, tokenizer=self.tokenizer, scenario=self.scenario,
+            config=config, model=self.model, tokenizer=self.tokenizer, scenario=scenario,
             accelerator=self.accelerator, ranks=self.ranks, agent_adapters=self.agent_adapters,
-            policy_adapters=self.policy_adapters,
+            policy_adapters=self.team.policy_adapters,
         ))
         self.step = 0
         self.damaged_checkpoints = 0
+        self.before: dict[str, float] | None = None  # the held-out result at step 0
+        self.resume_notes: list[str] = []  # what the resume could not carry over, said once
 
-    @property
-    def optimizer(self):
-        return self.trainer.optimizer
-
-    @property
-    def scheduler(self):
-        return self.trainer.scheduler
+    # The team's parts, by the names the trainer and the tests use.
+    scenario = property(lambda self: self.team.scenario)
+    model = property(lambda self: self.team.model)
+    tokenizer = property(lambda self: self.team.tokenizer)
+    backend = property(lambda self: self.team.backend)
+    agent_adapters = property(lambda self: self.team.agent_adapters)
+    device = property(lambda self: self.accelerator.device)
+    optimizer = property(lambda self: self.trainer.optimizer)
+    scheduler = property(lambda self: self.trainer.scheduler)
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -122,41 +118,6 @@ class Run:
             "runtime/mixed_precision": self.accelerator.mixed_precision,
             "runtime/dtype": self.dtype,
         }
-
-    # ----- wiring -------------------------------------------------------------------
-    def _make_backend(self):
-        if self.config.backend == "hf":
-            from multiagent_rl.backends.hf import HFBackend
-
-            return HFBackend(
-                self.model, self.tokenizer, max_batch_size=self.config.max_batch_size,
-                mixed_precision=self.accelerator.mixed_precision,
-            )
-        from multiagent_rl.backends.vllm import VLLMBackend
-
-        if self.ranks.distributed:
-            raise ConfigError(
-                f"backend=vllm runs beside training in one process; with {self.ranks.count} processes use "
-                "backend=hf (see the README's Scaling out)"
-            )
-        engine = self.config.vllm
-        live = self._publish_adapters(0)
-        return VLLMBackend(
-            resolve_model_path(self.config.model),
-            adapter_dirs={p.name: str(p) for p in live.iterdir()},
-            max_lora_rank=self.config.lora.rank,
-            max_loras=engine.max_loras or max(4, len(self.model.peft_config)),
-            seed=self.config.seed,
-            gpu_memory_utilization=engine.gpu_memory_utilization,
-            tensor_parallel_size=engine.tensor_parallel_size,
-            dtype=engine.dtype,
-        )
-
-    def _publish_adapters(self, step: int) -> Path:
-        """Save the current adapters where an out-of-process engine (vLLM) can load them."""
-        live = self.run_dir / "live_adapters" / f"step-{step}"
-        save_adapters(self.model, live, self.policy_adapters)  # a trainer's own adapters stay out
-        return live
 
     # ----- the loop -----------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -174,45 +135,43 @@ class Run:
         changes = self._check_settings(found) if self.ranks.is_main else {}
         resumed = self._resume(found, damaged)
         if self.ranks.is_main:
-            if changes:  # recorded once the resume has taken them on
+            if changes or self.resume_notes:  # recorded once the resume has taken them on
+                line = {"step": resumed + 1, "changes": changes, **({"notes": self.resume_notes} if self.resume_notes else {})}
                 with open(self.run_dir / "config-changes.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"step": resumed + 1, "changes": changes}, default=str) + "\n")
+                    handle.write(json.dumps(line, default=str) + "\n")
             save_config(cfg, self.run_dir / "config.yaml", self.config_sources)
         if self._trackers:
             self.accelerator.init_trackers("tracker", config={"scenario": cfg.scenario, "lr": cfg.lr})
         summary: dict[str, Any] = {"resumed_from": resumed}
-        if resumed is not None:
-            summary["before"] = self._logged_eval(0)
-        else:
-            summary["before"] = self.evaluate(step=0)
-            self._log({"step": 0, **eval_metrics(summary["before"])})
+        if resumed is None:
+            self.before = self.evaluate(step=0)
+            self._log({"step": 0, **eval_metrics(self.before)})
+        summary["before"] = self.before
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
         spent, done, skipped = 0.0, 0, 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.scenario.name}", unit="step",
                    disable=not (cfg.progress and self.ranks.is_main))
         while self.step < cfg.steps:
             self.step += 1
-            metrics = self.train_step(self.step)
-            if self.damaged_checkpoints:  # said once, on the first step after the fall-back
-                metrics["resume/damaged_checkpoints"], self.damaged_checkpoints = self.damaged_checkpoints, 0
-            spent += metrics["perf/step_seconds"]  # the slowest rank's, so every rank stops together
+            record = self.train_step(self.step)
+            record.damaged_checkpoints, self.damaged_checkpoints = self.damaged_checkpoints, 0  # said once
+            spent += record.step_seconds  # the slowest rank's, so every rank stops together
             done += 1
-            skipped += int(metrics["update/skipped"])
+            skipped += int(record.update["update/skipped"])
             # Stop before a step that would overrun the budget by more than half a step's time.
             out_of_time = budget is not None and spent + 0.5 * spent / done > budget
             last = self.step == cfg.steps or out_of_time
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                result = self.evaluate(step=self.step)
-                metrics.update(eval_metrics(result))
-                summary["after"] = result
+                record.held_out = summary["after"] = self.evaluate(step=self.step)
             bar.update(1)
-            bar.set_postfix(self._progress(metrics, summary.get("after") or summary.get("before"), skipped), refresh=False)
-            self._log(metrics)
+            bar.set_postfix(self._progress(record, summary.get("after") or summary.get("before"), skipped), refresh=False)
+            self._log(record.metrics())
             if self.step % cfg.save_every == 0 or last:
                 if self.ranks.is_main:
                     save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
-                                    {"scenario": self.scenario.name, "trainer": cfg.trainer}, config=cfg.model_dump(mode="json"),
-                                    adapters=self.policy_adapters, write_more=self.trainer.save)
+                                    {"scenario": self.scenario.name, "trainer": cfg.trainer, "before": self.before},
+                                    config=cfg.model_dump(mode="json"), adapters=self.team.policy_adapters,
+                                    write_more=self.trainer.save)
                     prune_checkpoints(self.run_dir, cfg.keep_checkpoints)
                 self.ranks.barrier()
             if out_of_time:
@@ -226,15 +185,16 @@ class Run:
         return summary
 
     @staticmethod
-    def _progress(metrics: dict[str, Any], held_out: dict[str, float] | None, skipped: int) -> dict[str, str]:
-        shown = {"reward": f"{metrics['reward/team_mean']:.3f}"}
+    def _progress(record: StepRecord, held_out: dict[str, float] | None, skipped: int) -> dict[str, str]:
+        shown = {"reward": f"{record.rollout['reward/team_mean']:.3f}"}
         if held_out:
             shown["held-out"] = f"{held_out['mean']:.3f}"
         shown["skipped"] = str(skipped)
         return shown
 
-    def tasks_for_step(self, step: int):
-        rng = random.Random(self.config.seed * 1_000_003 + step)
+    def tasks_for_step(self, step: int) -> list[Task]:
+        """Step `step`'s tasks, drawn from (seed, step) alone: the same on every rank."""
+        rng = task_rng(self.config.seed, step)
         try:
             return [self.scenario.sample_task(rng, "train") for _ in range(self.config.tasks_per_step)]
         except Exception as exc:  # no task, no episode to mark failed: stop, naming file and line
@@ -246,42 +206,49 @@ class Run:
         suffix = f".rank{self.ranks.index}" if self.ranks.distributed else ""
         return EpisodeLog((folder or self.run_dir / "episodes") / f"{name}{suffix}.msgpack")
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def shard(self, tasks: list[Task]) -> dict[str, Any]:
+        """This rank's share of `tasks` as the team's `play` options: its tasks, the global
+        index of the first (group ids and episode seeds do not depend on the sharding), and
+        a progress bar on the main process."""
+        return {"tasks": self.ranks.shard(tasks), "first_group": self.ranks.shard_start(len(tasks)),
+                "progress": self.config.progress and self.ranks.is_main}
+
+    def train_step(self, step: int) -> StepRecord:
+        """One training step, in run order:
+
+        1. draw the step's tasks from (seed, step); seed this rank's sampling stream;
+        2. play this rank's shard of them, `group_size` episodes each, and log the episodes;
+        3. stop on failed user code past the allowed share; hand the trainer the rest;
+        4. update the live adapters (the trainer: advantages, losses, optimizer);
+        5. sync the backend to the new adapters;
+        6. return the step's record (rollout, update and timing figures, over all ranks).
+        """
         cfg = self.config
         t0 = time.perf_counter()
-        # Each rank samples its own stream: the same seed on every rank would correlate shards.
-        seed = cfg.seed * 1_000_003 + step + 7_919 * self.ranks.index
-        torch.manual_seed(seed)
+        # step 1
         tasks = self.tasks_for_step(step)
-        batch = rollout(
-            self.scenario,
-            self.backend,
-            self.ranks.shard(tasks),
-            group_size=cfg.group_size,
-            adapters=self.agent_adapters,
+        seed = step_seed(cfg.seed, step, self.ranks.index)
+        torch.manual_seed(seed)
+        # step 2
+        batch = self.team.play(
+            **self.shard(tasks), log=self.episode_log(f"step-{step:06d}"), seed=seed, step=step, group_size=cfg.group_size,
             sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
-            seed=seed,
-            step=step,
-            log=self.episode_log(f"step-{step:06d}"),
-            progress=cfg.progress and self.ranks.is_main,
-            first_group=self.ranks.shard_start(len(tasks)),
-            contain_failures=True,
-            reward_timeout=cfg.reward_timeout_seconds,
+            record_states=self.trainer.needs_states,
         )
+        # step 3
         failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
-        update = self.trainer.update(batch)
-        update["episodes/failed_fraction"] = failed
+        # step 4
+        update = self.trainer.update(batch.without_failed_groups())
         t2 = time.perf_counter()
-        if self.config.backend != "hf":
-            self.backend.sync_adapters(str(self._publish_adapters(step)))
-        metrics = {"step": step, **rollout_metrics(batch, self.ranks), **update}
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        # step 5
+        self.team.sync(step)
+        # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
-        metrics["perf/rollout_seconds"] = rollout_s
-        metrics["perf/update_seconds"] = update_s
-        metrics["perf/step_seconds"] = step_s
-        return metrics
+        return StepRecord(
+            step=step, rollout=rollout_metrics(batch, self.ranks), update=update, failed_fraction=failed,
+            lr=self.scheduler.get_last_lr()[0], rollout_seconds=rollout_s, update_seconds=update_s, step_seconds=step_s,
+        )
 
     def check_failures(self, batch: RolloutBatch, step: int) -> float:
         """The share of this step's episodes (all ranks) whose reward failed; stops the run,
@@ -297,30 +264,11 @@ class Run:
             raise UserCodeError(f"step {step}: {int(failed)} of {int(total)} episodes failed ({rule}); first: {failures[0]}")
         return fraction
 
-    def evaluate(
-        self, step: int, episodes: int | None = None, adapters: dict | None = None, tag: str = "eval",
-        log_dir: Path | None = None,
-    ) -> dict[str, float]:
-        """Greedy held-out team reward (mean, standard error); `adapters` None -> the trained ones.
-        Episodes go to `log_dir` (default: the run's episodes/, as part of training)."""
-        n = episodes or self.config.eval_episodes
-        tasks = self.scenario.heldout_tasks(n, seed=self.config.seed)
-        batch = rollout(
-            self.scenario,
-            self.backend,
-            self.ranks.shard(tasks),
-            group_size=1,
-            adapters=adapters if adapters is not None else self.agent_adapters,
-            sampling=Sampling(greedy=True, max_new_tokens=self.config.max_new_tokens),
-            seed=self.config.seed,
-            split="eval",
-            step=step,
-            log=self.episode_log(f"{tag}-step-{step:06d}", log_dir),
-            progress=self.config.progress and self.ranks.is_main,
-            first_group=self.ranks.shard_start(len(tasks)),
-            contain_failures=True,
-            reward_timeout=self.config.reward_timeout_seconds,
-        )
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Greedy held-out team reward (mean, standard error) of the trained adapters, logged
+        in the run's episodes/ as part of training."""
+        tasks = self.scenario.heldout_tasks(self.config.eval_episodes, seed=self.config.seed)
+        batch = self.team.evaluate(**self.shard(tasks), log=self.episode_log(f"eval-step-{step:06d}"), step=step)
         return team_reward_stats(batch.episodes, self.ranks)
 
     # ----- persistence ------------------------------------------------------------------
@@ -351,7 +299,8 @@ class Run:
         if found is not None:
             step, path = found
             try:
-                load_checkpoint(path, self.model, self.optimizer, self.scheduler, read_more=self.trainer.load)
+                state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+                fresh = self.trainer.load(path)
             except (RuntimeError, KeyError, ValueError) as exc:  # verified whole, so it is another model's
                 message = " ".join(str(exc).split())[:200]
                 raise ConfigError(
@@ -359,6 +308,11 @@ class Run:
                     "was it trained with another model, LoRA rank or adapters?"
                 ) from exc
             self.step = step
+            self.before = state.get("before")  # absent in checkpoints written before it was kept
+            if fresh and self.ranks.is_main:
+                print(f"multiagent-rl: {self.run_dir}: {fresh}", file=sys.stderr)
+                self.resume_notes.append(fresh)
+            self.team.sync(step)  # generation continues from the loaded adapters
         self.damaged_checkpoints = len(damaged)
         self.ranks.barrier()  # every rank has read the folder before the main one tidies it
         if self.ranks.is_main:
@@ -367,18 +321,6 @@ class Run:
                 print(f"multiagent-rl: {self.run_dir}: {line}", file=sys.stderr)
         self.ranks.barrier()
         return found[0] if found else None
-
-    def _logged_eval(self, step: int) -> dict[str, float] | None:
-        """The held-out result logged at `step`, if any (for resumed runs' before/after)."""
-        path = self.run_dir / "metrics.jsonl"
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("step") == step and "eval/team_reward_mean" in record:
-                return {k: record.get(name, float("nan")) for k, name in EVAL_NAMES.items()}
-        return None
 
     @property
     def _trackers(self) -> bool:

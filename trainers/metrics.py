@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
 
 from multiagent_rl.answers import answers_match
 from multiagent_rl.records import Episode
@@ -63,6 +65,37 @@ def outcome_rates(played: list[tuple[list[str], str | None, int, int]]) -> dict[
 
 def _graded(episode: Episode) -> bool | None:
     return answers_match(episode.team_answer, episode.task.answer) if episode.task.answer is not None else None
+
+
+@dataclass
+class StepRecord:
+    """One training step as the loop hands it to logging: filled once, in run order
+    (`Run.train_step`), then the held-out result where the step evaluates. `metrics()` is
+    its metrics.jsonl line."""
+
+    step: int
+    rollout: dict[str, float]  # rollout_metrics: rewards, completion health, throughput
+    update: dict[str, float]  # the trainer's: losses, advantages, clip fractions, ...
+    failed_fraction: float  # episodes whose user code failed (all ranks)
+    lr: float
+    rollout_seconds: float  # each the slowest rank's
+    update_seconds: float
+    step_seconds: float
+    held_out: dict[str, float] | None = None  # team_reward_stats of the held-out tasks
+    damaged_checkpoints: int = 0  # said once, on the first step after a fall-back
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, **self.rollout, **self.update}
+        out["episodes/failed_fraction"] = self.failed_fraction
+        out["lr"] = self.lr
+        out["perf/rollout_seconds"] = self.rollout_seconds
+        out["perf/update_seconds"] = self.update_seconds
+        out["perf/step_seconds"] = self.step_seconds
+        if self.damaged_checkpoints:
+            out["resume/damaged_checkpoints"] = self.damaged_checkpoints
+        if self.held_out is not None:
+            out.update(eval_metrics(self.held_out))
+        return out
 
 
 EVAL_NAMES = {

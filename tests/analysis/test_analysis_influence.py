@@ -31,7 +31,7 @@ class LastNumberBackend:
                                         logprobs=[], finish_reason="stop", tag=r.tag))
         return out
 
-    def sync_adapters(self, adapter_dir=None):
+    def sync(self, model, adapters, folder) -> None:
         pass
 
 

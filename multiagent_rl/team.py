@@ -1,0 +1,117 @@
+"""A Team: a scenario's agents as they play, the base model with its LoRA adapters and the
+backend that generates for them. Training wraps one in a Trainer; `play`, `eval` and the
+analysis build one alone, from a run folder's settings and a checkpoint's adapters.
+
+>>> team = Team.build(config, load_scenario("debate"), checkpoint=Path("runs/d1/checkpoints/step-30"))  # doctest: +SKIP
+>>> batch = team.play(tasks, sampling=Sampling(greedy=True))                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .adapters import (
+    LoraSettings,
+    adapter_map,
+    adapter_names,
+    attach_adapters,
+    load_adapter_weights,
+    save_adapters,
+)
+from .config import ConfigError, TrainConfig
+from .models import load_model, resolve_model_path
+from .records import Task
+from .rollout import RolloutBatch, Sampling, rollout
+from .scenario import Scenario
+
+BASE = "base"  # `play(adapters=BASE)`: every agent played by the untrained base model
+
+
+class Team:
+    """The base model with one LoRA adapter per role (or one shared), and its backend."""
+
+    def __init__(self, config: TrainConfig, scenario: Scenario, model, tokenizer, backend,
+                 agent_adapters: dict[str, str], live_dir: Path | None = None):
+        self.config = config
+        self.scenario = scenario
+        self.model = model  # a PeftModel holding every adapter in `policy_adapters`
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.agent_adapters = agent_adapters  # agent -> the adapter that plays it
+        self.policy_adapters = adapter_names(agent_adapters)
+        self.live_dir = live_dir  # where an out-of-process engine reads adapters after each update
+
+    @classmethod
+    def build(cls, config: TrainConfig, scenario: Scenario, *, device: Any = "cpu", dtype: str = "float32",
+              mixed_precision: str = "no", live_dir: Path | None = None, processes: int = 1,
+              checkpoint: Path | None = None) -> Team:
+        """Load the base model, attach the adapters (fresh, from the torch seed in force, or
+        a checkpoint's: `checkpoint/adapters/<name>/`), place them on `device` and start the
+        backend `config.backend` on them."""
+        base, tokenizer = load_model(config.model, dtype=dtype)
+        agent_adapters = adapter_map(scenario, config.adapters)
+        model = attach_adapters(base, adapter_names(agent_adapters), LoraSettings.from_config(config.lora)).to(device)
+        if checkpoint is not None:
+            load_adapter_weights(model, checkpoint / "adapters")
+        team = cls(config, scenario, model, tokenizer, None, agent_adapters, live_dir)
+        team.backend = team._start_backend(mixed_precision, processes)
+        return team
+
+    def _start_backend(self, mixed_precision: str, processes: int):
+        cfg = self.config
+        if cfg.backend == "hf":
+            from .backends.hf import HFBackend
+
+            return HFBackend(self.model, self.tokenizer, max_batch_size=cfg.max_batch_size, mixed_precision=mixed_precision)
+        from .backends.vllm import VLLMBackend
+
+        if processes > 1:
+            raise ConfigError(
+                f"backend=vllm runs beside training in one process; with {processes} processes use "
+                "backend=hf (see the README's Scaling out)"
+            )
+        if self.live_dir is None:
+            raise ConfigError("backend=vllm needs a folder to hand it the adapters (a run folder)")
+        first = self.live_dir / "step-0"
+        save_adapters(self.model, first, self.policy_adapters)
+        engine = cfg.vllm
+        return VLLMBackend(
+            resolve_model_path(cfg.model),
+            adapter_dirs={p.name: str(p) for p in first.iterdir()},
+            max_lora_rank=cfg.lora.rank,
+            max_loras=engine.max_loras or max(4, len(self.model.peft_config)),
+            seed=cfg.seed,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            dtype=engine.dtype,
+        )
+
+    def sync(self, version: int) -> None:
+        """After an update: make the adapters' weights the ones the backend generates with
+        (`version`: the training step that produced them)."""
+        folder = self.live_dir / f"step-{version}" if self.live_dir is not None else None
+        self.backend.sync(self.model, self.policy_adapters, folder)
+
+    def play(
+        self, tasks: Sequence[Task], *, adapters: Mapping[str, str | None] | str | None = None, **options: Any
+    ) -> RolloutBatch:
+        """Play `tasks` with this team (`rollout`'s options: group_size, sampling, seed, split,
+        log, ...), user code contained (a failing reward marks its episode failed, after
+        `reward_timeout_seconds` at most). `adapters`: None for the team's own, `BASE` for
+        the untrained base model in every seat, or an agent -> adapter map."""
+        if adapters is None:
+            adapters = self.agent_adapters
+        elif adapters == BASE:
+            adapters = dict.fromkeys(self.agent_adapters)
+        options.setdefault("contain_failures", True)
+        options.setdefault("reward_timeout", self.config.reward_timeout_seconds)
+        return rollout(self.scenario, self.backend, tasks, adapters=adapters, **options)
+
+    def evaluate(self, tasks: Sequence[Task], **options: Any) -> RolloutBatch:
+        """Play held-out `tasks` greedily, one episode each, as every evaluation does (`play`'s
+        options: adapters, step, log, ...)."""
+        sampling = Sampling(greedy=True, max_new_tokens=self.config.max_new_tokens)
+        return self.play(tasks, sampling=sampling, seed=self.config.seed, split="eval", **options)
+
