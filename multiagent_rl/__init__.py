@@ -5,6 +5,7 @@ schedule, a task sampler and a reward function; play it as a PettingZoo env;
 train its adapters with `multiagent-rl train`.
 """
 
+from .actions import Action
 from .answers import answers_match, is_bare_number, last_number, parse_answer, parse_number_answer
 from .graph import (
     GraphError,
@@ -17,7 +18,16 @@ from .graph import (
     star,
 )
 from .hooks import EpisodeView, Outcome
-from .records import Episode, EpisodeLog, Message, Task, Turn, read_episodes, read_run_episodes
+from .records import (
+    Episode,
+    EpisodeLog,
+    Message,
+    RewardEntry,
+    Task,
+    Turn,
+    read_episodes,
+    read_run_episodes,
+)
 from .registry import list_scenarios, load_scenario, register
 from .rewards import (
     RewardTerm,
@@ -36,10 +46,10 @@ from .scenario import Role, Scenario, ScenarioError
 from .task_sources import TaskDataError, TaskTable, tasks_from
 
 __all__ = [
-    "Episode", "EpisodeLog", "EpisodeView", "Outcome", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
+    "Action", "Episode", "EpisodeLog", "EpisodeView", "Outcome", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
     "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
-    "register", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
+    "register", "RewardEntry", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
 ]
 __version__ = "0.1.0"

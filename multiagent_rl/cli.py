@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, ConfigLayers, load_config
+from .console import print_before_after, print_final_transcripts, print_transcripts
 from .errors import ScenarioError
 from .graph import GraphError
 from .models import ModelError
@@ -223,22 +224,6 @@ def _trained_team(scenario: str, run_dir: Path, checkpoint: str | None):
     return team, path, step
 
 
-def print_transcripts(episodes, title: str = "episode", prompts: bool = False) -> None:
-    for i, ep in enumerate(episodes, 1):
-        print(f"=== {title} {i}: {ep.task.prompt}")
-        for turn in ep.turns:
-            if prompts and turn.observation is not None:
-                shown = turn.observation.replace("\n", "\n    | ")
-                print(f"    | {turn.agent} was given:\n    | {shown}")
-            to = ", ".join(turn.message.receivers) or "(nobody)"
-            marks = "".join([" [scripted]" if turn.scripted else "", "" if turn.valid else " [invalid]",
-                             f" [reward {turn.reward:+.3g}]" if turn.reward else ""])
-            print(f"[round {turn.round + 1}] {turn.agent} -> {to}: {turn.message.text.strip()!r}  (answer: {turn.message.answer}){marks}")
-        ending = f"  winner: {ep.winner}" if ep.winner is not None else ""
-        ending += "  (truncated)" if ep.truncated else ""
-        print(f"team answer: {ep.team_answer}  reference: {ep.task.answer}  rewards: {ep.rewards}{ending}\n")
-
-
 def _scenario_overrides(overrides: list[str]):
     from .config import parse_override
 
@@ -276,8 +261,8 @@ def cmd_train(args) -> int:
     run = Run(config, run_dir, scenario=scenario, allow_changes=args.allow_changes, config_sources=sources)
     summary = run.train()
     if run.ranks.is_main:
-        _print_final_transcripts(run)
-        _print_before_after(summary, run)
+        print_final_transcripts(run)
+        print_before_after(summary, run)
     return 0
 
 
@@ -331,34 +316,6 @@ def argv_without_processes(argv: list[str]) -> list[str]:
         elif not item.startswith("--processes="):
             out.append(item)
     return out
-
-
-def _print_final_transcripts(run, count: int = 2) -> None:
-    """A few held-out episodes of the trained team, so the numbers come with real text."""
-    from .records import read_episodes
-
-    logs = sorted((run.run_dir / "episodes").glob("eval-step-*.msgpack"))
-    if logs:
-        episodes = read_episodes(logs[-1]).episodes[:count]
-        print_transcripts(episodes, title=f"held-out episode after step {run.step},")
-
-
-def _print_before_after(summary: dict, run) -> None:
-    before, after = summary.get("before"), summary.get("after")
-    minutes = summary.get("train_seconds", 0.0) / 60
-    print(f"run folder: {run.run_dir}  steps: {summary['steps']}  training time: {minutes:.1f} min  resumed from: {summary.get('resumed_from')}")
-    if summary.get("stopped"):
-        print(summary["stopped"])
-    if before and after:
-        print(f"held-out team reward ({before['n']} episodes, greedy)")
-        print(f"  {'':10s} {'mean':>8s} {'s.e.':>8s} {'accuracy':>9s}")
-        for label, row in (("before", before), ("after", after)):
-            print(f"  {label:10s} {row['mean']:8.3f} {row['se']:8.3f} {row.get('accuracy', float('nan')):9.3f}")
-        accuracy_change = after.get("accuracy", float("nan")) - before.get("accuracy", float("nan"))
-        print(f"  {'change':10s} {after['mean'] - before['mean']:+8.3f} {'':8s} {accuracy_change:+9.3f}")
-        rates = [k for k in after if k.endswith("_rate") or "_rate/" in k]
-        if rates:  # a game: the model team's win, draw and loss rates, and its invalid moves
-            print("  " + "  ".join(f"{k} {before.get(k, float('nan')):.3f} -> {after[k]:.3f}" for k in sorted(rates)))
 
 
 def cmd_eval(args) -> int:

@@ -14,16 +14,14 @@ when an `Outcome` says done (terminations), or at `max_turns` (truncations).
 
 from __future__ import annotations
 
-import math
-import numbers
 import random
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
 from pettingzoo import ParallelEnv
 
+from .actions import Action, clean_text, finite_number, generation_facts, safe_parse
 from .contain import describe_failure, time_limit
 from .errors import ScenarioError
 from .graph import deliveries, inbox
@@ -37,35 +35,11 @@ MAX_ACTION_CHARS = 100_000  # what the action space samples up to; longer string
 MAX_OBSERVATION_CHARS = 10_000_000
 
 
-@dataclass(frozen=True)
-class Action:
-    """What a model did in its turn, as the rollout hands it to `TeamEnv.step`: the text and
-    the generation's facts, kept on the turn. A plain string is an action too (no facts)."""
-
-    text: str
-    adapter: str | None = None  # None: the base model played it
-    prompt_ids: tuple[int, ...] | list[int] = ()
-    completion_ids: tuple[int, ...] | list[int] = ()
-    logprobs: tuple[float, ...] | list[float] = ()  # the sampler's, per completion token
-    finish_reason: str | None = None
-    temperature: float = 1.0
-
-
 class TextSpace(gymnasium.spaces.Text):
     """gymnasium Text that accepts any Python string up to max_length, whatever its characters."""
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
-
-
-def clean_text(value: Any, limit: int) -> tuple[str, bool]:
-    """Any action as storable text: non-strings become '', lone surrogates are replaced
-    (msgpack and tokenizers need valid UTF-8), and text beyond `limit` is cut."""
-    text = value if isinstance(value, str) else ("" if value is None else str(value))
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    if len(text) > limit:
-        return text[:limit], True
-    return text, False
 
 
 class TeamEnv(ParallelEnv):
@@ -199,11 +173,11 @@ class TeamEnv(ParallelEnv):
             routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
             message = Message(
                 sender=agent, receivers=[r for r, _ in routes], round=self.round, text=text,
-                answer=_safe_parse(self.scenario, text), visibility=dict(routes),
+                answer=safe_parse(self.scenario, text), visibility=dict(routes),
             )
             turn = Turn(
                 agent=agent, round=self.round, message=message, observation=self._shown.get(agent),
-                scripted=role.scripted, trainable=not role.scripted, **_generation_facts(self.scenario, role, action, cut),
+                scripted=role.scripted, trainable=not role.scripted, **generation_facts(self.scenario, role, action, cut),
             )
             self.turns.append(turn)
             if self.scenario.act is not None and self.failure is None:
@@ -233,7 +207,7 @@ class TeamEnv(ParallelEnv):
             return True
         given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
         for agent, value in given.items():
-            number = _finite(value)
+            number = finite_number(value)
             if agent not in self.possible_agents or number is None:
                 self._fail(ScenarioError(f"act gave reward {value!r} to {agent!r}; rewards are finite numbers, for known agents"), "act")
                 return True
@@ -308,7 +282,7 @@ class TeamEnv(ParallelEnv):
             self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
             self.final, self.reward_terms = [], {}
             return
-        self.final = [RewardEntry(agent=agent, value=value) for agent, value in total.items()]
+        self.final = self.scenario.final_lines(total, self.reward_terms)
 
     # ----- what agents see ------------------------------------------------------
     def acting_agents(self) -> list[str]:
@@ -416,34 +390,3 @@ class TeamEnv(ParallelEnv):
 
     def close(self) -> None:
         pass
-
-
-def _safe_parse(scenario: Scenario, text: str) -> str | None:
-    # A scenario's parser must not be able to crash the env on hostile text.
-    try:
-        answer = scenario.parse(text)
-    except Exception:
-        return None
-    return answer if answer is None else str(answer)[:500]
-
-
-def _generation_facts(scenario: Scenario, role: Any, action: Any, cut: bool) -> dict[str, Any]:
-    """The turn's generation facts: from an `Action`, as the rollout gave them; for plain text,
-    the role's declared adapter (nobody else can say who played it); none for scripted roles."""
-    facts: dict[str, Any] = {"finish_reason": "cut" if cut else None}
-    if role.scripted:
-        return {**facts, "adapter": None}
-    if not isinstance(action, Action):
-        return {**facts, "adapter": scenario.adapter_for(role.name)}
-    return {
-        "adapter": action.adapter, "prompt_tokens": len(action.prompt_ids), "completion_tokens": len(action.completion_ids),
-        "finish_reason": facts["finish_reason"] or action.finish_reason,
-    }
-
-
-def _finite(value: Any) -> float | None:
-    """`value` as a finite float, or None where it is not a finite number (a string, None, NaN)."""
-    if not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
+from .actions import Action
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from .env import Action, TeamEnv
+from .env import TeamEnv
 from .records import Episode, EpisodeLog, Task
-from .scenario import Scenario
+from .scenario import Role, Scenario
 from .seeds import episode_seed, generate_seed
 
 
@@ -214,6 +215,12 @@ def resolve_players(scenario: Scenario, adapters: Mapping[str, str | None], samp
             adapter=adapters[role.name],
             temperature=temperature,
             top_p=1.0 if sampling.greedy else sampling.top_p,
-            max_new_tokens=role.max_new_tokens or sampling.max_new_tokens or scenario.max_new_tokens,
+            max_new_tokens=completion_budget(scenario, role, sampling.max_new_tokens),
         )
     return players
+
+
+def completion_budget(scenario: Scenario, role: Role, run_max_new_tokens: int | None) -> int:
+    """The most tokens one turn of `role` may generate: the role's own budget, else the run's
+    (`max_new_tokens`), else the scenario's. The one rule, for requests and memory checks."""
+    return role.max_new_tokens or run_max_new_tokens or scenario.max_new_tokens

@@ -32,7 +32,7 @@ from .answers import parse_answer
 from .config import ConfigError, check_train_defaults
 from .errors import ScenarioError
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
-from .records import Episode, Task
+from .records import Episode, RewardEntry, Task
 from .rewards import WeightedReward, check_rewards, majority_answer
 from .task_sources import TaskTable
 
@@ -308,6 +308,17 @@ class Scenario:
             return check_rewards(self.reward.total(parts), self.agents, where=where), parts
         total = check_rewards(self.reward(task, episode), self.agents, where=where)
         return total, {"total": dict(total)}
+
+    def final_lines(self, total: Mapping[str, float], parts: Mapping[str, Mapping[str, float]]) -> list[RewardEntry]:
+        """The final reward (`scored`'s) as the episode's ledger lines: per agent, a
+        `WeightedReward`'s terms, each weighted (they add up to `total`, in the same order),
+        or one `total` line for a plain reward."""
+        if not isinstance(self.reward, WeightedReward):
+            return [RewardEntry(agent=agent, value=value) for agent, value in total.items()]
+        return [
+            RewardEntry(agent=agent, value=term.weight * float(parts[term.name].get(agent, 0.0)), term=term.name)
+            for agent in total for term in self.reward.terms
+        ]
 
     def make_env(self, seed: int | None = None, **kwargs: Any) -> TeamEnv:
         """A PettingZoo ParallelEnv playing this scenario (see `TeamEnv`)."""

@@ -10,7 +10,7 @@ from test_env_driven import AGENTS, countdown, play
 from test_rollout import hf, tasks, trio  # noqa: F401 - hf is a fixture
 
 from multiagent_rl import Episode, Outcome, Task
-from multiagent_rl.env import Action
+from multiagent_rl.actions import Action
 from multiagent_rl.rollout import rollout
 
 

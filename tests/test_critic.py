@@ -25,14 +25,8 @@ from multiagent_rl import (
 )
 from multiagent_rl.config import ConfigError, load_config
 from trainers.base import advantage_estimator, trainer_class
-from trainers.critic import (
-    VALUE_ADAPTER,
-    RunningNorm,
-    clipped_value_loss,
-    decision_points,
-    explained_variance,
-    gae,
-)
+from trainers.critic import VALUE_ADAPTER, decision_points
+from trainers.gae import RunningNorm, clipped_value_loss, explained_variance, gae
 from trainers.loop import Run
 
 
@@ -88,7 +82,7 @@ def test_gae_lambda_zero_is_the_one_step_td_error():
 
 def test_estimators_are_registered_pure_functions_of_one_signature():
     from trainers.base import Returns
-    from trainers.critic import gae_estimate
+    from trainers.gae import gae_estimate
     from trainers.grpo import group_estimate
 
     assert advantage_estimator("gae") is gae_estimate and gae_estimate.needs_values

@@ -217,7 +217,7 @@ def test_rewards_only_on_the_last_step_and_everyone_terminates_together(scenario
         assert terms == dict.fromkeys(scenario.agents, False)
         assert truncs == dict.fromkeys(scenario.agents, False)
     obs, rewards, terms, truncs, infos = steps[-1]
-    assert rewards == {e.agent: e.value for e in env.final} and set(rewards) == set(scenario.agents)
+    assert rewards == {a: sum(e.value for e in env.final if e.agent == a) for a in scenario.agents} and set(rewards) == set(scenario.agents)
     assert max(rewards.values()) > 0.0
     assert terms == dict.fromkeys(scenario.agents, True)
     assert truncs == dict.fromkeys(scenario.agents, False)

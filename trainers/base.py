@@ -170,7 +170,7 @@ def register_estimator(name: str, needs_values: bool = False):
     return add
 
 
-ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.critic"}
+ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.gae"}
 
 
 def advantage_estimator(name: str) -> Estimator:

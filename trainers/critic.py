@@ -9,11 +9,12 @@ token's hidden state, so no second copy of the base model sits in memory.
 
 Each episode's decision points (the state before each round; the agents acting in one
 round move jointly on it, and in a turn-based game that is one agent) form one sequence.
-The reward of a turn is what the scenario gave at that turn, plus each agent's episode
-reward on that agent's last turn (a team stream takes the team's mean). GAE runs over the
-sequence at the action level: a point bootstraps from the value at the next point, whoever
-acts in it; gamma = lam = 1 gives Monte Carlo returns. Every turn gets its point's
-advantage for its own stream. The maths are pure functions of tensors.
+A point's reward comes from the episode's ledger: each per-turn reward at the point of the
+turn that earned it, each agent's final reward at that agent's last point (a team stream
+takes the team's mean). GAE (the `critic.advantage` estimator) runs over the sequence at the
+action level: a point bootstraps from the value at the next point, whoever acts in it;
+gamma = lam = 1 gives Monte Carlo returns. Every turn gets its point's advantage for its own
+stream. The maths are pure functions of tensors (`trainers/gae.py`).
 """
 
 from __future__ import annotations
@@ -38,124 +39,13 @@ from multiagent_rl.adapters import (
 from multiagent_rl.models import autocast, load_model
 from multiagent_rl.rollout import RolloutBatch, TurnSample
 
-from .base import (
-    Estimate,
-    Returns,
-    Trainer,
-    TrainerContext,
-    advantage_estimator,
-    register_estimator,
-    register_trainer,
-)
+from .base import Returns, Trainer, TrainerContext, advantage_estimator, register_trainer
 from .checkpoint import load_optimizer_state, optimizer_state
+from .gae import RunningNorm, clipped_value_loss, explained_variance
 from .grpo import episode_returns, group_estimate
 from .policy import Sample, left_pad, policy_update
 
 VALUE_ADAPTER = "value_critic"
-
-# ----- the maths ----------------------------------------------------------------------
-
-
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95,
-    last_value: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimates over one episode's turns.
-
-    rewards, values: (T, S) for T turns and S value streams; `last_value` (S,) bootstraps a
-    truncated episode (None: it ended, the value after the last turn is 0).
-    Returns (advantages, returns), both (T, S), with returns = advantages + values.
-    >>> adv, ret = gae(torch.tensor([[0.], [1.]]), torch.tensor([[0.5], [0.5]]), gamma=1.0, lam=1.0)
-    >>> adv.squeeze(1).tolist(), ret.squeeze(1).tolist()
-    ([0.5, 0.5], [1.0, 1.0])
-    """
-    steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards, dtype=torch.float32)
-    following = torch.zeros_like(rewards[0], dtype=torch.float32) if last_value is None else last_value.float()
-    running = torch.zeros_like(following)
-    for t in reversed(range(steps)):
-        delta = rewards[t].float() + gamma * following - values[t].float()
-        running = delta + gamma * lam * running
-        advantages[t] = running
-        following = values[t].float()
-    return advantages, advantages + values.float()
-
-
-@register_estimator("gae", needs_values=True)
-def gae_estimate(returns: Returns, settings) -> Estimate:
-    """GAE over each episode's decision points (`gae`, with `settings.gamma`, `settings.lam`):
-    a point bootstraps from the value at the next point of its episode, whoever acts there;
-    an episode's last point from 0.
-
-    returns.rewards, returns.values: (P, S) -> advantages and returns (P, S).
-    """
-    advantages = torch.zeros_like(returns.rewards, dtype=torch.float32)
-    targets = torch.zeros_like(advantages)
-    _, lengths = torch.unique_consecutive(returns.episodes, return_counts=True)
-    start = 0
-    for length in lengths.tolist():
-        end = start + length
-        advantages[start:end], targets[start:end] = gae(
-            returns.rewards[start:end], returns.values[start:end], settings.gamma, settings.lam
-        )
-        start = end
-    return Estimate(advantages, targets, {})
-
-
-def clipped_value_loss(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's value loss per element: 0.5 * max((v - R)^2, (v_clipped - R)^2), where
-    v_clipped stays within `clip` of the value before the update (None: plain squared error).
-    Returns (loss, whether the clipped term was the larger one), each shaped like `values`.
-    """
-    unclipped = (values - returns) ** 2
-    if clip is None:
-        return 0.5 * unclipped, torch.zeros_like(unclipped)
-    moved = old_values + torch.clamp(values - old_values, -clip, clip)
-    clipped = (moved - returns) ** 2
-    return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
-
-
-def explained_variance(predicted: torch.Tensor, targets: torch.Tensor) -> float:
-    """1 - Var(targets - predicted) / Var(targets): 1 is perfect, 0 no better than the mean
-    (NaN when the targets do not vary)."""
-    var = float(targets.float().var(unbiased=False))
-    if var == 0.0:
-        return float("nan")
-    return 1.0 - float((targets.float() - predicted.float()).var(unbiased=False)) / var
-
-
-class RunningNorm:
-    """Running mean and variance of value targets (per stream), for normalised targets."""
-
-    def __init__(self, streams: int):
-        self.count = 0.0
-        self.mean = [0.0] * streams
-        self.var = [1.0] * streams
-
-    def update(self, count: float, total: Sequence[float], squares: Sequence[float]) -> None:
-        """Fold in a batch given as its size, per-stream sums and sums of squares."""
-        if count <= 0:
-            return
-        for s in range(len(self.mean)):
-            mean = total[s] / count
-            var = max(squares[s] / count - mean * mean, 0.0)
-            delta = mean - self.mean[s]
-            both = self.count + count
-            self.var[s] = (self.var[s] * self.count + var * count + delta * delta * self.count * count / both) / both
-            self.mean[s] += delta * count / both
-        self.count += count
-
-    def std(self) -> torch.Tensor:
-        return torch.tensor(self.var, device="cpu").clamp_min(1e-8).sqrt()
-
-    def state(self) -> dict:
-        return {"count": self.count, "mean": self.mean, "var": self.var}
-
-    def load(self, state: dict) -> None:
-        self.count, self.mean, self.var = state["count"], list(state["mean"]), list(state["var"])
-
 
 # ----- the value model -------------------------------------------------------------------
 
@@ -277,7 +167,7 @@ class CriticTrainer(Trainer):
             own = self._whiten(turns, own)
         samples = [
             Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids,
-                   advantage=float(a), temperature=s.temperature)
+                   advantage=float(a), temperature=s.temperature, logprobs=s.logprobs)
             for s, a in zip(turns, own.tolist(), strict=True) if s.trainable
         ]
         metrics["perf/value_seconds"] = time.perf_counter() - t0

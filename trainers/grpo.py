@@ -87,7 +87,7 @@ def group_estimate(returns: Returns, settings) -> Estimate:
     totals = torch.zeros((len(episodes), returns.rewards.shape[1]), device="cpu")  # (E, S)
     totals.index_add_(0, point_episode, returns.rewards.float())
     first_point = torch.zeros(len(episodes), dtype=torch.long, device="cpu").scatter_reduce_(
-        0, point_episode, torch.arange(len(point_episode)), "amin", include_self=False
+        0, point_episode, torch.arange(len(point_episode), device="cpu"), "amin", include_self=False
     )
     groups = returns.groups[first_point]  # (E,)
     advantages = torch.zeros_like(totals)
@@ -144,7 +144,8 @@ class GRPOTrainer(Trainer):
             if grpo.credit == "discounted":
                 a = discounted_credit(a, s.round, last_round[s.episode], grpo.gamma)
             samples.append(
-                Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a, temperature=s.temperature)
+                Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a,
+                       temperature=s.temperature, logprobs=s.logprobs)
             )
         counts = estimate.counts
         equal, singleton, total, abs_sum, count = ctx.ranks.sum(

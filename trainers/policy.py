@@ -101,6 +101,7 @@ class Sample:
     completion_ids: list[int]
     advantage: float
     temperature: float = 1.0  # the one it was sampled at: log-probs are recomputed under it
+    logprobs: Sequence[float] = ()  # the sampler's own, per completion token (compared, not trained on)
     key: Hashable = None  # its place in the update's batch (set by policy_update; caches use it)
 
 
@@ -219,7 +220,7 @@ def policy_update(
     # Every rank takes the same number of optimizer steps, one with fewer samples on empty minibatches.
     (steps_per_epoch,) = ranks.max([len(minibatches)])
     minibatches += [[]] * (int(steps_per_epoch) - len(minibatches))
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         for minibatch in minibatches:
             optimizer.zero_grad(set_to_none=True)
             mb_by_adapter: dict[str, list[Sample]] = defaultdict(list)
@@ -240,6 +241,11 @@ def policy_update(
                         old = logps.detach()
                     else:
                         old = _recall(old_cache, chunk, batch.window, device)
+                    if epoch == 0:  # how far the sampler's log-probs are from the trainer's, before any step
+                        gap_sum, gap_max, gap_tokens = _sampler_gap(chunk, old)
+                        counts["gap_sum"] += gap_sum
+                        counts["gap_tokens"] += gap_tokens
+                        counts["gap_max"] = max(counts["gap_max"], gap_max)
                     adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)  # (B,)
                     per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
                     if settings.beta > 0:
@@ -264,9 +270,10 @@ def policy_update(
             counts["optimizer_steps"] += 1
     enable_training(model, list(model.peft_config))
     # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
-    counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"] = ranks.sum(
-        [counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"]]
+    counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"], counts["gap_sum"], counts["gap_tokens"] = ranks.sum(
+        [counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"], counts["gap_sum"], counts["gap_tokens"]]
     )
+    (counts["gap_max"],) = ranks.max([counts["gap_max"]])
     steps = max(counts["optimizer_steps"], 1)
     metrics["loss/policy"] = counts["loss"] / steps
     metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["tokens"], 1)
@@ -275,9 +282,25 @@ def policy_update(
     metrics["update/optimizer_steps"] = counts["optimizer_steps"]
     metrics["perf/grad_sync_seconds"] = counts["sync_seconds"]  # waiting for other ranks included
     metrics["update/skipped"] = 0.0
+    if counts["gap_tokens"]:  # near 0 when sampler and trainer agree (HF backend, one policy version)
+        metrics["policy/sampler_logprob_gap_mean"] = counts["gap_sum"] / counts["gap_tokens"]
+        metrics["policy/sampler_logprob_gap_max"] = counts["gap_max"]
     if not math.isfinite(metrics["loss/policy"]):
         raise FloatingPointError(f"policy loss is {metrics['loss/policy']}; lower lr or check rewards")
     return dict(metrics)
+
+
+def _sampler_gap(chunk: Sequence[Sample], old: torch.Tensor) -> tuple[float, float, int]:
+    """|sampler log-prob - trainer log-prob| over the completion tokens of `chunk` whose
+    sampler log-probs are known: (sum, max, tokens). `old`: (B, K) right-aligned windows."""
+    total, largest, tokens = 0.0, 0.0, 0
+    for s, row in zip(chunk, old, strict=True):
+        if not s.logprobs or len(s.logprobs) != len(s.completion_ids):
+            continue
+        sampled = torch.tensor(list(s.logprobs), dtype=torch.float32, device="cpu")  # (c,)
+        diff = (row[row.shape[0] - len(sampled) :].detach().float().cpu() - sampled).abs()
+        total, largest, tokens = total + float(diff.sum()), max(largest, float(diff.max())), tokens + len(sampled)
+    return total, largest, tokens
 
 
 def _temperatures(chunk: Sequence[Sample], device: torch.device) -> torch.Tensor:

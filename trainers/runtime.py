@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from multiagent_rl.config import ConfigError, TrainConfig
+from multiagent_rl.rollout import completion_budget
 from multiagent_rl.scenario import Scenario
 
 
@@ -62,7 +63,7 @@ def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, proces
     rows = -(-config.tasks_per_step // processes) * config.group_size * acting
     if config.max_batch_size:
         rows = min(rows, config.max_batch_size)
-    tokens = config.max_new_tokens or scenario.max_new_tokens
+    tokens = max(completion_budget(scenario, r, config.max_new_tokens) for r in scenario.roles if not r.scripted)
     need = rows * vocab * 4 * (tokens + 2)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > 0.8 * have:

