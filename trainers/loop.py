@@ -38,6 +38,7 @@ from multiagent_rl.config import (
     save_config,
 )
 from multiagent_rl.contain import UserCodeError, describe_failure
+from multiagent_rl.models import load_tokenizer
 from multiagent_rl.records import EpisodeLog, Task
 from multiagent_rl.registry import load_scenario
 from multiagent_rl.rollout import RolloutBatch, Sampling
@@ -76,6 +77,8 @@ class Run:
         self.ranks = Ranks.from_accelerator(self.accelerator)
         scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
         trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
+        # Before any weights load or an engine starts: a generate batch too big for this machine.
+        check_batch_fits(config, scenario, len(load_tokenizer(config.model)), self.ranks.count)
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
         self.dtype = resolve_dtype(config.dtype, self.accelerator.device)
         # Placed with accelerator.device, not prepare(): DDP's wrapper would sync every
@@ -86,7 +89,6 @@ class Run:
             mixed_precision=self.accelerator.mixed_precision, live_dir=self.run_dir / "live_adapters",
             processes=self.ranks.count,
         )
-        check_batch_fits(config, scenario, len(self.tokenizer), self.ranks.count)
         if config.gradient_checkpointing:  # training forwards only; generation runs in eval mode
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.trainer: Trainer = trainer(TrainerContext(
