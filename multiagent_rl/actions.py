@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .scenario import Scenario
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,23 +39,22 @@ def clean_text(value: Any, limit: int) -> tuple[str, bool]:
     return text, False
 
 
-def safe_parse(scenario: Scenario, text: str) -> str | None:
+def safe_parse(parse: Callable[[str], Any], text: str) -> str | None:
     # A scenario's parser must not be able to crash the env on hostile text.
     try:
-        answer = scenario.parse(text)
+        answer = parse(text)
     except Exception:
         return None
     return answer if answer is None else str(answer)[:500]
 
 
-def generation_facts(scenario: Scenario, role: Any, action: Any, cut: bool) -> dict[str, Any]:
-    """The turn's generation facts: from an `Action`, as the rollout gave them; for plain text,
-    the role's declared adapter (nobody else can say who played it); none for scripted roles."""
+def generation_facts(action: Any, cut: bool, declared_adapter: str | None) -> dict[str, Any]:
+    """The turn's generation facts: from an `Action`, as the rollout gave them; for plain text
+    (or a scripted role's reply), the adapter the scenario declares for the role (None for a
+    scripted role): nobody else can say who played it."""
     facts: dict[str, Any] = {"finish_reason": "cut" if cut else None}
-    if role.scripted:
-        return {**facts, "adapter": None}
     if not isinstance(action, Action):
-        return {**facts, "adapter": scenario.adapter_for(role.name)}
+        return {**facts, "adapter": declared_adapter}
     return {
         "adapter": action.adapter, "prompt_tokens": len(action.prompt_ids), "completion_tokens": len(action.completion_ids),
         "finish_reason": facts["finish_reason"] or action.finish_reason,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium
 from pettingzoo import ParallelEnv
@@ -27,9 +27,6 @@ from .errors import ScenarioError
 from .graph import deliveries, inbox
 from .hooks import EpisodeView, Outcome
 from .records import Episode, Message, RewardEntry, Task, Turn
-
-if TYPE_CHECKING:
-    from .scenario import Scenario
 
 MAX_ACTION_CHARS = 100_000  # what the action space samples up to; longer strings are still accepted
 MAX_OBSERVATION_CHARS = 10_000_000
@@ -47,7 +44,7 @@ class TeamEnv(ParallelEnv):
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: Scenario,  # noqa: F821 - scenario.py's; not imported: Scenario.make_env builds this env
         seed: int | None = None,
         split: str = "train",
         task: Task | None = None,
@@ -173,11 +170,11 @@ class TeamEnv(ParallelEnv):
             routes = deliveries(graph, agent)  # [] when this round's graph leaves the agent out
             message = Message(
                 sender=agent, receivers=[r for r, _ in routes], round=self.round, text=text,
-                answer=safe_parse(self.scenario, text), visibility=dict(routes),
+                answer=safe_parse(self.scenario.parse, text), visibility=dict(routes),
             )
             turn = Turn(
                 agent=agent, round=self.round, message=message, observation=self._shown.get(agent),
-                scripted=role.scripted, trainable=not role.scripted, **generation_facts(self.scenario, role, action, cut),
+                scripted=role.scripted, trainable=not role.scripted, **generation_facts(action, cut, None if role.scripted else self.scenario.adapter_for(agent)),
             )
             self.turns.append(turn)
             if self.scenario.act is not None and self.failure is None:
