@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
@@ -83,6 +84,7 @@ class TeamEnv(ParallelEnv):
         self.episode_id = ""
         self.view: EpisodeView | None = None
         self.winner: str | None = None
+        self.result: dict[str, float] | None = None  # a game's result (Outcome.result): the final rewards
         self.truncated = False
         self.meta: dict[str, Any] = {}
         self._acting: list[str] = []
@@ -112,6 +114,7 @@ class TeamEnv(ParallelEnv):
         self.failure = None
         self.reward_terms = {}
         self.winner = None
+        self.result = None
         self.truncated = False
         self.meta = {}
         state = None
@@ -203,13 +206,13 @@ class TeamEnv(ParallelEnv):
             self._fail(ScenarioError(f"act returned {type(outcome).__name__}, expected Outcome or None"), "act")
             return True
         given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
-        for agent, value in given.items():
-            number = finite_number(value)
-            if agent not in self.possible_agents or number is None:
-                self._fail(ScenarioError(f"act gave reward {value!r} to {agent!r}; rewards are finite numbers, for known agents"), "act")
-                return True
-            if number:
-                turn.rewards.append(RewardEntry(agent=agent, value=number, term=outcome.term))
+        rewards = self._checked_rewards(given, "reward")
+        result = self._checked_rewards(outcome.result, "result") if outcome.result is not None else {}
+        if rewards is None or result is None:
+            return True
+        turn.rewards += [RewardEntry(agent=a, value=v, term=outcome.term) for a, v in rewards.items() if v]
+        if outcome.result is not None:
+            self.result = result
         turn.valid = bool(outcome.valid)
         if outcome.trainable is not None:
             turn.trainable = bool(outcome.trainable) and not turn.scripted
@@ -218,6 +221,21 @@ class TeamEnv(ParallelEnv):
         if outcome.winner is not None:
             self.winner = str(outcome.winner)
         return bool(outcome.done)
+
+    def _checked_rewards(self, given: Any, what: str) -> dict[str, float] | None:
+        """An `act` hook's rewards as {agent: float}; None (the episode failed) when one is
+        not a finite number for a known agent."""
+        if not isinstance(given, Mapping):
+            self._fail(ScenarioError(f"act gave {what} {given!r}; expected {{agent: number}}"), "act")
+            return None
+        checked = {}
+        for agent, value in given.items():
+            number = finite_number(value)
+            if agent not in self.possible_agents or number is None:
+                self._fail(ScenarioError(f"act gave {what} {value!r} to {agent!r}; rewards are finite numbers, for known agents"), "act")
+                return None
+            checked[agent] = number
+        return checked
 
     def _next_turn_step(self) -> None:
         """Who acts now (fixed schedule or turn_order), and what `observe` shows each of them."""
@@ -272,12 +290,16 @@ class TeamEnv(ParallelEnv):
             with time_limit(self.reward_timeout if self.contain_failures else None):
                 self.team_answer = self.scenario.team_answer(episode)
                 episode.team_answer = self.team_answer
-                total, self.reward_terms = self.scenario.scored(self.task, episode)
+                if self.result is None:
+                    total, self.reward_terms = self.scenario.scored(self.task, episode)
         except Exception as exc:
             if not self.contain_failures:
                 raise
             self.failure = describe_failure(exc, f"the reward of scenario {self.scenario.name!r}", self.task.key)
             self.final, self.reward_terms = [], {}
+            return
+        if self.result is not None:  # a game decided: its result is the final reward, as given
+            self.final = [RewardEntry(agent=a, value=v, term="result") for a, v in self.result.items()]
             return
         self.final = self.scenario.final_lines(total, self.reward_terms)
 

@@ -47,6 +47,8 @@ class Outcome:
     done: the episode ends after this turn step.
     winner: the winning team, or "draw", once the episode is decided.
     term: the name the reward is kept under in the episode's ledger.
+    result: a game's result once decided, {agent: final reward}: written once, as the
+        episode's final ledger lines (term "result"); the scenario's `reward` is then not called.
     """
 
     reward: float | Mapping[str, float] = 0.0
@@ -56,3 +58,4 @@ class Outcome:
     done: bool = False
     winner: str | None = None
     term: str = "turn"
+    result: Mapping[str, float] | None = None

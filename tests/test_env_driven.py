@@ -307,3 +307,34 @@ def test_the_analysis_summary_reports_a_games_win_draw_loss_and_invalid_moves():
     assert out["games: win / draw / loss of the model side, eval step 0 → 5"].startswith("0% / 0% / 100% → ")
     assert f"→ {50 * wins_late:.0f}%" in out["games: win / draw / loss of the model side, eval step 0 → 5"]
     assert out["games: invalid moves, eval step 0 → 5"].startswith("100% → ")
+
+
+def decided_by(result):
+    """A one-move game whose move decides it with `result` (the reward must not be called)."""
+    def reward(task, episode):
+        raise AssertionError("a decided game's reward is its result; the reward function must not run")
+
+    return Scenario(
+        name="one_move", roles=[Role("alice", "Move."), Role("bob", "Move.")], graph=complete(AGENTS), schedule=None,
+        make_task=lambda rng: Task(key="t", prompt=""), reward=reward, turn_order=lambda view: ["alice"],
+        init_state=lambda task, rng: None, observe=lambda view, agent: "move", max_turns=2, max_new_tokens=2,
+        act=lambda view, agent, text: Outcome(reward=0.1, result=result, winner="alice", done=True),
+    )
+
+
+def test_a_games_result_is_written_once_as_the_final_ledger_lines():
+    env = decided_by({"alice": 1.0, "bob": -1.0}).make_env(seed=0, contain_failures=True)
+    env.reset(seed=0)
+    env.advance({"alice": "x"})
+    episode = env.episode()
+    assert episode.failure is None and episode.winner == "alice"
+    assert [(e.agent, e.value, e.term) for e in episode.final] == [("alice", 1.0, "result"), ("bob", -1.0, "result")]
+    assert episode.returns() == {"alice": pytest.approx(1.1), "bob": -1.0}  # the turn's shaping line plus the result
+
+
+@pytest.mark.parametrize("result", [{"alice": float("nan")}, {"carol": 1.0}, [1.0, -1.0]])
+def test_a_bad_result_fails_the_episode_with_a_message(result):
+    env = decided_by(result).make_env(seed=0, contain_failures=True)
+    env.reset(seed=0)
+    env.advance({"alice": "x"})
+    assert "result" in env.episode().failure and env.episode().final == []

@@ -44,7 +44,8 @@ def test_200_random_kuhn_games_give_the_bare_engines_returns(kuhn):
     seen = {"forfeit": 0, "played": 0}
     for g in range(200):
         episode = play_randomly(kuhn, g, rng)
-        end = next(e for e in episode.events if "result" in e)
+        end = episode.events[-1]  # the move that ended the game (a forfeit or the last move)
+        assert [e.term for e in episode.final] == ["result", "result"]  # the result, written once
         if end.get("forfeit"):
             seen["forfeit"] += 1
             assert episode.rewards[end["agent"]] == -1.0
@@ -219,5 +220,6 @@ def test_a_forfeit_is_the_same_rule_in_every_wrapper():
 
     outcome = forfeit(["a", "b", "c"], "b", "x" * 500)
     assert outcome.done and not outcome.valid and outcome.winner == "draw"  # two players share the win
-    assert outcome.event == {"invalid": "x" * 200, "forfeit": True, "result": {"a": 1.0, "b": -1.0, "c": 1.0}}
+    assert outcome.event == {"invalid": "x" * 200, "forfeit": True}
+    assert outcome.result == {"a": 1.0, "b": -1.0, "c": 1.0}
     assert forfeit(["a", "b"], "a", "?").winner == "b"

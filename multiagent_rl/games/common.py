@@ -1,7 +1,7 @@
 """What every engine wrapper shares, and the one place a game engine becomes a Scenario
 (`game_scenario`): one role per player (each its own team, scripted where a policy is
-named), the table graph, seeded tasks, the engine's result as the episode's reward and
-its winner as the team answer; the forfeit rule for a reply that is no legal move; and
+named), the table graph, seeded tasks, the engine's result written once as the episode's
+final reward (`Outcome.result`) with its winner as the team answer; the forfeit rule for a reply that is no legal move; and
 reading a move out of a reply (`discrete_move`).
 
 A wrapper brings only what its engine decides: who moves (`turn_order`), what a player
@@ -42,12 +42,12 @@ def seed_task(rng: random.Random) -> Task:
 
 
 def finished(outcome: Outcome, result: Mapping[str, float]) -> Outcome:
-    """Mark `outcome` as the game's end: the result goes into its event, the winner (the one
-    agent with the best result, else "draw") into the outcome."""
+    """Mark `outcome` as the game's end: the result becomes the episode's final reward
+    (`Outcome.result`), the winner the one agent with the best result, else "draw"."""
     result = {a: float(v) for a, v in result.items()}
     best = max(result.values())
     leaders = [a for a, v in result.items() if v == best]
-    outcome.event = {**(outcome.event or {}), "result": result}
+    outcome.result = result
     outcome.winner = leaders[0] if len(leaders) == 1 else "draw"
     outcome.done = True
     return outcome
@@ -76,13 +76,12 @@ def discrete_move(text: str, legal: Sequence[int], names: Sequence[str] | None =
     return None
 
 
-def result_reward(agents: Sequence[str]):
-    """The reward function of an engine scenario: the result the engine gave at the end (0 for
-    everyone in a game cut off at max_turns)."""
+def undecided_reward(agents: Sequence[str]):
+    """The reward of a game that ends without a result (cut off at max_turns): 0 for everyone.
+    A decided game's reward is its result, written by the move that ended it."""
 
     def reward(task: Task, episode: Episode) -> dict[str, float]:
-        final = next((e["result"] for e in reversed(episode.events) if "result" in e), None)
-        return {a: float(final.get(a, 0.0)) for a in agents} if final is not None else dict.fromkeys(agents, 0.0)
+        return dict.fromkeys(agents, 0.0)
 
     return reward
 
@@ -139,7 +138,7 @@ def game_scenario(
         graph=table_graph(agents),
         schedule=None,
         make_task=seed_task,
-        reward=result_reward(agents),
+        reward=undecided_reward(agents),
         turn_order=turn_order,
         init_state=init_state,
         observe=observe,
