@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from .league import LeagueSettings
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
@@ -134,6 +136,7 @@ class TrainConfig(BaseModel):
     trainer: str = Field("grpo", description="Training algorithm: grpo, critic, or a registered one (trainers/base.py).")
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    league: LeagueSettings = Field(default_factory=LeagueSettings, description="Self-play against frozen snapshots.")
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
@@ -192,6 +195,18 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"trainer=grpo with group_size={self.group_size} trains nothing (a group of one has no "
                 "relative advantage): set group_size >= 2, or trainer=critic"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _league_fits_vllm(self) -> TrainConfig:
+        # One batch serves the live adapter beside every snapshot it may meet.
+        loras = self.vllm.max_loras
+        if self.backend == "vllm" and self.league.mode in ("mirror", "pool") and loras is not None \
+                and self.league.pool_size + 1 > loras:
+            raise ValueError(
+                f"league.pool_size={self.league.pool_size} snapshots and the live adapter need "
+                f"vllm.max_loras >= {self.league.pool_size + 1} (it is {loras})"
             )
         return self
 

@@ -47,6 +47,10 @@ class LeagueSettings(BaseModel):
     )
     keep_initial: bool = Field(True, description="The first (step-0) snapshot stays in the pool for good.")
     ratings: bool = Field(True, description="Rate the live policy and every snapshot (openskill Plackett-Luce).")
+    match_games: int = Field(
+        8, ge=0, description="At each snapshot, held-out games the live policy plays against every pool "
+        "member (half in each seat, sampled as in training): the ratings and the win-rate matrix.",
+    )
 
 
 class League:
@@ -132,9 +136,10 @@ class League:
         self.step_tallies = {}
 
     def ratings(self) -> dict[str, float]:
-        """The logged rating, the conservative ordinal mu - 3 sigma: a name that has played few games
-        cannot top the table by luck (mu alone is in `rating_details`)."""
-        return {name: mu - 3 * sigma for name, (mu, sigma) in self._ratings.items()}
+        """The logged rating, mu: the skill estimate itself. The conservative ordinal mu - 3 sigma
+        (in `rating_details`) rises for every name as games shrink sigma, whatever they show,
+        so a rising curve of it says nothing about play."""
+        return {name: mu for name, (mu, sigma) in self._ratings.items()}
 
     def rating_details(self) -> dict[str, dict[str, float]]:
         """mu, sigma and the ordinal mu - 3 sigma of every rated name."""

@@ -9,7 +9,7 @@ episode, whatever their lengths: a batch takes as many calls as its longest epis
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
@@ -88,7 +88,7 @@ def rollout(
     backend: GenerationBackend,
     tasks: Sequence[Task],
     group_size: int = 1,
-    adapters: Mapping[str, str | None] | None = None,
+    adapters: Mapping[str, str | None] | Sequence[Mapping[str, str | None]] | None = None,
     sampling: Sampling | None = None,
     seed: int = 0,
     split: str = "train",
@@ -99,10 +99,13 @@ def rollout(
     contain_failures: bool = False,
     reward_timeout: float | None = None,
     record_states: bool = False,
+    frozen: Collection[str] = (),
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
     `adapters` maps agent -> adapter name (None: the base model); default: the scenario's.
+    A list of maps, one per task, seats each task group its own way (a league: the learner
+    in one seat, a snapshot in the other). Turns played by a `frozen` adapter are never trained.
     `first_group`: the global index of `tasks[0]` when this process plays a shard of a
     larger batch, so group ids and per-episode seeds do not depend on the sharding.
     `contain_failures`, `reward_timeout`: a failing reward marks its episode failed instead of
@@ -110,16 +113,25 @@ def rollout(
     (`RolloutBatch.states`), for trainers that read it (a centralised critic).
     """
     sampling = sampling or Sampling()
-    adapters = dict(adapters) if adapters is not None else {r.name: r.adapter_name for r in scenario.roles if not r.scripted}
+    if adapters is None:
+        adapters = {r.name: r.adapter_name for r in scenario.roles if not r.scripted}
+    seatings = [dict(a) for a in adapters] if not isinstance(adapters, Mapping) else [dict(adapters)] * len(tasks)
+    if len(seatings) != len(tasks):
+        raise ValueError(f"{len(seatings)} adapter maps for {len(tasks)} tasks; give one map, or one per task")
     envs: list[TeamEnv] = []
     groups: list[int] = []
-    for g, task in enumerate(tasks, start=first_group):
+    env_players: list[dict[str, Player]] = []  # each episode's players, resolved once per distinct seating
+    resolved: dict[tuple, dict[str, Player]] = {}
+    for g, (task, seating) in enumerate(zip(tasks, seatings, strict=True), start=first_group):
+        key = tuple(sorted(seating.items(), key=lambda item: item[0]))
+        if key not in resolved:
+            resolved[key] = resolve_players(scenario, seating, sampling)
         for k in range(group_size):
             env = scenario.make_env(task=task, split=split, contain_failures=contain_failures, reward_timeout=reward_timeout)
             env.reset(seed=episode_seed(seed, g, k), options={"task": task})
             envs.append(env)
             groups.append(g)
-    players = resolve_players(scenario, adapters, sampling)
+            env_players.append(resolved[key])
     batch = RolloutBatch()
     bar = tqdm(total=scenario.num_rounds, desc=f"rollout {scenario.name}", disable=not progress, leave=False)
     turn_step = 0
@@ -131,7 +143,7 @@ def rollout(
             if record_states:
                 batch.states[(e, env.round)] = env.state()
             for agent in env.model_agents():
-                player = players[agent]
+                player = env_players[e][agent]
                 requests.append(
                     GenerationRequest(
                         messages=env.chat(agent), adapter=player.adapter, max_new_tokens=player.max_new_tokens,
@@ -151,6 +163,7 @@ def rollout(
             if not env.agents:
                 continue
             generated = by_episode[e]
+            players = env_players[e]
             actions = {agent: players[agent].action(result) for agent, result in generated.items()}
             made = env.advance(actions)
             first = len(env.turns) - len(made)
@@ -164,7 +177,7 @@ def rollout(
                         episode=e, group=groups[e], agent=turn.agent, adapter=player.adapter, round=turn.round,
                         prompt_ids=result.prompt_ids, completion_ids=result.completion_ids, logprobs=result.logprobs,
                         finish_reason=result.finish_reason, temperature=player.temperature, turn=i, reward=turn.reward,
-                        trainable=player.adapter is not None and turn.trainable,
+                        trainable=player.adapter is not None and player.adapter not in frozen and turn.trainable,
                     )
                 )
         turn_step += 1

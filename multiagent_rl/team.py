@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .adapters import (
+    SHARED_ADAPTER,
     LoraSettings,
     adapter_map,
     adapter_names,
+    add_adapters,
     attach_adapters,
+    enable_training,
     load_adapter_weights,
     save_adapters,
 )
@@ -27,6 +30,12 @@ from .rollout import RolloutBatch, Sampling, rollout
 from .scenario import Scenario
 
 BASE = "base"  # `play(adapters=BASE)`: every agent played by the untrained base model
+SEATED_LEAGUES = ("mirror", "pool")  # league modes where one shared adapter learns every seat
+
+
+def frozen_name(snapshot: str) -> str:
+    """The adapter a league snapshot ("step-20") is served under."""
+    return f"frozen-{snapshot}"
 
 
 class Team:
@@ -41,21 +50,27 @@ class Team:
         self.backend = backend
         self.agent_adapters = agent_adapters  # agent -> the adapter that plays it
         self.policy_adapters = adapter_names(agent_adapters)
+        self.frozen: list[str] = []  # frozen copies (league snapshots): served, never trained
         self.live_dir = live_dir  # where an out-of-process engine reads adapters after each update
 
     @classmethod
     def build(cls, config: TrainConfig, scenario: Scenario, *, device: Any = "cpu", dtype: str = "float32",
               mixed_precision: str = "no", live_dir: Path | None = None, processes: int = 1,
-              checkpoint: Path | None = None) -> Team:
+              checkpoint: Path | None = None, frozen: Sequence[str] = ()) -> Team:
         """Load the base model, attach the adapters (fresh, from the torch seed in force, or
         a checkpoint's: `checkpoint/adapters/<name>/`), place them on `device` and start the
-        backend `config.backend` on them."""
+        backend `config.backend` on them. A league that seats one learner in every seat
+        (`league.mode` mirror or pool) plays every agent with one shared adapter; `frozen`
+        names frozen adapters to create (a resumed league's pool) before the checkpoint loads."""
         base, tokenizer = load_model(config.model, dtype=dtype)
-        agent_adapters = adapter_map(scenario, config.adapters)
-        model = attach_adapters(base, adapter_names(agent_adapters), LoraSettings.from_config(config.lora)).to(device)
+        agent_adapters = adapter_map(scenario, "shared" if config.league.mode in SEATED_LEAGUES else config.adapters)
+        names = adapter_names(agent_adapters)
+        model = attach_adapters(base, [*names, *frozen], LoraSettings.from_config(config.lora)).to(device)
+        enable_training(model, names)
         if checkpoint is not None:
             load_adapter_weights(model, checkpoint / "adapters")
         team = cls(config, scenario, model, tokenizer, None, agent_adapters, live_dir)
+        team.frozen = list(frozen)
         team.backend = team._start_backend(mixed_precision, processes)
         return team
 
@@ -81,7 +96,7 @@ class Team:
             resolve_model_path(cfg.model),
             adapter_dirs={p.name: str(p) for p in first.iterdir()},
             max_lora_rank=cfg.lora.rank,
-            max_loras=engine.max_loras or max(4, len(self.model.peft_config)),
+            max_loras=engine.max_loras or max(4, len(self.model.peft_config) + cfg.league.pool_size),
             seed=cfg.seed,
             gpu_memory_utilization=engine.gpu_memory_utilization,
             tensor_parallel_size=engine.tensor_parallel_size,
@@ -94,17 +109,51 @@ class Team:
         folder = self.live_dir / f"step-{version}" if self.live_dir is not None else None
         self.backend.sync(self.model, self.policy_adapters, folder)
 
+    @property
+    def learner(self) -> str:
+        """The one adapter a seated league trains (every agent's)."""
+        return SHARED_ADAPTER
+
+    def freeze(self, name: str) -> None:
+        """A frozen copy of the learner's adapter, served as `name` beside the live ones and
+        never trained (a league snapshot)."""
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        self.add_frozen([name])
+        weights = get_peft_model_state_dict(self.model, adapter_name=self.learner)
+        set_peft_model_state_dict(self.model, {k: v.detach().clone() for k, v in weights.items()}, adapter_name=name)
+        self.serve_frozen([name])
+
+    def add_frozen(self, names: Sequence[str]) -> None:
+        """Frozen adapters to be filled (by `freeze`, or a checkpoint's weights on resume)."""
+        add_adapters(self.model, names, LoraSettings.from_config(self.config.lora))
+        enable_training(self.model, self.policy_adapters)  # adding an adapter made every LoRA weight trainable
+        self.frozen += list(names)
+
+    def serve_frozen(self, names: Sequence[str]) -> None:
+        """Hand frozen adapters' weights to the backend (vLLM loads them; HF reads the model)."""
+        for name in names:
+            self.backend.sync(self.model, [name], self.live_dir / name if self.live_dir is not None else None)
+
+    def drop(self, name: str) -> None:
+        """Unload a frozen adapter that left the league's pool."""
+        self.model.delete_adapter(name)
+        self.frozen.remove(name)
+
     def play(
-        self, tasks: Sequence[Task], *, adapters: Mapping[str, str | None] | str | None = None, **options: Any
+        self, tasks: Sequence[Task], *,
+        adapters: Mapping[str, str | None] | Sequence[Mapping[str, str | None]] | str | None = None, **options: Any
     ) -> RolloutBatch:
         """Play `tasks` with this team (`rollout`'s options: group_size, sampling, seed, split,
         log, ...), user code contained (a failing reward marks its episode failed, after
         `reward_timeout_seconds` at most). `adapters`: None for the team's own, `BASE` for
-        the untrained base model in every seat, or an agent -> adapter map."""
+        the untrained base model in every seat, an agent -> adapter map, or one map per task.
+        Turns of frozen adapters are never trained."""
         if adapters is None:
             adapters = self.agent_adapters
-        elif adapters == BASE:
+        elif isinstance(adapters, str) and adapters == BASE:
             adapters = dict.fromkeys(self.agent_adapters)
+        options.setdefault("frozen", self.frozen)
         options.setdefault("contain_failures", True)
         options.setdefault("reward_timeout", self.config.reward_timeout_seconds)
         return rollout(self.scenario, self.backend, tasks, adapters=adapters, **options)

@@ -88,7 +88,8 @@ def test_ratings_follow_outcomes():
     assert league.rating_details()["live"]["mu"] < after_wins["live"]["mu"]
     assert set(league.ratings()) == {"live", "step-0"}
     details = league.rating_details()["live"]
-    assert league.ratings()["live"] == pytest.approx(details["mu"] - 3 * details["sigma"])
+    assert league.ratings()["live"] == pytest.approx(details["mu"])
+    assert details["ordinal"] == pytest.approx(details["mu"] - 3 * details["sigma"])
 
 
 def test_draw_between_equals_moves_mu_little_and_a_snapshot_starts_at_live():

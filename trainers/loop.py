@@ -44,7 +44,7 @@ from multiagent_rl.registry import load_scenario
 from multiagent_rl.rollout import RolloutBatch, Sampling
 from multiagent_rl.scenario import Scenario
 from multiagent_rl.seeds import step_seed, task_rng
-from multiagent_rl.team import Team
+from multiagent_rl.team import SEATED_LEAGUES, Team
 
 from .base import Trainer, TrainerContext, trainer_class
 from .checkpoint import (
@@ -55,6 +55,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import Ranks
+from .league_play import LeaguePlay, check_league, learner_stats
 from .metrics import StepRecord, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
@@ -77,6 +78,7 @@ class Run:
         self.ranks = Ranks.from_accelerator(self.accelerator)
         scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
         trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
+        check_league(config.league.mode, scenario)
         # Before any weights load or an engine starts: a generate batch too big for this machine.
         check_batch_fits(config, scenario, len(load_tokenizer(config.model)), self.ranks.count)
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
@@ -96,6 +98,7 @@ class Run:
             accelerator=self.accelerator, ranks=self.ranks, agent_adapters=self.agent_adapters,
             policy_adapters=self.team.policy_adapters,
         ))
+        self.league = LeaguePlay(self.team, self.ranks, config.seed) if config.league.mode in SEATED_LEAGUES else None
         self.step = 0
         self.damaged_checkpoints = 0
         self.before: dict[str, float] | None = None  # the held-out result at step 0
@@ -146,6 +149,8 @@ class Run:
             self.accelerator.init_trackers("tracker", config={"scenario": cfg.scenario, "lr": cfg.lr})
         summary: dict[str, Any] = {"resumed_from": resumed}
         if resumed is None:
+            if self.league is not None:
+                self.league.start()
             self.before = self.evaluate(step=0)
             self._log({"step": 0, **eval_metrics(self.before)})
         summary["before"] = self.before
@@ -171,8 +176,9 @@ class Run:
             if self.step % cfg.save_every == 0 or last:
                 if self.ranks.is_main:
                     save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
-                                    {"scenario": self.scenario.name, "trainer": cfg.trainer, "before": self.before},
-                                    config=cfg.model_dump(mode="json"), adapters=self.team.policy_adapters,
+                                    {"scenario": self.scenario.name, "trainer": cfg.trainer, "before": self.before,
+                                     **({"league": self.league.state_dict()} if self.league else {})},
+                                    config=cfg.model_dump(mode="json"), adapters=[*self.team.policy_adapters, *self.team.frozen],
                                     write_more=self.trainer.save)
                     prune_checkpoints(self.run_dir, cfg.keep_checkpoints)
                 self.ranks.barrier()
@@ -219,11 +225,12 @@ class Run:
         """One training step, in run order:
 
         1. draw the step's tasks from (seed, step); seed this rank's sampling stream;
-        2. play this rank's shard of them, `group_size` episodes each, and log the episodes;
+        2. play this rank's shard of them, `group_size` episodes each (in a league, each group
+           seated as the league plans: the learner against a frozen snapshot), and log them;
         3. stop on failed user code past the allowed share; hand the trainer the rest;
         4. update the live adapters (the trainer: advantages, losses, optimizer);
-        5. sync the backend to the new adapters;
-        6. return the step's record (rollout, update and timing figures, over all ranks).
+        5. sync the backend to the new adapters; a league's match and snapshot when due;
+        6. return the step's record (rollout, update, league and timing figures, over all ranks).
         """
         cfg = self.config
         t0 = time.perf_counter()
@@ -232,11 +239,17 @@ class Run:
         seed = step_seed(cfg.seed, step, self.ranks.index)
         torch.manual_seed(seed)
         # step 2
+        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+        seatings, plan = self.league.plan(step, len(tasks)) if self.league else (None, [])
+        shard = self.shard(tasks)
+        if seatings is not None:
+            seatings = seatings[shard["first_group"]:shard["first_group"] + len(shard["tasks"])]
         batch = self.team.play(
-            **self.shard(tasks), log=self.episode_log(f"step-{step:06d}"), seed=seed, step=step, group_size=cfg.group_size,
-            sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
-            record_states=self.trainer.needs_states,
+            **shard, adapters=seatings, log=self.episode_log(f"step-{step:06d}"), seed=seed, step=step,
+            group_size=cfg.group_size, sampling=sampling, record_states=self.trainer.needs_states,
         )
+        if plan:
+            self.league.record(batch, plan)
         # step 3
         failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
@@ -245,11 +258,14 @@ class Run:
         t2 = time.perf_counter()
         # step 5
         self.team.sync(step)
+        if self.league is not None:
+            self.league.after_update(step, sampling, log=self.episode_log(f"league-step-{step:06d}"))
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
         return StepRecord(
             step=step, rollout=rollout_metrics(batch, self.ranks), update=update, failed_fraction=failed,
             lr=self.scheduler.get_last_lr()[0], rollout_seconds=rollout_s, update_seconds=update_s, step_seconds=step_s,
+            league=self.league.metrics() if self.league else {},
         )
 
     def check_failures(self, batch: RolloutBatch, step: int) -> float:
@@ -268,10 +284,18 @@ class Run:
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy held-out team reward (mean, standard error) of the trained adapters, logged
-        in the run's episodes/ as part of training."""
+        in the run's episodes/ as part of training. In a league: the learner against the base
+        model, seats alternating, scored from outcomes alone (`learner_stats`)."""
         tasks = self.scenario.heldout_tasks(self.config.eval_episodes, seed=self.config.seed)
-        batch = self.team.evaluate(**self.shard(tasks), log=self.episode_log(f"eval-step-{step:06d}"), step=step)
-        return team_reward_stats(batch.episodes, self.ranks)
+        shard = self.shard(tasks)
+        log = self.episode_log(f"eval-step-{step:06d}")
+        if self.league is None:
+            return team_reward_stats(self.team.evaluate(**shard, log=log, step=step).episodes, self.ranks)
+        plan = self.league.against(len(tasks), "base")
+        seatings = [self.league.seating(side, opponent) for side, opponent in plan]
+        start = shard["first_group"]
+        batch = self.team.evaluate(**shard, adapters=seatings[start:start + len(shard["tasks"])], log=log, step=step)
+        return learner_stats(batch.episodes, plan, self.league.team_of, self.ranks)
 
     # ----- persistence ------------------------------------------------------------------
     def _check_settings(self, found: tuple[int, Path] | None) -> dict[str, dict[str, Any]]:
@@ -301,7 +325,11 @@ class Run:
         if found is not None:
             step, path = found
             try:
+                if self.league is not None:  # the pool's frozen adapters exist before their weights load
+                    self.team.add_frozen(LeaguePlay.saved_pool(path))
                 state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+                if self.league is not None:
+                    self.league.load(path)
                 fresh = self.trainer.load(path)
             except (RuntimeError, KeyError, ValueError) as exc:  # verified whole, so it is another model's
                 message = " ".join(str(exc).split())[:200]
@@ -315,6 +343,7 @@ class Run:
                 print(f"multiagent-rl: {self.run_dir}: {fresh}", file=sys.stderr)
                 self.resume_notes.append(fresh)
             self.team.sync(step)  # generation continues from the loaded adapters
+            self.team.serve_frozen(self.team.frozen)
         self.damaged_checkpoints = len(damaged)
         self.ranks.barrier()  # every rank has read the folder before the main one tidies it
         if self.ranks.is_main:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from multiagent_rl.answers import answers_match
@@ -83,6 +83,7 @@ class StepRecord:
     step_seconds: float
     held_out: dict[str, float] | None = None  # team_reward_stats of the held-out tasks
     damaged_checkpoints: int = 0  # said once, on the first step after a fall-back
+    league: dict[str, float] = field(default_factory=dict)  # League.metrics(): ratings, results per opponent
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.step, **self.rollout, **self.update}
@@ -93,6 +94,7 @@ class StepRecord:
         out["perf/step_seconds"] = self.step_seconds
         if self.damaged_checkpoints:
             out["resume/damaged_checkpoints"] = self.damaged_checkpoints
+        out.update(self.league)
         if self.held_out is not None:
             out.update(eval_metrics(self.held_out))
         return out

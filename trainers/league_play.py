@@ -1,0 +1,186 @@
+"""A league run's part of the loop: who sits where in each task group, the frozen snapshots
+the learner meets, the matches that rate it, and what a game's outcome was for the learner.
+
+The bookkeeping (pool, opponent sampling, ratings, tallies) is `multiagent_rl.league`; this
+module turns it into seatings, frozen adapters and games. Modes (`league.mode`):
+- mirror: one shared adapter plays every seat and learns from all of them (SPIRAL);
+- pool: in each task group the learner holds one team's seats, a sampled snapshot the rest;
+  the snapshot's turns are never trained;
+- both: every team learns with its own adapters, as without a league (no snapshots).
+Every `snapshot_every` steps the live policy plays `match_games` held-out games against each
+pool member (both seatings), which rates it, and is then frozen into the pool. Seats
+alternate by task group and step, so the learner plays every seat equally often.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from multiagent_rl.config import ConfigError
+from multiagent_rl.league import League
+from multiagent_rl.records import Episode, Task
+from multiagent_rl.rollout import RolloutBatch, Sampling
+from multiagent_rl.seeds import step_seed
+from multiagent_rl.team import SEATED_LEAGUES, Team, frozen_name
+
+from .distributed import Ranks
+
+INITIAL = "step-0"
+MATCH_SEED_OFFSET = 7919  # match games draw their own held-out tasks, apart from evaluation's
+
+
+def check_league(mode: str, scenario) -> None:
+    """A league needs two sides; the modes that seat one learner need every agent model-played."""
+    if mode == "off":
+        return
+    if len(set(scenario.teams.values())) < 2:
+        raise ConfigError(f"league.mode={mode} needs a scenario with two teams or more; {scenario.name!r} has one")
+    if mode == "both":
+        return
+    scripted = [r.name for r in scenario.roles if r.scripted]
+    if scripted:
+        raise ConfigError(
+            f"league.mode={mode}: {scenario.name!r} has scripted players ({', '.join(scripted)}); "
+            "a league plays the model in every seat (e.g. scenario_options.opponent=model)"
+        )
+
+
+def outcome_score(episode: Episode, team: str, teams: dict[str, str]) -> float:
+    """The game's outcome for `team`, from outcomes alone (no per-turn shaping): 1 win, 0.5
+    draw, 0 loss. The winner where the episode names one; else the final ledger lines summed
+    per team (a cut-off game, a negotiation without a deal: equal, so a draw)."""
+    if episode.winner is not None:
+        if episode.winner == "draw":
+            return 0.5
+        return 1.0 if teams.get(episode.winner, episode.winner) == team else 0.0
+    totals: dict[str, float] = dict.fromkeys(set(teams.values()), 0.0)
+    for line in episode.final:
+        totals[teams[line.agent]] += line.value
+    mine, best_other = totals[team], max(v for t, v in totals.items() if t != team)
+    return 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
+
+
+def learner_stats(episodes: Sequence[Episode], plan: Sequence[tuple[str, str]], team_of: dict[str, str],
+                  ranks: Ranks | None = None) -> dict[str, float]:
+    """The learner's held-out figures from outcomes alone: its side's mean final reward per
+    agent (`mean`, `se`, `n`), win / draw / loss rates over all games, and the decided share."""
+    rows = []
+    for ep in episodes:
+        if ep.failure is not None:
+            continue
+        side = plan[ep.group][0]
+        mine = [line.value for line in ep.final if team_of[line.agent] == side]
+        agents = sum(1 for side_of in team_of.values() if side_of == side)
+        rows.append((sum(mine) / agents, outcome_score(ep, side, team_of)))
+    rows = ranks.gather(rows) if ranks is not None else rows
+    if not rows:
+        return {"mean": float("nan"), "se": float("nan"), "n": 0}
+    values = [v for v, _ in rows]
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    wins, draws = sum(s == 1.0 for _, s in rows), sum(s == 0.5 for _, s in rows)
+    return {"mean": statistics.fmean(values), "se": se, "n": len(rows), "win_rate": wins / len(rows),
+            "draw_rate": draws / len(rows), "loss_rate": (len(rows) - wins - draws) / len(rows),
+            "decided": (len(rows) - draws) / len(rows)}
+
+
+class LeaguePlay:
+    """The league of one run: seatings per step, matches and snapshots, checkpointed state."""
+
+    def __init__(self, team: Team, ranks: Ranks, seed: int):
+        self.team = team
+        self.ranks = ranks
+        self.settings = team.config.league
+        self.league = League(self.settings, seed=seed)
+        self.sides = list(dict.fromkeys(r.team for r in team.scenario.roles))
+        self.team_of = {r.name: r.team for r in team.scenario.roles}
+
+    @property
+    def on(self) -> bool:
+        return self.settings.mode in SEATED_LEAGUES
+
+    # ----- seats --------------------------------------------------------------------
+    def seating(self, learner_side: str, opponent: str | None) -> dict[str, str | None]:
+        """agent -> adapter: the learner's adapter on `learner_side`'s seats, `opponent`
+        ("base", a snapshot name, or None: the learner itself) on the others."""
+        other = {None: self.team.learner, "base": None}.get(opponent, frozen_name(opponent or ""))
+        return {a: self.team.learner if side == learner_side else other for a, side in self.team_of.items()}
+
+    def plan(self, step: int, groups: int) -> tuple[list[dict[str, str | None]] | None, list[tuple[str, str]]]:
+        """This step's seating of each task group and, per group, (learner side, opponent);
+        mirror: one seating, the learner everywhere (None)."""
+        if self.settings.mode == "mirror":
+            return None, []
+        opponents = self.league.sample_opponents(groups)
+        sides = [self.sides[(g + step) % len(self.sides)] for g in range(groups)]
+        return [self.seating(s, o) for s, o in zip(sides, opponents, strict=True)], list(zip(sides, opponents, strict=True))
+
+    def against(self, games: int, opponent: str) -> list[tuple[str, str]]:
+        """(learner side, opponent) for `games` games against one opponent, seats alternating."""
+        return [(self.sides[i % len(self.sides)], opponent) for i in range(games)]
+
+    def record(self, batch: RolloutBatch, plan: Sequence[tuple[str, str]]) -> None:
+        """Each played game's outcome for the learner, into the league (every rank's, in
+        group order, so every rank's league stays the same)."""
+        mine = [(ep.group, outcome_score(ep, plan[ep.group][0], self.team_of)) for ep in batch.episodes if ep.failure is None]
+        for group, score in sorted(self.ranks.gather(mine), key=lambda item: item[0]):
+            self.league.record(plan[group][1], score)
+
+    # ----- snapshots and matches -------------------------------------------------------
+    def start(self) -> None:
+        """A fresh run's pool: the step-0 adapters (equal to the base model: LoRA starts at zero)."""
+        self.snapshot(INITIAL)
+
+    def snapshot(self, name: str) -> None:
+        for dropped in self.league.add_snapshot(name):
+            self.team.drop(frozen_name(dropped))
+        if name in self.league.pool:
+            self.team.freeze(frozen_name(name))
+
+    def after_update(self, step: int, sampling: Sampling, log) -> None:
+        """Every `snapshot_every` steps: a match against the pool, then a snapshot."""
+        if step % self.settings.snapshot_every:
+            return
+        self.match(step, sampling, log)
+        self.snapshot(f"step-{step}")
+
+    def match(self, step: int, sampling: Sampling, log) -> None:
+        """`match_games` held-out games against each pool member, seats alternating; recorded."""
+        per = self.settings.match_games
+        if not per:
+            return
+        plan = [game for opponent in self.league.pool for game in self.against(per, opponent)]
+        tasks = self.team.scenario.heldout_tasks(len(plan), seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET))
+        seatings = [self.seating(s, o) for s, o in plan]
+        shard: list[Task] = self.ranks.shard(tasks)
+        start = self.ranks.shard_start(len(tasks))
+        batch = self.team.play(shard, adapters=seatings[start:start + len(shard)], first_group=start, group_size=1,
+                               sampling=sampling, seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET + 1),
+                               split="eval", step=step, log=log)
+        self.record(batch, plan)
+
+    def metrics(self) -> dict[str, float]:
+        """This step's league figures (then the step's tallies start again)."""
+        out = self.league.metrics()
+        self.league.reset_step()
+        return out
+
+    # ----- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self.league.state_dict()
+
+    @staticmethod
+    def saved_pool(checkpoint: Path) -> list[str]:
+        """The frozen adapters a checkpoint's league holds (created before its weights load)."""
+        state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
+        return [frozen_name(name) for name in state["pool"]] if state else []
+
+    def load(self, checkpoint: Path) -> None:
+        state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
+        if state is None:
+            raise ConfigError(f"{checkpoint} holds no league state; it was trained without league.mode")
+        self.league = League.from_state(self.settings, state)
