@@ -58,8 +58,14 @@ class GRPOConfig(BaseModel):
     """`trainer: grpo`: per-agent group-relative advantages (one outcome per episode)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    advantage: str = Field("group", description="The advantage estimator (trainers/base.py registry): group-relative outcomes.")
+    advantage: str = Field(
+        "group", description="The advantage estimator (trainers/base.py registry): group (group-relative outcomes) "
+        "or role_baseline (each role against its moving-average return: zero-sum self-play)."
+    )
     scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
+    baseline_decay: float = Field(
+        0.95, ge=0, lt=1, description="advantage=role_baseline: the decay of each role's moving-average return."
+    )
     reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
     credit: Literal["outcome", "discounted"] = Field(
         "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
@@ -92,6 +98,25 @@ class CriticConfig(BaseModel):
     )
     max_state_tokens: int = Field(1024, ge=8, description="The value sees the last this many tokens of the state.")
     micro_batch_size: int = Field(8, ge=1, description="States per value forward/backward.")
+
+
+class ShapingConfig(BaseModel):
+    """Rewards that pay for form (a legal move) rather than play: they teach an untrained
+    model the rules, but a model paid per legal move can learn to prolong a game instead of
+    winning it. Once invalid moves are rare, their weight anneals to zero."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    terms: list[str] = Field(
+        default_factory=lambda: ["legal_move"], description="Ledger terms that are shaping (the games' legal-move reward)."
+    )
+    stop_when_invalid_below: float | None = Field(
+        None, ge=0, le=1, description="Anneal the shaping terms once a step's invalid-move share is below this (None: never)."
+    )
+    anneal_steps: int = Field(10, ge=1, description="Steps over which their weight falls linearly from 1 to 0.")
+
+    def weight(self, step: int, started: int | None) -> float:
+        """The shaping terms' weight at `step`, the anneal having started at step `started`."""
+        return 1.0 if started is None else max(0.0, 1.0 - (step - started) / self.anneal_steps)
 
 
 # Flat keys of earlier versions and the section key that holds each now.
@@ -136,6 +161,7 @@ class TrainConfig(BaseModel):
     trainer: str = Field("grpo", description="Training algorithm: grpo, critic, or a registered one (trainers/base.py).")
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    shaping: ShapingConfig = Field(default_factory=ShapingConfig)
     league: LeagueSettings = Field(default_factory=LeagueSettings, description="Self-play against frozen snapshots.")
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)

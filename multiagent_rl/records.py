@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -179,6 +179,16 @@ class Episode(BaseModel):
             if at is not None and (own_turns or entry.agent != self.turns[at].agent):
                 out[entry.agent] = out.get(entry.agent, 0.0) + entry.value
         return out
+
+    def reweighted(self, weights: Mapping[str, float]) -> Episode:
+        """A copy whose ledger lines of the terms in `weights` are scaled by them (a shaping
+        term annealed away); the record itself is left as it was played."""
+        if not weights:
+            return self
+        copy = self.model_copy(deep=True)
+        for entry in [*(e for t in copy.turns for e in t.rewards), *copy.final]:
+            entry.value *= weights.get(entry.term, 1.0)
+        return copy
 
     @property
     def rewards(self) -> dict[str, float]:

@@ -83,6 +83,14 @@ class RolloutBatch:
         )
 
 
+    def reweighted(self, weights: Mapping[str, float]) -> RolloutBatch:
+        """The batch with the ledger terms in `weights` scaled (`Episode.reweighted`): what a
+        trainer learns from while shaping anneals; the logged episodes keep their values."""
+        if not weights:
+            return self
+        return replace(self, episodes=[ep.reweighted(weights) for ep in self.episodes])
+
+
 def rollout(
     scenario: Scenario,
     backend: GenerationBackend,

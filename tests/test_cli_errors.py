@@ -57,7 +57,7 @@ def test_a_scenario_file_that_fails_names_its_file_and_line(capsys, files, scena
 
 
 @pytest.mark.parametrize("option, expected", [
-    ("opponent=bogus", "tictactoe: opponent='bogus'; use one of random, model"),
+    ("opponent=bogus", "tictactoe: opponent='bogus'; use one of random, perfect, model"),
     ("invalid=bogus", "tictactoe: invalid='bogus'"),
     ("legal_move_reward=high", "legal_move_reward must be a finite number"),
     ("no_such_option=1", "unexpected keyword argument 'no_such_option'"),

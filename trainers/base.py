@@ -157,6 +157,8 @@ def register_estimator(name: str, needs_values: bool = False):
     """Register an advantage estimator, `fn(returns: Returns, settings) -> Estimate`, a pure
     function of tensors; `settings` is the trainer's config section (`grpo:`, `critic:`).
     `needs_values`: it reads `Returns.values`, so only a trainer with a value model can use it.
+    A class registers a stateful estimator: the trainer makes one per run, `cls(ranks)`, and
+    keeps its `state_dict()` in checkpoints (`trainers/role_baseline.py`).
 
     >>> @register_estimator("my_estimator")      # doctest: +SKIP
     ... def mine(returns, settings): ...
@@ -170,7 +172,7 @@ def register_estimator(name: str, needs_values: bool = False):
     return add
 
 
-ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.gae"}
+ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.gae", "role_baseline": "trainers.role_baseline"}
 
 
 def advantage_estimator(name: str) -> Estimator:

@@ -11,7 +11,9 @@ The estimator is registered (`group`) and picked by `grpo.advantage`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -117,15 +119,32 @@ def episode_returns(batch: RolloutBatch, streams: list[str], reward_source: str 
     )
 
 
+ESTIMATOR_STATE = "estimator_state.json"
+
+
 @register_trainer("grpo")
 class GRPOTrainer(Trainer):
     """Per-agent GRPO (settings: the `grpo:` section and the shared policy-update keys)."""
 
     def __init__(self, ctx: TrainerContext):
         super().__init__(ctx)
-        self.estimator = advantage_estimator(ctx.config.grpo.advantage)
-        if self.estimator.needs_values:
+        estimator = advantage_estimator(ctx.config.grpo.advantage)
+        if estimator.needs_values:
             raise ConfigError(f"grpo.advantage={ctx.config.grpo.advantage} needs a value model; use trainer=critic")
+        self.estimator = estimator(ctx.ranks) if isinstance(estimator, type) else estimator  # a class keeps state
+
+    def save(self, folder: Path) -> None:
+        """A stateful estimator's state (JSON), beside the optimizer the loop saves."""
+        if hasattr(self.estimator, "state_dict"):
+            (folder / ESTIMATOR_STATE).write_text(json.dumps(self.estimator.state_dict()))
+
+    def load(self, folder: Path) -> str | None:
+        if not hasattr(self.estimator, "state_dict"):
+            return None
+        if not (folder / ESTIMATOR_STATE).is_file():
+            return f"{folder.name} holds no {self.ctx.config.grpo.advantage} state: its baseline starts afresh"
+        self.estimator.load_state_dict(json.loads((folder / ESTIMATOR_STATE).read_text()))
+        return None
 
     def make_samples(self, batch: RolloutBatch) -> tuple[list[Sample], dict[str, float]]:
         """One Sample per trainable turn, each with its episode's advantage for its agent."""

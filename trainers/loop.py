@@ -99,6 +99,7 @@ class Run:
             policy_adapters=self.team.policy_adapters,
         ))
         self.league = LeaguePlay(self.team, self.ranks, config.seed) if config.league.mode in SEATED_LEAGUES else None
+        self.shaping_from: int | None = None  # the step the shaping terms began to anneal
         self.step = 0
         self.damaged_checkpoints = 0
         self.before: dict[str, float] | None = None  # the held-out result at step 0
@@ -177,6 +178,7 @@ class Run:
                 if self.ranks.is_main:
                     save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
                                     {"scenario": self.scenario.name, "trainer": cfg.trainer, "before": self.before,
+                                     "shaping_from": self.shaping_from,
                                      **({"league": self.league.state_dict()} if self.league else {})},
                                     config=cfg.model_dump(mode="json"), adapters=[*self.team.policy_adapters, *self.team.frozen],
                                     write_more=self.trainer.save)
@@ -227,7 +229,8 @@ class Run:
         1. draw the step's tasks from (seed, step); seed this rank's sampling stream;
         2. play this rank's shard of them, `group_size` episodes each (in a league, each group
            seated as the league plans: the learner against a frozen snapshot), and log them;
-        3. stop on failed user code past the allowed share; hand the trainer the rest;
+        3. stop on failed user code past the allowed share; hand the trainer the rest, its
+           shaping terms weighted by the schedule (`shaping:`);
         4. update the live adapters (the trainer: advantages, losses, optimizer);
         5. sync the backend to the new adapters; a league's match and snapshot when due;
         6. return the step's record (rollout, update, league and timing figures, over all ranks).
@@ -253,8 +256,10 @@ class Run:
         # step 3
         failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
+        shaping = cfg.shaping.weight(step, self.shaping_from)
+        learned = batch.without_failed_groups().reweighted(dict.fromkeys(cfg.shaping.terms, shaping) if shaping < 1 else {})
         # step 4
-        update = self.trainer.update(batch.without_failed_groups())
+        update = self.trainer.update(learned)
         t2 = time.perf_counter()
         # step 5
         self.team.sync(step)
@@ -262,8 +267,12 @@ class Run:
             self.league.after_update(step, sampling, log=self.episode_log(f"league-step-{step:06d}"))
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
+        played = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}
+        threshold = cfg.shaping.stop_when_invalid_below
+        if self.shaping_from is None and threshold is not None and played["turns/invalid_fraction"] < threshold:
+            self.shaping_from = step + 1  # invalid moves are rare: shaping anneals from the next step
         return StepRecord(
-            step=step, rollout=rollout_metrics(batch, self.ranks), update=update, failed_fraction=failed,
+            step=step, rollout=played, update=update, failed_fraction=failed,
             lr=self.scheduler.get_last_lr()[0], rollout_seconds=rollout_s, update_seconds=update_s, step_seconds=step_s,
             league=self.league.metrics() if self.league else {},
         )
@@ -339,6 +348,7 @@ class Run:
                 ) from exc
             self.step = step
             self.before = state.get("before")  # absent in checkpoints written before it was kept
+            self.shaping_from = state.get("shaping_from")
             if fresh and self.ranks.is_main:
                 print(f"multiagent-rl: {self.run_dir}: {fresh}", file=sys.stderr)
                 self.resume_notes.append(fresh)

@@ -17,7 +17,7 @@ episode's rng, so a seed fixes the deal.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +63,13 @@ def openspiel_scenario(
     max_new_tokens: int = 6,
     name: str | None = None,
     train_defaults: Mapping[str, Any] | None = None,
+    render: Callable[[Any, int], str] | None = None,
+    description: str | None = None,
 ) -> Scenario:
     """A sequential OpenSpiel game as a scenario: agents `player_0`, `player_1`, ... (each
     its own team), replies parsed into a legal move by name ("Bet") or number; a reply that
-    is no legal move forfeits (-1 for that player, +1 for the others)."""
+    is no legal move forfeits (-1 for that player, +1 for the others). `render(state, player)`
+    says in words what the player knows (default: OpenSpiel's information state string)."""
     pyspiel = engine_module("pyspiel", "open-spiel", "OpenSpiel games")
     try:  # the game's definition (players, rules); a game's state is made per episode
         game = pyspiel.load_game(game_name)
@@ -89,7 +92,8 @@ def openspiel_scenario(
         state = view.state.state
         player = agents.index(agent)
         names = move_names(state, player)
-        return (f"You are {agent} in {game_name}. What you know: {state.information_state_string(player)}\n"
+        known = render(state, player) if render is not None else f"What you know: {state.information_state_string(player)}"
+        return (f"You are {agent} in {game_name}. {known}\n"
                 f"Legal moves: {', '.join(names.values())}\nReply with one legal move.")
 
     def act(view: EpisodeView, agent: str, text: str) -> Outcome:
@@ -118,7 +122,7 @@ def openspiel_scenario(
         act=act,
         max_turns=max_turns,
         default_prompt=f"You play {game_name} as {{agent}}. Reply with one legal move.",
-        description=f"the OpenSpiel game {game_name}",
+        description=description or f"the OpenSpiel game {game_name}",
         scripted=scripted,
         system_prompts=system_prompts,
         max_new_tokens=max_new_tokens,

@@ -161,7 +161,9 @@ def aec_scenario(
         state.moves.append((agent, move))
         for a, value in state.env.rewards.items():
             state.totals[a] = state.totals.get(a, 0.0) + float(value)
-        outcome = Outcome(reward=reward, valid=valid, event={"agent": agent, "move": move})
+        # Named apart from the result: shaping pays for form, and a schedule may anneal it away.
+        outcome = Outcome(reward=reward, valid=valid, term="legal_move" if valid else "penalty",
+                          event={"agent": agent, "move": move})
         return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents}) if state.over() else outcome
 
     return game_scenario(
