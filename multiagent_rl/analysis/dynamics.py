@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import networkx
 
 from ..records import Episode
+from .games import engine_driven
 from .loading import step_bins, training_episodes
 from .tables import Table, mean
 from .textstats import answer_key
@@ -33,6 +34,24 @@ def _voters(episode: Episode) -> list[str]:
         return []
     last = max(t.round for t in episode.turns)
     return list(dict.fromkeys(t.agent for t in episode.turns if t.round == last))
+
+
+def last_round_answerers(episode: Episode) -> list[str]:
+    """The agents that give a parsed answer in the episode's last round."""
+    if not episode.turns:
+        return []
+    last = max(t.round for t in episode.turns)
+    return list(dict.fromkeys(t.agent for t in episode.turns if t.round == last and t.message.answer is not None))
+
+
+def debating(episodes: Sequence[Episode], share: float = 0.2) -> bool:
+    """Whether debate dynamics mean anything for this log: in at least `share` of its episodes
+    that are not engine-driven games, several agents answer in the same last round. A
+    speaker/listener chain (one agent in the last round) or a game (one mover a turn, the
+    engine deciding) has no answers that could agree or change between rounds."""
+    played = [e for e in episodes if e.turns and not engine_driven(e)]
+    several = sum(len(last_round_answerers(e)) >= 2 for e in played)
+    return several > 0 and several >= share * len(played)
 
 
 def _majority(keys: Sequence[str | None]) -> str | None:

@@ -107,7 +107,8 @@ def reward_curves(curves: Mapping[str, Sequence[dict]]) -> str:
 
 @styled
 def reward_terms(rows: Sequence[dict]) -> str:
-    """Each named reward term (unweighted, mean over agents) by training step, one line each.
+    """Each named reward term (unweighted, mean over the agents that receive it) by training
+    step, one line each.
     `rows`: step, term, value."""
     fig = _figure(9, 3.2)
     ax = _axes(fig, 1, 1, 1)
@@ -121,7 +122,7 @@ def reward_terms(rows: Sequence[dict]) -> str:
         _empty(ax, "the reward has no named terms")
     else:
         ax.set_xlabel("training step")
-        ax.set_ylabel("term value (mean over agents)")
+        ax.set_ylabel("term value (mean over receivers)")
         ax.legend(loc="best", fontsize=9)
     ax.set_title("Reward terms over training")
     return to_png(fig)

@@ -24,12 +24,16 @@ from . import page, plots
 from .dynamics import (
     answer_adoption,
     debate_rounds,
+    debating,
     dynamics_by_step,
     episode_dynamics,
     influence_graph,
     summarise_dynamics,
 )
+from .game_report import game_sections
+from .games import game_episodes, game_results, moves_by_phase
 from .influence import ablation_influence, summarise_ablation
+from .league_metrics import exploitability_by_step, league_results, ratings_by_step
 from .loading import RunLog, load_run, training_episodes, training_phases
 from .messages import (
     agent_message_stats,
@@ -88,6 +92,12 @@ class RunAnalysis:
     signalling_steps: Table | None = None
     signalling_messages: Table | None = None
     signalling_heldout: Table | None = None
+    debating: bool = True  # several agents answer in the last round (`dynamics.debating`)
+    results: Table | None = None  # games: wins / draws / losses per side (`games.game_results`)
+    moves: Table | None = None
+    ratings: Table | None = None  # a league's metrics (`league_metrics`)
+    league: Table | None = None
+    exploitability: Table | None = None
 
 
 def _phase(episodes: list[Episode], dynamics: dict[int, dict]) -> dict[str, Any]:
@@ -147,6 +157,13 @@ def analyse(
         late_examples=_examples(episodes, False, 2),
     )
     stages.close()
+    analysis.debating = debating(episodes)
+    games = game_episodes(episodes)
+    if games:
+        analysis.results, analysis.moves = game_results(games), moves_by_phase(games)
+    for name, table in (("ratings", ratings_by_step(run.metrics)), ("league", league_results(run.metrics)),
+                        ("exploitability", exploitability_by_step(run.metrics))):
+        setattr(analysis, name, table or None)
     if backend is not None and episodes:
         scenario = scenario or load_scenario(run.scenario)
         analysis.ablation = ablation_influence(late or episodes, scenario, backend, sample=ablation_sample, progress=progress)
@@ -178,7 +195,8 @@ def render_report(main: RunAnalysis, others: Sequence[RunAnalysis] = ()) -> str:
     runs = [main, *others]
     agents = main.agents
     summary = summary_table(runs)
-    sections = [("summary", "Summary", page.section(
+    sections = game_sections(main)  # a game's report leads with who wins
+    sections += [("summary", "Summary", page.section(
         "summary", "Summary", "Early = first third of the training steps, late = last third.",
         page.table(summary, max_rows=None, summary=True)))]
 
@@ -217,14 +235,15 @@ def render_report(main: RunAnalysis, others: Sequence[RunAnalysis] = ()) -> str:
         "An edge's weight is how often the receiver's final answer adopted the sender's earlier proposal (and, with a model, how often removing the sender's message changed it).",
         body)))
 
-    phases = Table([{"measure": label, "early": main.early[key], "late": main.late[key]} for key, label in PHASE_ROWS])
-    sections.append(("dynamics", "Debate", page.section(
-        "dynamics", "Debate dynamics", "How answers move between rounds (rounds count from 0) and how that changes with training.",
-        page.figure(plots.debate_panels(main.rounds, main.debate_steps), "debate dynamics")
-        + '<div class="grid2"><div><h3>By round</h3>'
-        + page.table(Table(main.rounds, ["round", "turns", "changed", "change_rate", "accuracy", "unanimous_rate"]))
-        + "</div><div><h3>Early vs late training</h3>" + page.table(phases)
-        + "</div></div>")))
+    if main.debating:
+        phases = Table([{"measure": label, "early": main.early[key], "late": main.late[key]} for key, label in PHASE_ROWS])
+        sections.append(("dynamics", "Debate", page.section(
+            "dynamics", "Debate dynamics", "How answers move between rounds (rounds count from 0) and how that changes with training.",
+            page.figure(plots.debate_panels(main.rounds, main.debate_steps), "debate dynamics")
+            + '<div class="grid2"><div><h3>By round</h3>'
+            + page.table(Table(main.rounds, ["round", "turns", "changed", "change_rate", "accuracy", "unanimous_rate"]))
+            + "</div><div><h3>Early vs late training</h3>" + page.table(phases)
+            + "</div></div>")))
 
     sections.append(("language", "Language", page.section(
         "language", "Specialisation and drift",

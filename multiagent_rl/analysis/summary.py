@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import Episode
+from .league_metrics import league_summary
 from .tables import Table, format_value, mean
 
 if TYPE_CHECKING:
@@ -39,16 +40,32 @@ def reward_by_step(episodes: Sequence[Episode], metrics: Sequence[dict[str, Any]
     return Table(rows, ["split", "step", "team_reward", "episodes", "source"])
 
 
+def term_means(episode: Episode) -> dict[str, float]:
+    """Each named term's (unweighted) value in one episode, the mean over the agents that
+    receive it: those with a ledger line of that term (a speaker-only term is the speaker's
+    value, not halved by a listener who never gets it). A term without ledger lines (an older
+    log) is averaged over the agents it names."""
+    receivers: dict[str, set[str]] = {}
+    for _, entry in episode.ledger():
+        receivers.setdefault(entry.term, set()).add(entry.agent)
+    out = {}
+    for term, values in episode.reward_terms.items():
+        chosen = [v for a, v in values.items() if a in receivers.get(term, values)]
+        if chosen:
+            out[term] = sum(chosen) / len(chosen)
+    return out
+
+
 def reward_terms_by_step(episodes: Sequence[Episode]) -> Table:
-    """Mean of each named reward term (over agents and training episodes) per step: rows
-    ``step``, ``term``, ``value``, ``episodes``. Empty when the reward has no named terms."""
+    """Mean of each named reward term (per episode over the agents that receive it, see
+    `term_means`; then over training episodes) per step: rows ``step``, ``term``, ``value``,
+    ``episodes``. Empty when the reward has no named terms."""
     grouped: dict[tuple[int, str], list[float]] = {}
     for e in episodes:
         if e.step is None or e.split != "train" or set(e.reward_terms) <= {"total"}:
             continue
-        for term, values in e.reward_terms.items():
-            if values:
-                grouped.setdefault((e.step, term), []).append(sum(values.values()) / len(values))
+        for term, value in term_means(e).items():
+            grouped.setdefault((e.step, term), []).append(value)
     rows = [{"step": step, "term": term, "value": sum(v) / len(v), "episodes": len(v)} for (step, term), v in sorted(grouped.items())]
     return Table(rows, ["step", "term", "value", "episodes"])
 
@@ -79,20 +96,23 @@ def run_summary(analysis: RunAnalysis) -> dict[str, str]:
         "steps": f"{steps[0]}–{steps[-1]} ({len(steps)})" if steps else "–",
         "train team reward, early → late": _pair(a.early["team_reward"], a.late["team_reward"]),
         "eval team reward (last eval)": f"{format_value(last_eval['team_reward'])} @ step {last_eval['step']}" if last_eval else "–",
-        "team answer correct, early → late": f"{_share(a.early['team_accuracy'])} → {_share(a.late['team_accuracy'])}",
+    }
+    if a.early["team_accuracy"] is not None or a.late["team_accuracy"] is not None:  # tasks with a reference answer
+        summary["team answer correct, early → late"] = f"{_share(a.early['team_accuracy'])} → {_share(a.late['team_accuracy'])}"
+    summary |= {
         "message length (chars), early → late": _pair(a.early["mean_chars"], a.late["mean_chars"]),
         "distinct-1, early → late": _pair(a.early["distinct_1"], a.late["distinct_1"]),
         "language drift (JS, mean over agents)": format_value(mean(drifts)),
         "specialisation (JS between agents, late)": format_value(mean(late_pairs)),
-        "last round unanimous (late)": _share(a.late["last_round_agreement"]),
-        "flips wrong→correct / correct→wrong per episode (late)": (
-            f"{format_value(a.late['flips_wrong_to_correct'])} / {format_value(a.late['flips_correct_to_wrong'])}"
-        ),
-        "strongest adoption edge": (
-            f"{top_edge['sender']}→{top_edge['receiver']} {_share(top_edge['adoption_rate'])}" if top_edge else "–"
-        ),
     }
+    if a.debating:  # several agents answer in the last round: their agreement and flips mean something
+        summary["last round unanimous (late)"] = _share(a.late["last_round_agreement"])
+        summary["flips wrong→correct / correct→wrong per episode (late)"] = (
+            f"{format_value(a.late['flips_wrong_to_correct'])} / {format_value(a.late['flips_correct_to_wrong'])}")
+    summary["strongest adoption edge"] = (
+        f"{top_edge['sender']}→{top_edge['receiver']} {_share(top_edge['adoption_rate'])}" if top_edge else "–")
     summary.update(game_outcomes(a.run.episodes))
+    summary.update(league_summary(a.run.metrics))
     if a.ablation_summary:
         top = max(a.ablation_summary, key=lambda r: r["answer_change_rate"] or 0.0)
         summary["strongest causal edge (ablation)"] = f"{top['sender']}→{top['receiver']} {_share(top['answer_change_rate'])}"
@@ -102,27 +122,34 @@ def run_summary(analysis: RunAnalysis) -> dict[str, str]:
 
 
 def game_outcomes(episodes: Sequence[Episode]) -> dict[str, str]:
-    """For games (episodes with a winner): the model-played side's win / draw / loss rates and
-    its invalid moves at the first and the last held-out evaluation (a mean over all agents
-    says nothing in a zero-sum game)."""
+    """For games (episodes with a winner): each model-played side's win / draw / loss rates
+    over the decided games, and the invalid moves, at the first and the last held-out
+    evaluation (a mean over all agents says nothing in a zero-sum game). With one
+    model-played side it is "the model side"; in self-play each side has its line."""
     evals = [e for e in episodes if e.split == "eval" and e.step is not None and e.winner is not None]
     if not evals:
         return {}
     first, last = min(e.step for e in evals), max(e.step for e in evals)
+    sides = list(dict.fromkeys(t for e in evals for t in sorted(e.model_teams())))
 
-    def rates(step: int) -> tuple[str, str]:
-        chosen = [e for e in evals if e.step == step]
-        won = sum(e.winner in e.model_teams() for e in chosen) / len(chosen)
+    def rates(step: int, side: str) -> str:
+        chosen = [e for e in evals if e.step == step and side in e.model_teams()]
+        if not chosen:
+            return "–"
+        won = sum(e.winner == side for e in chosen) / len(chosen)
         drawn = sum(e.winner == "draw" for e in chosen) / len(chosen)
-        moves = [t for e in chosen for t in e.turns if not t.scripted]
-        invalid = sum(not t.valid for t in moves) / len(moves) if moves else None
-        return f"{_share(won)} / {_share(drawn)} / {_share(1 - won - drawn)}", _share(invalid)
+        return f"{_share(won)} / {_share(drawn)} / {_share(1 - won - drawn)}"
 
-    (wdl_first, bad_first), (wdl_last, bad_last) = rates(first), rates(last)
-    return {
-        f"games: win / draw / loss of the model side, eval step {first} → {last}": f"{wdl_first} → {wdl_last}",
-        f"games: invalid moves, eval step {first} → {last}": f"{bad_first} → {bad_last}",
-    }
+    def invalid(step: int) -> str:
+        moves = [t for e in evals if e.step == step for t in e.turns if not t.scripted]
+        return _share(sum(not t.valid for t in moves) / len(moves) if moves else None)
+
+    out = {}
+    for side in sides:
+        who = "the model side" if len(sides) == 1 else side
+        out[f"games: win / draw / loss of {who}, eval step {first} → {last}"] = f"{rates(first, side)} → {rates(last, side)}"
+    out[f"games: invalid moves, eval step {first} → {last}"] = f"{invalid(first)} → {invalid(last)}"
+    return out
 
 
 def unique_names(analyses: Sequence[RunAnalysis]) -> list[str]:

@@ -143,4 +143,5 @@ def test_run_analysis_adds_the_ablation_with_a_backend(episode, tmp_path):
     assert "strongest causal edge (ablation)" in text and "b→c 100%" in text
     html = path.read_text(encoding="utf-8")
     assert "Causal influence by ablation" in html
-    assert html.count("data:image/png;base64,") == 7  # the six plots and the ablation graph
+    # Five plots and the ablation graph: no debate plot, the judge alone answers in the last round.
+    assert html.count("data:image/png;base64,") == 6 and "Debate dynamics" not in html
