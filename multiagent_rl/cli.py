@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("scenario")
     ev.add_argument("--run", required=True, help="run folder with checkpoints")
     ev.add_argument("--episodes", type=int, default=None)
+    ev.add_argument(
+        "--against", default=None, metavar="OPPONENT",
+        help="play the trained side against OPPONENT in every seat: base, step-N (a checkpoint of this run), "
+        "another run's folder, or a scripted player the scenario names (random, perfect)",
+    )
+    ev.add_argument("--sampled", action="store_true",
+                    help="with --against: sample at the run's temperature (default greedy; greedy games between "
+                    "two deterministic players repeat)")
+    ev.add_argument("--exploitability", action="store_true",
+                    help="OpenSpiel games: the exploitability of the base and the trained policy (OpenSpiel's own)")
 
     an = sub.add_parser("analyse", help="Communication metrics and RUN/report.html.")
     an.add_argument("run")
@@ -175,7 +185,7 @@ def cmd_play(args) -> int:
     return 0
 
 
-def _team(config, scenario, run_dir: Path | None = None, checkpoint: Path | None = None):
+def _team(config, scenario, run_dir: Path | None = None, checkpoint: Path | None = None, frozen=()):
     """A Team (no trainer) for `config`, on the device and at the precision a run would use."""
     from accelerate import PartialState
 
@@ -186,7 +196,7 @@ def _team(config, scenario, run_dir: Path | None = None, checkpoint: Path | None
     device = PartialState(cpu=not _cuda()).device
     live = run_dir / "live_adapters" if run_dir is not None else None
     return Team.build(config, scenario, device=device, dtype=resolve_dtype(config.dtype, device),
-                      mixed_precision=config.mixed_precision, live_dir=live, checkpoint=checkpoint)
+                      mixed_precision=config.mixed_precision, live_dir=live, checkpoint=checkpoint, frozen=frozen)
 
 
 def _cuda() -> bool:
@@ -195,9 +205,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _trained_team(scenario: str, run_dir: Path, checkpoint: str | None):
+def _trained_team(scenario: str, run_dir: Path, checkpoint: str | None, before_load=None):
     """(Team of `run_dir` with the adapters of its newest good checkpoint or of `checkpoint`,
-    that checkpoint's folder, its step). Damaged newer checkpoints are named and skipped."""
+    that checkpoint's folder, its step). Damaged newer checkpoints are named and skipped.
+    `before_load(scenario)`: checks of the command's own, before any model loads."""
     import yaml
 
     from trainers.checkpoint import resumable_checkpoint, verify_checkpoint
@@ -218,8 +229,13 @@ def _trained_team(scenario: str, run_dir: Path, checkpoint: str | None):
         if found is None:
             raise UsageError(f"{run_dir} has no complete checkpoint yet")
         path = found[1]
+    from trainers.league_play import LeaguePlay
+
     step = int(json.loads((path / "trainer_state.json").read_text())["step"])
-    team = _team(config, load_scenario(config.scenario, **config.scenario_options), run_dir, path)
+    loaded = load_scenario(config.scenario, **config.scenario_options)
+    if before_load is not None:
+        before_load(loaded)
+    team = _team(config, loaded, run_dir, path, frozen=LeaguePlay.saved_pool(path))
     print(f"adapters of {path}", file=sys.stderr)
     return team, path, step
 
@@ -326,10 +342,32 @@ def cmd_eval(args) -> int:
     from .team import BASE
 
     _positive(args.episodes, "--episodes")
+    if args.sampled and not args.against:
+        raise UsageError("--sampled goes with --against")
     run_dir = Path(args.run)
-    team, path, step = _trained_team(args.scenario, run_dir, None)
+
+    def check(scenario) -> None:
+        from trainers.head_to_head import locate_opponent
+
+        if args.exploitability and scenario.openspiel_game is None:
+            raise UsageError(f"--exploitability: {scenario.name!r} is no OpenSpiel game")
+        if args.against:
+            locate_opponent(args.against, scenario, run_dir)
+
+    team, path, step = _trained_team(args.scenario, run_dir, None, before_load=check)
     out = run_dir / "evals" / path.name  # never into the run's training records
     tasks = team.scenario.heldout_tasks(args.episodes or team.config.eval_episodes, seed=team.config.seed)
+    head = {"scenario": team.scenario.name, "checkpoint": path.name}
+    if args.exploitability:
+        from .games.exploitability import base_and_trained
+
+        head["exploitability"] = base_and_trained(team)
+    if args.against:
+        from trainers.head_to_head import against_report
+
+        report = against_report(team, args.against, run_dir, tasks, sampled=args.sampled, log_dir=out, step=step)
+        print(json.dumps({**head, **report, "log": str(out)}, indent=2))
+        return 0
     stats = {}
     with RunLock(run_dir, "eval"):
         for tag, adapters in (("base", BASE), ("trained", None)):
@@ -337,7 +375,7 @@ def cmd_eval(args) -> int:
             stats[tag] = team_reward_stats(team.evaluate(tasks, adapters=adapters, step=step, log=log, progress=True).episodes)
     base, trained = stats["base"], stats["trained"]
     print(json.dumps({
-        "scenario": team.scenario.name, "checkpoint": path.name, "episodes": base["n"], "log": str(out),
+        **head, "episodes": base["n"], "log": str(out),
         "base": base, "trained": trained, "change": trained["mean"] - base["mean"],
     }, indent=2))
     return 0

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from openskill.models import PlackettLuce
 from pydantic import BaseModel, ConfigDict, Field
 
+from .records import Episode
+
 LIVE = "live"
 _OUTCOMES = {1: 0, 0.5: 1, 0: 2}  # live_score -> index in a [win, draw, loss] tally
 
@@ -201,3 +203,18 @@ def win_rate_interval(wins: int, losses: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def outcome_score(episode: Episode, team: str, teams: dict[str, str]) -> float:
+    """The game's outcome for `team`, from outcomes alone (no per-turn shaping): 1 win, 0.5
+    draw, 0 loss. The winner where the episode names one; else the final ledger lines summed
+    per team (a cut-off game, a negotiation without a deal: equal, so a draw)."""
+    if episode.winner is not None:
+        if episode.winner == "draw":
+            return 0.5
+        return 1.0 if teams.get(episode.winner, episode.winner) == team else 0.0
+    totals: dict[str, float] = dict.fromkeys(set(teams.values()), 0.0)
+    for line in episode.final:
+        totals[teams[line.agent]] += line.value
+    mine, best_other = totals[team], max(v for t, v in totals.items() if t != team)
+    return 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0

@@ -21,6 +21,8 @@ scenario by name or file (`load_scenario`) is in `registry`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import random
 import zlib
 from collections import Counter
@@ -108,6 +110,9 @@ class Scenario:
         max_turns: turn steps after which an episode is truncated (PettingZoo truncation).
         train_defaults: the training settings this scenario learns with ({"lr": 5e-4, "lora.rank": 16,
             ...}); `train` applies them under the user's config file and --set.
+        reference_players: scripted players by name ({"random": fn, "perfect": fn}, each
+            (EpisodeView, agent) -> text), for `eval --against NAME`.
+        openspiel_game: the OpenSpiel game it plays, if any: its exploitability is computable.
     """
 
     def __init__(
@@ -133,6 +138,8 @@ class Scenario:
         max_new_tokens: int = 48,
         temperature: float = 1.0,
         train_defaults: Mapping[str, Any] | None = None,
+        reference_players: Mapping[str, Callable[[Any, str], str]] | None = None,
+        openspiel_game: str | None = None,
     ):
         self.name = name
         self.description = description
@@ -154,6 +161,8 @@ class Scenario:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.train_defaults = dict(train_defaults or {})
+        self.reference_players = dict(reference_players or {})
+        self.openspiel_game = openspiel_game
         self.validate()
 
     # ----- declaration checks -------------------------------------------------
@@ -319,6 +328,18 @@ class Scenario:
             RewardEntry(agent=agent, value=term.weight * float(parts[term.name].get(agent, 0.0)), term=term.name)
             for agent in total for term in self.reward.terms
         ]
+
+    def with_scripted(self, players: Mapping[str, Callable[[Any, str], str] | None]) -> Scenario:
+        """This scenario with the agents in `players` played by those scripted policies (a
+        reference opponent for an evaluation), or by a model where the policy is None; the
+        rest as declared."""
+        unknown = [a for a in players if a not in self.agents]
+        if unknown:
+            raise ScenarioError(f"scenario {self.name!r} has no agent {unknown[0]!r}; agents: {self.agents}")
+        other = copy.copy(self)
+        other.roles = [dataclasses.replace(r, policy=players[r.name]) if r.name in players else r for r in self.roles]
+        other.validate()
+        return other
 
     def make_env(self, seed: int | None = None, **kwargs: Any) -> TeamEnv:
         """A PettingZoo ParallelEnv playing this scenario (see `TeamEnv`)."""

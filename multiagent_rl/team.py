@@ -142,13 +142,15 @@ class Team:
 
     def play(
         self, tasks: Sequence[Task], *,
-        adapters: Mapping[str, str | None] | Sequence[Mapping[str, str | None]] | str | None = None, **options: Any
+        adapters: Mapping[str, str | None] | Sequence[Mapping[str, str | None]] | str | None = None,
+        scenario: Scenario | None = None, **options: Any
     ) -> RolloutBatch:
         """Play `tasks` with this team (`rollout`'s options: group_size, sampling, seed, split,
         log, ...), user code contained (a failing reward marks its episode failed, after
         `reward_timeout_seconds` at most). `adapters`: None for the team's own, `BASE` for
         the untrained base model in every seat, an agent -> adapter map, or one map per task.
-        Turns of frozen adapters are never trained."""
+        Turns of frozen adapters are never trained. `scenario`: a variant of the team's own
+        (`Scenario.with_scripted`: a reference player in some seats)."""
         if adapters is None:
             adapters = self.agent_adapters
         elif isinstance(adapters, str) and adapters == BASE:
@@ -156,7 +158,7 @@ class Team:
         options.setdefault("frozen", self.frozen)
         options.setdefault("contain_failures", True)
         options.setdefault("reward_timeout", self.config.reward_timeout_seconds)
-        return rollout(self.scenario, self.backend, tasks, adapters=adapters, **options)
+        return rollout(scenario or self.scenario, self.backend, tasks, adapters=adapters, **options)
 
     def evaluate(self, tasks: Sequence[Task], **options: Any) -> RolloutBatch:
         """Play held-out `tasks` greedily, one episode each, as every evaluation does (`play`'s

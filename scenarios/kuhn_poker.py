@@ -20,7 +20,6 @@ from multiagent_rl.games.openspiel import openspiel_scenario, random_action
 CARDS = ("Jack", "Queen", "King")
 PLAYERS = ("player_0", "player_1")
 OPPONENTS = ("random", "model")
-REFERENCE_PLAYERS = {"random": random_action}  # scripted players by name (`eval --against`)
 SYSTEM = (
     "You play Kuhn poker as {agent}. Cards: Jack < Queen < King; each player antes 1 chip and gets "
     "one card. Players take turns to Pass or Bet 1 chip. Facing a bet, Bet calls and Pass folds. "

@@ -118,6 +118,7 @@ def make_scenario(opponent: str = "random", invalid: str = "forfeit", legal_move
         max_turns=9,
         temperature=1.0,
         description="tic-tac-toe from PettingZoo: a model as X against a random or a perfect player (or another model)",
+        reference_players=REFERENCE_PLAYERS,
         train_defaults={
             "adapters": "per_role", "steps": 400, "time_budget_minutes": 15, "tasks_per_step": 8, "group_size": 4,
             "lr": 1e-3, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 100, "save_every": 10,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from multiagent_rl.config import ConfigError
-from multiagent_rl.league import League
+from multiagent_rl.league import League, outcome_score
 from multiagent_rl.records import Episode, Task
 from multiagent_rl.rollout import RolloutBatch, Sampling
 from multiagent_rl.seeds import step_seed
@@ -48,21 +48,6 @@ def check_league(mode: str, scenario) -> None:
             f"league.mode={mode}: {scenario.name!r} has scripted players ({', '.join(scripted)}); "
             "a league plays the model in every seat (e.g. scenario_options.opponent=model)"
         )
-
-
-def outcome_score(episode: Episode, team: str, teams: dict[str, str]) -> float:
-    """The game's outcome for `team`, from outcomes alone (no per-turn shaping): 1 win, 0.5
-    draw, 0 loss. The winner where the episode names one; else the final ledger lines summed
-    per team (a cut-off game, a negotiation without a deal: equal, so a draw)."""
-    if episode.winner is not None:
-        if episode.winner == "draw":
-            return 0.5
-        return 1.0 if teams.get(episode.winner, episode.winner) == team else 0.0
-    totals: dict[str, float] = dict.fromkeys(set(teams.values()), 0.0)
-    for line in episode.final:
-        totals[teams[line.agent]] += line.value
-    mine, best_other = totals[team], max(v for t, v in totals.items() if t != team)
-    return 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
 
 
 def learner_stats(episodes: Sequence[Episode], plan: Sequence[tuple[str, str]], team_of: dict[str, str],

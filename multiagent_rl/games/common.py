@@ -122,6 +122,8 @@ def game_scenario(
     max_new_tokens: int = 8,
     temperature: float = 1.0,
     train_defaults: Mapping[str, Any] | None = None,
+    reference_players: Mapping[str, Policy] | None = None,
+    openspiel_game: str | None = None,
 ) -> Scenario:
     """A game engine as a Scenario, the same way for every wrapper: the engine's players
     `agents` (each its own team; those `scripted` names are played by their policy), the
@@ -148,4 +150,6 @@ def game_scenario(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         train_defaults=train_defaults,
+        reference_players=reference_players,
+        openspiel_game=openspiel_game,
     )

@@ -65,6 +65,7 @@ def openspiel_scenario(
     train_defaults: Mapping[str, Any] | None = None,
     render: Callable[[Any, int], str] | None = None,
     description: str | None = None,
+    reference_players: Mapping[str, Policy] | None = None,
 ) -> Scenario:
     """A sequential OpenSpiel game as a scenario: agents `player_0`, `player_1`, ... (each
     its own team), replies parsed into a legal move by name ("Bet") or number; a reply that
@@ -127,4 +128,6 @@ def openspiel_scenario(
         system_prompts=system_prompts,
         max_new_tokens=max_new_tokens,
         train_defaults=train_defaults,
+        reference_players={"random": random_action, **(reference_players or {})},
+        openspiel_game=game_name,
     )

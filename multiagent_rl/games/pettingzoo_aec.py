@@ -99,6 +99,7 @@ def aec_scenario(
     temperature: float = 1.0,
     description: str = "",
     train_defaults: Mapping[str, Any] | None = None,
+    reference_players: Mapping[str, Policy] | None = None,
 ) -> Scenario:
     """A scenario over the AEC environment `make_env()`: one role per engine agent (each its
     own team), scripted roles where `scripted` names a policy, the engine's rewards as the
@@ -163,7 +164,7 @@ def aec_scenario(
             state.totals[a] = state.totals.get(a, 0.0) + float(value)
         # Named apart from the result: shaping pays for form, and a schedule may anneal it away.
         outcome = Outcome(reward=reward, valid=valid, term="legal_move" if valid else "penalty",
-                          event={"agent": agent, "move": move})
+                          event={"agent": agent, "move": move, "name": move_names[move] if move_names else str(move)})
         return finished(outcome, {a: state.totals.get(a, 0.0) for a in agents}) if state.over() else outcome
 
     return game_scenario(
@@ -181,6 +182,7 @@ def aec_scenario(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         train_defaults=train_defaults,
+        reference_players=reference_players,
     )
 
 
