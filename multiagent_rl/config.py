@@ -107,7 +107,9 @@ class ShapingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     terms: list[str] = Field(
-        default_factory=lambda: ["legal_move"], description="Ledger terms that are shaping (the games' legal-move reward)."
+        default_factory=lambda: ["legal_move", "format"],
+        description="Ledger terms that are shaping: the games' legal-move reward, negotiation's format bonus. "
+        "Play is measured without them.",
     )
     stop_when_invalid_below: float | None = Field(
         None, ge=0, le=1, description="Anneal the shaping terms once a step's invalid-move share is below this (None: never)."

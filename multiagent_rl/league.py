@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Collection
 from typing import Any, Literal
 
 from openskill.models import PlackettLuce
@@ -205,16 +206,18 @@ def win_rate_interval(wins: int, losses: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def outcome_score(episode: Episode, team: str, teams: dict[str, str]) -> float:
-    """The game's outcome for `team`, from outcomes alone (no per-turn shaping): 1 win, 0.5
-    draw, 0 loss. The winner where the episode names one; else the final ledger lines summed
-    per team (a cut-off game, a negotiation without a deal: equal, so a draw)."""
+def outcome_score(episode: Episode, team: str, teams: dict[str, str], shaping: Collection[str] = ()) -> float:
+    """The game's outcome for `team`, from outcomes alone: 1 win, 0.5 draw, 0 loss. The
+    winner where the episode names one; else the final ledger lines summed per team, leaving
+    out per-turn lines and the `shaping` terms (a negotiation's format bonus): a cut-off game
+    or a negotiation without a deal is equal, so a draw."""
     if episode.winner is not None:
         if episode.winner == "draw":
             return 0.5
         return 1.0 if teams.get(episode.winner, episode.winner) == team else 0.0
     totals: dict[str, float] = dict.fromkeys(set(teams.values()), 0.0)
     for line in episode.final:
-        totals[teams[line.agent]] += line.value
+        if line.term not in shaping:
+            totals[teams[line.agent]] += line.value
     mine, best_other = totals[team], max(v for t, v in totals.items() if t != team)
     return 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0

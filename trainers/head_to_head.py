@@ -108,9 +108,10 @@ def play_against(team: Team, opponent: Opponent, tasks: Sequence[Task], *, sampl
                  log_dir: Path | None = None, step: int | None = None) -> dict[str, Any]:
     """Every task played once with the trained side in each seat; wins, draws, losses, the
     win rate over decided games with its 95% (Wilson) interval, and the trained side's mean
-    final reward per agent (a game's result: chips, +-1) with its 95% interval, in all and
-    per seat."""
+    final reward per agent (a game's result: chips, +-1; shaping terms left out) with its 95%
+    interval, in all and per seat."""
     teams = team.scenario.teams
+    shaping = team.config.shaping.terms
     # The seats the team was trained to play: a run against a scripted player has no
     # adapter for that player's seat.
     sides = [side for side in dict.fromkeys(teams.values())
@@ -128,8 +129,8 @@ def play_against(team: Team, opponent: Opponent, tasks: Sequence[Task], *, sampl
                           split="eval", step=step, log=log, progress=True)
         for ep in batch.episodes:
             if ep.failure is None:
-                final = sum(line.value for line in ep.final if line.agent in mine) / len(mine)
-                rows.append((side, outcome_score(ep, side, teams), final))
+                final = sum(line.value for line in ep.final if line.agent in mine and line.term not in shaping) / len(mine)
+                rows.append((side, outcome_score(ep, side, teams, shaping), final))
     summary = _summary(rows)
     summary["by_seat"] = {side: _summary([r for r in rows if r[0] == side]) for side in sides}
     return summary

@@ -51,17 +51,18 @@ def check_league(mode: str, scenario) -> None:
 
 
 def learner_stats(episodes: Sequence[Episode], plan: Sequence[tuple[str, str]], team_of: dict[str, str],
-                  ranks: Ranks | None = None) -> dict[str, float]:
-    """The learner's held-out figures from outcomes alone: its side's mean final reward per
-    agent (`mean`, `se`, `n`), win / draw / loss rates over all games, and the decided share."""
+                  ranks: Ranks | None = None, shaping: Sequence[str] = ()) -> dict[str, float]:
+    """The learner's held-out figures from outcomes alone (no per-turn lines, no `shaping`
+    terms): its side's mean final reward per agent (`mean`, `se`, `n`), win / draw / loss
+    rates over all games, and the decided share."""
     rows = []
     for ep in episodes:
         if ep.failure is not None:
             continue
         side = plan[ep.group][0]
-        mine = [line.value for line in ep.final if team_of[line.agent] == side]
+        mine = [line.value for line in ep.final if team_of[line.agent] == side and line.term not in shaping]
         agents = sum(1 for side_of in team_of.values() if side_of == side)
-        rows.append((sum(mine) / agents, outcome_score(ep, side, team_of)))
+        rows.append((sum(mine) / agents, outcome_score(ep, side, team_of, shaping)))
     rows = ranks.gather(rows) if ranks is not None else rows
     if not rows:
         return {"mean": float("nan"), "se": float("nan"), "n": 0}
@@ -111,7 +112,9 @@ class LeaguePlay:
     def record(self, batch: RolloutBatch, plan: Sequence[tuple[str, str]]) -> None:
         """Each played game's outcome for the learner, into the league (every rank's, in
         group order, so every rank's league stays the same)."""
-        mine = [(ep.group, outcome_score(ep, plan[ep.group][0], self.team_of)) for ep in batch.episodes if ep.failure is None]
+        shaping = self.team.config.shaping.terms
+        mine = [(ep.group, outcome_score(ep, plan[ep.group][0], self.team_of, shaping))
+                for ep in batch.episodes if ep.failure is None]
         for group, score in sorted(self.ranks.gather(mine), key=lambda item: item[0]):
             self.league.record(plan[group][1], score)
 

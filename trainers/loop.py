@@ -304,7 +304,7 @@ class Run:
         seatings = [self.league.seating(side, opponent) for side, opponent in plan]
         start = shard["first_group"]
         batch = self.team.evaluate(**shard, adapters=seatings[start:start + len(shard["tasks"])], log=log, step=step)
-        return learner_stats(batch.episodes, plan, self.league.team_of, self.ranks)
+        return learner_stats(batch.episodes, plan, self.league.team_of, self.ranks, self.config.shaping.terms)
 
     # ----- persistence ------------------------------------------------------------------
     def _check_settings(self, found: tuple[int, Path] | None) -> dict[str, dict[str, Any]]:
