@@ -148,7 +148,7 @@ class LeaguePlay:
         start = self.ranks.shard_start(len(tasks))
         batch = self.team.play(shard, adapters=seatings[start:start + len(shard)], first_group=start, group_size=1,
                                sampling=sampling, seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET + 1),
-                               split="eval", step=step, log=log)
+                               split="play", step=step, log=log)  # not held-out evaluation: kept apart in the report
         self.record(batch, plan)
 
     def metrics(self) -> dict[str, float]:
