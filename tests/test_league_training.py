@@ -184,3 +184,13 @@ def test_saved_pool_names_the_frozen_adapters(tmp_path):
     assert LeaguePlay.saved_pool(folder) == ["frozen-step-0", "frozen-step-4"]
     (folder / "trainer_state.json").write_text(json.dumps({"step": 4}))
     assert LeaguePlay.saved_pool(folder) == []
+
+
+def test_a_kuhn_league_logs_exploitability_at_each_evaluation(single_thread, tmp_path):
+    run = Run(load_config(None, ["model=tiny", "scenario=kuhn_poker", "scenario_options={opponent: model}",
+                                 "league.mode=mirror", "steps=1", "tasks_per_step=2", "group_size=2", "eval_episodes=2",
+                                 "log_with=[]", "progress=false", "lora.rank=2", "mixed_precision=no"]), tmp_path / "k")
+    summary = run.train()
+    assert 0.0 <= summary["before"]["exploitability"] <= 2.0 and "exploitability" in summary["after"]
+    logged = [json.loads(x) for x in (tmp_path / "k" / "metrics.jsonl").open()]
+    assert [m["step"] for m in logged if "eval/exploitability" in m] == [0, 1]

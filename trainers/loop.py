@@ -294,7 +294,8 @@ class Run:
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy held-out team reward (mean, standard error) of the trained adapters, logged
         in the run's episodes/ as part of training. In a league: the learner against the base
-        model, seats alternating, scored from outcomes alone (`learner_stats`)."""
+        model, seats alternating, scored from outcomes alone (`learner_stats`); for an OpenSpiel
+        game, the learner's exploitability too (`eval/exploitability`)."""
         tasks = self.scenario.heldout_tasks(self.config.eval_episodes, seed=self.config.seed)
         shard = self.shard(tasks)
         log = self.episode_log(f"eval-step-{step:06d}")
@@ -304,7 +305,13 @@ class Run:
         seatings = [self.league.seating(side, opponent) for side, opponent in plan]
         start = shard["first_group"]
         batch = self.team.evaluate(**shard, adapters=seatings[start:start + len(shard["tasks"])], log=log, step=step)
-        return learner_stats(batch.episodes, plan, self.league.team_of, self.ranks, self.config.shaping.terms)
+        stats = learner_stats(batch.episodes, plan, self.league.team_of, self.ranks, self.config.shaping.terms)
+        if self.scenario.openspiel_game is not None:  # exact and cheap for small games (Kuhn poker: 12 states)
+            from multiagent_rl.games.exploitability import team_exploitability
+
+            found = team_exploitability(self.team, game_name=self.scenario.openspiel_game)
+            stats["exploitability"] = found["exploitability"]
+        return stats
 
     # ----- persistence ------------------------------------------------------------------
     def _check_settings(self, found: tuple[int, Path] | None) -> dict[str, dict[str, Any]]:
