@@ -385,7 +385,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 # would": they shape the task stream, the sampling streams or the trained parameters.
 STREAM_SETTINGS = (
     "scenario", "scenario_options", "model", "dtype", "seed", "trainer", "adapters", "lora", "tasks_per_step",
-    "group_size",
+    "group_size", "league",
 )
 
 
@@ -395,7 +395,8 @@ def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, di
     now = after.model_dump()
     try:
         before = move_flat_keys(before)  # a folder written before the trainer sections
-        for key, section in (("grpo", GRPOConfig), ("critic", CriticConfig)):  # missing or partial: the defaults
+        sections = (("grpo", GRPOConfig), ("critic", CriticConfig), ("league", LeagueSettings), ("shaping", ShapingConfig))
+        for key, section in sections:  # missing or partial (a folder from before the section): the defaults
             before[key] = section.model_validate(before.get(key) or {}).model_dump()
     except (ConfigError, ValidationError):
         pass  # compared as written

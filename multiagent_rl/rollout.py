@@ -82,7 +82,6 @@ class RolloutBatch:
             generated_tokens=self.generated_tokens, generate_seconds=self.generate_seconds, backend_calls=self.backend_calls,
         )
 
-
     def reweighted(self, weights: Mapping[str, float]) -> RolloutBatch:
         """The batch with the ledger terms in `weights` scaled (`Episode.reweighted`): what a
         trainer learns from while shaping anneals; the logged episodes keep their values."""

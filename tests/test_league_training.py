@@ -194,3 +194,24 @@ def test_a_kuhn_league_logs_exploitability_at_each_evaluation(single_thread, tmp
     assert 0.0 <= summary["before"]["exploitability"] <= 2.0 and "exploitability" in summary["after"]
     logged = [json.loads(x) for x in (tmp_path / "k" / "metrics.jsonl").open()]
     assert [m["step"] for m in logged if "eval/exploitability" in m] == [0, 1]
+
+
+def test_a_run_resumed_into_a_league_starts_one_and_says_so(single_thread, tmp_path):
+    Run(load_config(None, [*TINY, "adapters=shared", "steps=1"]), tmp_path / "r").train()
+    with pytest.raises(ConfigError, match="league"):  # the league shapes the run's streams
+        Run(load_config(None, [*TINY, "adapters=shared", "league.mode=mirror", "steps=2"]), tmp_path / "r").train()
+    resumed = Run(load_config(None, [*TINY, "adapters=shared", "league.mode=mirror", "steps=2"]), tmp_path / "r",
+                  allow_changes=True)
+    resumed.train()
+    assert resumed.league.league.pool[0] == "step-1"
+    notes = [json.loads(x) for x in (tmp_path / "r" / "config-changes.jsonl").open()]
+    assert any("holds no league" in n for line in notes for n in line.get("notes", []))
+
+
+def test_a_run_folder_from_before_the_league_resumes_without_changes():
+    from multiagent_rl.config import changed_settings
+
+    config = load_config(None, [])
+    saved = config.model_dump()
+    del saved["league"], saved["shaping"]
+    assert changed_settings(saved, config) == {}

@@ -34,3 +34,24 @@ def test_train_step_with_vllm_syncs_versioned_adapters(tmp_path):
         assert all(after_names[k] != before_names[k] for k in after_names)  # ...served under new versions
     finally:
         run.backend.close()
+
+
+def test_a_league_serves_frozen_snapshots_beside_the_learner_in_vllm(tmp_path):
+    config = load_config(None, [
+        "scenario=tictactoe", "scenario_options={opponent: model}", "backend=vllm", "steps=2",
+        "league.mode=pool", "league.snapshot_every=1", "league.pool_size=2", "league.match_games=2",
+        "grpo.advantage=role_baseline", "tasks_per_step=2", "group_size=2", "lr=1e-3", "lora.rank=8",
+        "lora.target_modules=[q_proj, v_proj]", "log_with=[]", "progress=false", "eval_episodes=2", "eval_every=0",
+    ])
+    run = Run(config, tmp_path / "run")
+    try:
+        run.league.start()
+        assert "frozen-step-0" in run.backend.adapters  # served under its own LoRA request
+        for step in (1, 2):
+            run.step = step
+            record = run.train_step(step)
+            assert sum(v for k, v in record.league.items() if k.startswith("league/vs/")) > 0
+        assert run.team.frozen == ["frozen-step-0", "frozen-step-2"]  # pool_size 2: step-1 left, step-0 stays
+        assert "frozen-step-2" in run.backend.adapters
+    finally:
+        run.backend.close()

@@ -119,9 +119,9 @@ class LeaguePlay:
             self.league.record(plan[group][1], score)
 
     # ----- snapshots and matches -------------------------------------------------------
-    def start(self) -> None:
+    def start(self, name: str = INITIAL) -> None:
         """A fresh run's pool: the step-0 adapters (equal to the base model: LoRA starts at zero)."""
-        self.snapshot(INITIAL)
+        self.snapshot(name)
 
     def snapshot(self, name: str) -> None:
         for dropped in self.league.add_snapshot(name):
@@ -167,8 +167,12 @@ class LeaguePlay:
         state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
         return [frozen_name(name) for name in state["pool"]] if state else []
 
-    def load(self, checkpoint: Path) -> None:
+    def load(self, checkpoint: Path, step: int) -> str | None:
+        """Restore the league of `checkpoint` (its frozen adapters already loaded); one that
+        holds none (trained without a league) starts one from the loaded adapters: say so."""
         state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
         if state is None:
-            raise ConfigError(f"{checkpoint} holds no league state; it was trained without league.mode")
+            self.start(f"step-{step}")
+            return f"{checkpoint.name} holds no league: it starts here, its first snapshot the adapters of step {step}"
         self.league = League.from_state(self.settings, state)
+        return None

@@ -344,8 +344,6 @@ class Run:
                 if self.league is not None:  # the pool's frozen adapters exist before their weights load
                     self.team.add_frozen(LeaguePlay.saved_pool(path))
                 state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
-                if self.league is not None:
-                    self.league.load(path)
                 fresh = self.trainer.load(path)
             except (RuntimeError, KeyError, ValueError) as exc:  # verified whole, so it is another model's
                 message = " ".join(str(exc).split())[:200]
@@ -361,6 +359,10 @@ class Run:
                 self.resume_notes.append(fresh)
             self.team.sync(step)  # generation continues from the loaded adapters
             self.team.serve_frozen(self.team.frozen)
+            started = self.league.load(path, step) if self.league is not None else None
+            if started and self.ranks.is_main:
+                print(f"multiagent-rl: {self.run_dir}: {started}", file=sys.stderr)
+                self.resume_notes.append(started)
         self.damaged_checkpoints = len(damaged)
         self.ranks.barrier()  # every rank has read the folder before the main one tidies it
         if self.ranks.is_main:
