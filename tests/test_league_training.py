@@ -110,9 +110,9 @@ def test_eval_against_plays_every_seat_and_names_a_missing_snapshot(single_threa
     for opponent in ("step-1", "base", "perfect", str(tmp_path / "ev")):
         assert main(["eval", "tictactoe", "--run", str(tmp_path / "ev"), "--against", opponent, "--episodes", "2"]) == 0
         out = capsys.readouterr().out
-        result = json.loads(out)
-        assert result["games"] == 4 and set(result["by_seat"]) == {"player_1", "player_2"}
-        assert result["wins"] + result["draws"] + result["losses"] == 4
+        for result in (json.loads(out)["base"], json.loads(out)["trained"]):
+            assert result["games"] == 4 and set(result["by_seat"]) == {"player_1", "player_2"}
+            assert result["wins"] + result["draws"] + result["losses"] == 4
     assert main(["eval", "tictactoe", "--run", str(tmp_path / "ev"), "--against", "step-9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "step-9" in err and "no such checkpoint" in err and "step-1, step-2" in err

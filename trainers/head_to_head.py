@@ -105,11 +105,12 @@ def _checkpoint_opponent(team: Team, label: str, checkpoint: Path, league_mode: 
 
 
 def play_against(team: Team, opponent: Opponent, tasks: Sequence[Task], *, sampling: Sampling,
-                 log_dir: Path | None = None, step: int | None = None) -> dict[str, Any]:
+                 log_dir: Path | None = None, step: int | None = None, untrained: bool = False) -> dict[str, Any]:
     """Every task played once with the trained side in each seat; wins, draws, losses, the
     win rate over decided games with its 95% (Wilson) interval, and the trained side's mean
     final reward per agent (a game's result: chips, +-1; shaping terms left out) with its 95%
-    interval, in all and per seat."""
+    interval, in all and per seat. `untrained`: the base model plays the team's seats (the
+    figures before training)."""
     teams = team.scenario.teams
     shaping = team.config.shaping.terms
     # The seats the team was trained to play: a run against a scripted player has no
@@ -121,10 +122,11 @@ def play_against(team: Team, opponent: Opponent, tasks: Sequence[Task], *, sampl
         mine = [a for a, s in teams.items() if s == side]
         theirs = [a for a in teams if a not in mine]
         scenario = team.scenario.with_scripted({**dict.fromkeys(mine), **{a: opponent.scripted.get(a) for a in theirs}})
-        seating = {a: team.agent_adapters[a] for a in mine}
+        seating = {a: None if untrained else team.agent_adapters[a] for a in mine}
         if not opponent.scripted:
             seating.update({a: opponent.adapters[a] for a in theirs})
-        log = EpisodeLog(log_dir / f"against-{opponent.label.replace('/', '-')}-{side}.msgpack") if log_dir else None
+        tag = f"{'base' if untrained else 'trained'}-against-{opponent.label.replace('/', '-')}-{side}"
+        log = EpisodeLog(log_dir / f"{tag}.msgpack") if log_dir else None
         batch = team.play(tasks, adapters=seating, scenario=scenario, sampling=sampling, seed=team.config.seed,
                           split="eval", step=step, log=log, progress=True)
         for ep in batch.episodes:
@@ -138,8 +140,9 @@ def play_against(team: Team, opponent: Opponent, tasks: Sequence[Task], *, sampl
 
 def against_report(team: Team, spec: str, run_dir: Path, tasks: Sequence[Task], *, sampled: bool,
                    log_dir: Path, step: int) -> dict[str, Any]:
-    """`eval --against SPEC`: the opponent resolved, every seat played (greedy, or sampled at
-    the run's temperature), the run folder locked for the evaluation's writes."""
+    """`eval --against SPEC`: the opponent resolved, every seat played by the base model and
+    by the trained adapters (before and after; greedy, or sampled at the run's temperature),
+    the run folder locked for the evaluation's writes."""
     from .run_folder import RunLock
 
     cfg = team.config
@@ -149,8 +152,9 @@ def against_report(team: Team, spec: str, run_dir: Path, tasks: Sequence[Task], 
     else:
         sampling = Sampling(greedy=True, max_new_tokens=cfg.max_new_tokens)
     with RunLock(run_dir, "eval"):
-        result = play_against(team, opponent, tasks, sampling=sampling, log_dir=log_dir, step=step)
-    return {"against": opponent.label, "sampling": "sampled" if sampled else "greedy", **result}
+        figures = {tag: play_against(team, opponent, tasks, sampling=sampling, log_dir=log_dir, step=step,
+                                     untrained=tag == "base") for tag in ("base", "trained")}
+    return {"against": opponent.label, "sampling": "sampled" if sampled else "greedy", **figures}
 
 
 def _summary(rows: Sequence[tuple[str, float, float]]) -> dict[str, Any]:
