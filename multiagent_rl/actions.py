@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import ScenarioError
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,17 @@ def finite_number(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def checked_rewards(given: Any, agents: Sequence[str], what: str) -> dict[str, float]:
+    """An `act` hook's rewards (or result) as {agent: float}; a ScenarioError naming the
+    first that is not a finite number for a known agent."""
+    if not isinstance(given, Mapping):
+        raise ScenarioError(f"act gave {what} {given!r}; expected {{agent: number}}")
+    checked = {}
+    for agent, value in given.items():
+        number = finite_number(value)
+        if agent not in agents or number is None:
+            raise ScenarioError(f"act gave {what} {value!r} to {agent!r}; rewards are finite numbers, for known agents")
+        checked[agent] = number
+    return checked

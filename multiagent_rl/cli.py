@@ -7,6 +7,7 @@ This is the one runtime module that wires trainers, scenarios and analysis toget
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -93,14 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("scenario")
     ev.add_argument("--run", required=True, help="run folder with checkpoints")
     ev.add_argument("--episodes", type=int, default=None)
-    ev.add_argument(
-        "--against", default=None, metavar="OPPONENT",
-        help="play the trained side against OPPONENT in every seat: base, step-N (a checkpoint of this run), "
-        "another run's folder, or a scripted player the scenario names (random, perfect)",
-    )
+    ev.add_argument("--against", default=None, metavar="OPPONENT", help="the trained side against OPPONENT in every "
+                    "seat: base, step-N (this run's), another run's folder, or a scripted player (random, perfect)")
     ev.add_argument("--sampled", action="store_true",
-                    help="with --against: sample at the run's temperature (default greedy; greedy games between "
-                    "two deterministic players repeat)")
+                    help="with --against: sample at the run's temperature (default greedy: two greedy players repeat)")
     ev.add_argument("--exploitability", action="store_true",
                     help="OpenSpiel games: the exploitability of the base and the trained policy (OpenSpiel's own)")
 
@@ -335,6 +332,7 @@ def argv_without_processes(argv: list[str]) -> list[str]:
 
 
 def cmd_eval(args) -> int:
+    from trainers.head_to_head import check_eval_options
     from trainers.metrics import team_reward_stats
     from trainers.run_folder import RunLock
 
@@ -345,15 +343,7 @@ def cmd_eval(args) -> int:
     if args.sampled and not args.against:
         raise UsageError("--sampled goes with --against")
     run_dir = Path(args.run)
-
-    def check(scenario) -> None:
-        from trainers.head_to_head import locate_opponent
-
-        if args.exploitability and scenario.openspiel_game is None:
-            raise UsageError(f"--exploitability: {scenario.name!r} is no OpenSpiel game")
-        if args.against:
-            locate_opponent(args.against, scenario, run_dir)
-
+    check = functools.partial(check_eval_options, against=args.against, exploitability=args.exploitability, run_dir=run_dir)
     team, path, step = _trained_team(args.scenario, run_dir, None, before_load=check)
     out = run_dir / "evals" / path.name  # never into the run's training records
     tasks = team.scenario.heldout_tasks(args.episodes or team.config.eval_episodes, seed=team.config.seed)

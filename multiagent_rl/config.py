@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .league import LeagueSettings
+from .trainer_settings import CriticConfig, GRPOConfig, ShapingConfig
 
 
 class ConfigError(ValueError):
@@ -52,73 +53,6 @@ class VLLMConfig(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spreads the model over.")
     max_loras: int | None = Field(None, ge=1, description="Adapters served in one batch; None: max(4, adapters).")
     dtype: str = Field("auto", description="vLLM's weight dtype (auto: bfloat16 for a float32 checkpoint).")
-
-
-class GRPOConfig(BaseModel):
-    """`trainer: grpo`: per-agent group-relative advantages (one outcome per episode)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    advantage: str = Field(
-        "group", description="The advantage estimator (trainers/base.py registry): group (group-relative outcomes) "
-        "or role_baseline (each role against its moving-average return: zero-sum self-play)."
-    )
-    scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
-    baseline_decay: float = Field(
-        0.95, ge=0, lt=1, description="advantage=role_baseline: the decay of each role's moving-average return."
-    )
-    reward_source: Literal["agent", "team"] = Field("agent", description="Advantages from each agent's reward or the team mean.")
-    credit: Literal["outcome", "discounted"] = Field(
-        "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
-    )
-    gamma: float = Field(1.0, gt=0, le=1.0, description="Discount per round for credit: discounted.")
-
-
-class CriticConfig(BaseModel):
-    """`trainer: critic`: a value model over the global state at each turn, GAE over turns."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
-    model: str | None = Field(
-        None, description="None: the policy's base model with its own LoRA adapter (no second copy); else a separate model."
-    )
-    advantage: str = Field(
-        "gae", description="The advantage estimator (trainers/base.py registry); it sees chunks of whole episodes."
-    )
-    value_per: Literal["team", "agent"] = Field(
-        "team", description="One value per team (cooperative: one for all) or one per agent (rewards that differ by agent)."
-    )
-    gamma: float = Field(1.0, ge=0, le=1.0, description="Discount per turn.")
-    lam: float = Field(0.95, ge=0, le=1.0, description="GAE lambda (gamma = lam = 1: Monte Carlo returns).")
-    lr: float = Field(5e-4, gt=0, description="The critic's learning rate (its adapter and value head).")
-    epochs: int = Field(1, ge=1, description="Passes of the value loss over each batch.")
-    value_clip: float | None = Field(0.2, gt=0, description="Clip of the value change per update (None: unclipped).")
-    normalize_advantages: bool = Field(True, description="Whiten each agent's advantages over the batch.")
-    normalize_targets: bool = Field(False, description="Learn values of running-normalised targets (PopArt-style).")
-    group_weight: float = Field(
-        0.0, ge=0, le=1.0, description="With groups: mix of the group-relative advantage (1) and the critic's (0)."
-    )
-    max_state_tokens: int = Field(1024, ge=8, description="The value sees the last this many tokens of the state.")
-    micro_batch_size: int = Field(8, ge=1, description="States per value forward/backward.")
-
-
-class ShapingConfig(BaseModel):
-    """Rewards that pay for form (a legal move) rather than play: they teach an untrained
-    model the rules, but a model paid per legal move can learn to prolong a game instead of
-    winning it. Once invalid moves are rare, their weight anneals to zero."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    terms: list[str] = Field(
-        default_factory=lambda: ["legal_move", "format"],
-        description="Ledger terms that are shaping: the games' legal-move reward, negotiation's format bonus. "
-        "Play is measured without them.",
-    )
-    stop_when_invalid_below: float | None = Field(
-        None, ge=0, le=1, description="Anneal the shaping terms once a step's invalid-move share is below this (None: never)."
-    )
-    anneal_steps: int = Field(10, ge=1, description="Steps over which their weight falls linearly from 1 to 0.")
-
-    def weight(self, step: int, started: int | None) -> float:
-        """The shaping terms' weight at `step`, the anneal having started at step `started`."""
-        return 1.0 if started is None else max(0.0, 1.0 - (step - started) / self.anneal_steps)
 
 
 # Flat keys of earlier versions and the section key that holds each now.

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
 from pettingzoo import ParallelEnv
 
-from .actions import Action, clean_text, finite_number, generation_facts, safe_parse
+from .actions import Action, checked_rewards, clean_text, generation_facts, safe_parse
 from .contain import describe_failure, time_limit
 from .errors import ScenarioError
 from .graph import deliveries, inbox
@@ -205,14 +204,15 @@ class TeamEnv(ParallelEnv):
         if not isinstance(outcome, Outcome):
             self._fail(ScenarioError(f"act returned {type(outcome).__name__}, expected Outcome or None"), "act")
             return True
-        given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
-        rewards = self._checked_rewards(given, "reward")
-        result = self._checked_rewards(outcome.result, "result") if outcome.result is not None else {}
-        if rewards is None or result is None:
+        try:
+            given = outcome.reward if isinstance(outcome.reward, dict) else {turn.agent: outcome.reward}
+            rewards = checked_rewards(given, self.possible_agents, "reward")
+            if outcome.result is not None:
+                self.result = checked_rewards(outcome.result, self.possible_agents, "result")
+        except ScenarioError as exc:
+            self._fail(exc, "act")
             return True
         turn.rewards += [RewardEntry(agent=a, value=v, term=outcome.term) for a, v in rewards.items() if v]
-        if outcome.result is not None:
-            self.result = result
         turn.valid = bool(outcome.valid)
         if outcome.trainable is not None:
             turn.trainable = bool(outcome.trainable) and not turn.scripted
@@ -221,21 +221,6 @@ class TeamEnv(ParallelEnv):
         if outcome.winner is not None:
             self.winner = str(outcome.winner)
         return bool(outcome.done)
-
-    def _checked_rewards(self, given: Any, what: str) -> dict[str, float] | None:
-        """An `act` hook's rewards as {agent: float}; None (the episode failed) when one is
-        not a finite number for a known agent."""
-        if not isinstance(given, Mapping):
-            self._fail(ScenarioError(f"act gave {what} {given!r}; expected {{agent: number}}"), "act")
-            return None
-        checked = {}
-        for agent, value in given.items():
-            number = finite_number(value)
-            if agent not in self.possible_agents or number is None:
-                self._fail(ScenarioError(f"act gave {what} {value!r} to {agent!r}; rewards are finite numbers, for known agents"), "act")
-                return None
-            checked[agent] = number
-        return checked
 
     def _next_turn_step(self) -> None:
         """Who acts now (fixed schedule or turn_order), and what `observe` shows each of them."""

@@ -64,6 +64,14 @@ def locate_opponent(spec: str, scenario, run_dir: Path) -> tuple[str, Path | Non
     raise ConfigError(f"--against {spec!r}: no such opponent; use one of {names}")
 
 
+def check_eval_options(scenario, *, against: str | None, exploitability: bool, run_dir: Path) -> None:
+    """`eval`'s options against the scenario, before any model loads: one line each."""
+    if exploitability and scenario.openspiel_game is None:
+        raise ConfigError(f"--exploitability: {scenario.name!r} is no OpenSpiel game")
+    if against:
+        locate_opponent(against, scenario, run_dir)
+
+
 def resolve_opponent(team: Team, spec: str, run_dir: Path) -> Opponent:
     """The opponent `spec` names (`locate_opponent`), its adapters loaded into `team` as
     frozen ones."""
