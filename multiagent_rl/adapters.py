@@ -125,8 +125,6 @@ def save_adapters(peft_model, out_dir: str | Path, names: Iterable[str] | None =
 
 def load_adapter_weights(peft_model, adapters_dir: str | Path) -> list[str]:
     """Load every `adapters_dir/<name>/` into the adapter of that name (which must exist)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     loaded = []
     for folder in sorted(Path(adapters_dir).iterdir()):
@@ -136,7 +134,16 @@ def load_adapter_weights(peft_model, adapters_dir: str | Path) -> list[str]:
         if folder.name not in peft_model.peft_config:
             known = ", ".join(peft_model.peft_config)
             raise ScenarioError(f"checkpoint has adapter {folder.name!r} but the model has only: {known}")
-        set_peft_model_state_dict(peft_model, load_file(weights), adapter_name=folder.name)
+        load_adapter_as(peft_model, folder, folder.name)
         loaded.append(folder.name)
     return loaded
+
+
+def load_adapter_as(peft_model, folder: str | Path, name: str) -> None:
+    """Load the adapter saved in `folder` into the model's adapter `name` (which must exist):
+    another run's adapter as a frozen opponent, or a checkpoint's under its own name."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(peft_model, load_file(Path(folder) / "adapter_model.safetensors"), adapter_name=name)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiagent_rl.adapters import adapter_map
+from multiagent_rl.adapters import adapter_map, load_adapter_as
 from multiagent_rl.config import ConfigError
 from multiagent_rl.league import outcome_score, win_rate_interval
 from multiagent_rl.records import EpisodeLog, Task
@@ -94,9 +94,6 @@ def resolve_opponent(team: Team, spec: str, run_dir: Path) -> Opponent:
 def _checkpoint_opponent(team: Team, label: str, checkpoint: Path, league_mode: str, adapters_mode: str) -> Opponent:
     """A checkpoint's adapters as frozen `opponent-<name>` adapters of `team`, seated as that
     run seated them (one shared adapter in a seated league, else its adapters mode)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     seating = adapter_map(team.scenario, "shared" if league_mode in SEATED_LEAGUES else adapters_mode)
     loaded = {}
     for name in dict.fromkeys(seating.values()):
@@ -106,7 +103,7 @@ def _checkpoint_opponent(team: Team, label: str, checkpoint: Path, league_mode: 
         frozen = f"{OPPONENT_PREFIX}{label.replace('/', '-')}-{name}"
         if frozen not in team.frozen:
             team.add_frozen([frozen])
-            set_peft_model_state_dict(team.model, load_file(weights), adapter_name=frozen)
+            load_adapter_as(team.model, weights.parent, frozen)
             team.serve_frozen([frozen])
         loaded[name] = frozen
     return Opponent(label, adapters={agent: loaded[name] for agent, name in seating.items()})

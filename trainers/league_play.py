@@ -103,7 +103,12 @@ class LeaguePlay:
             return None, []
         opponents = self.league.sample_opponents(groups)
         sides = [self.sides[(g + step) % len(self.sides)] for g in range(groups)]
-        return [self.seating(s, o) for s, o in zip(sides, opponents, strict=True)], list(zip(sides, opponents, strict=True))
+        plan = list(zip(sides, opponents, strict=True))
+        return self.seatings(plan), plan
+
+    def seatings(self, plan: Sequence[tuple[str, str]]) -> list[dict[str, str | None]]:
+        """One adapter map per game of `plan`: (learner side, opponent) each."""
+        return [self.seating(side, opponent) for side, opponent in plan]
 
     def against(self, games: int, opponent: str) -> list[tuple[str, str]]:
         """(learner side, opponent) for `games` games against one opponent, seats alternating."""
@@ -143,7 +148,7 @@ class LeaguePlay:
             return
         plan = [game for opponent in self.league.pool for game in self.against(per, opponent)]
         tasks = self.team.scenario.heldout_tasks(len(plan), seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET))
-        seatings = [self.seating(s, o) for s, o in plan]
+        seatings = self.seatings(plan)
         shard: list[Task] = self.ranks.shard(tasks)
         start = self.ranks.shard_start(len(tasks))
         batch = self.team.play(shard, adapters=seatings[start:start + len(shard)], first_group=start, group_size=1,
@@ -167,10 +172,11 @@ class LeaguePlay:
         state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
         return [frozen_name(name) for name in state["pool"]] if state else []
 
-    def load(self, checkpoint: Path, step: int) -> str | None:
-        """Restore the league of `checkpoint` (its frozen adapters already loaded); one that
-        holds none (trained without a league) starts one from the loaded adapters: say so."""
-        state = json.loads((checkpoint / "trainer_state.json").read_text()).get("league")
+    def load(self, saved: dict[str, Any], checkpoint: Path, step: int) -> str | None:
+        """Restore the league from a checkpoint's loaded state (`saved`: its trainer_state.json;
+        its frozen adapters already loaded); one that holds none (trained without a league)
+        starts one from the loaded adapters: say so."""
+        state = saved.get("league")
         if state is None:
             self.start(f"step-{step}")
             return f"{checkpoint.name} holds no league: it starts here, its first snapshot the adapters of step {step}"

@@ -302,7 +302,7 @@ class Run:
         if self.league is None:
             return team_reward_stats(self.team.evaluate(**shard, log=log, step=step).episodes, self.ranks)
         plan = self.league.against(len(tasks), "base")
-        seatings = [self.league.seating(side, opponent) for side, opponent in plan]
+        seatings = self.league.seatings(plan)
         start = shard["first_group"]
         batch = self.team.evaluate(**shard, adapters=seatings[start:start + len(shard["tasks"])], log=log, step=step)
         stats = learner_stats(batch.episodes, plan, self.league.team_of, self.ranks, self.config.shaping.terms)
@@ -359,7 +359,7 @@ class Run:
                 self.resume_notes.append(fresh)
             self.team.sync(step)  # generation continues from the loaded adapters
             self.team.serve_frozen(self.team.frozen)
-            started = self.league.load(path, step) if self.league is not None else None
+            started = self.league.load(state, path, step) if self.league is not None else None
             if started and self.ranks.is_main:
                 print(f"multiagent-rl: {self.run_dir}: {started}", file=sys.stderr)
                 self.resume_notes.append(started)
