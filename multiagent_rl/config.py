@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from .branching import RolloutConfig, leaves_per_task
 from .league import LeagueSettings
 from .trainer_settings import CriticConfig, GRPOConfig, ShapingConfig
 
@@ -99,6 +100,7 @@ class TrainConfig(BaseModel):
     critic: CriticConfig = Field(default_factory=CriticConfig)
     shaping: ShapingConfig = Field(default_factory=ShapingConfig)
     league: LeagueSettings = Field(default_factory=LeagueSettings, description="Self-play against frozen snapshots.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
@@ -153,11 +155,28 @@ class TrainConfig(BaseModel):
     def _groups_for_grpo(self) -> TrainConfig:
         # GRPO's advantage is a reward minus its group's mean: a group of one is always 0,
         # so every step would be skipped and nothing would train.
-        if self.trainer == "grpo" and self.group_size < 2:
+        if self.trainer == "grpo" and leaves_per_task(self.rollout.branching, self.group_size) < 2:
             raise ValueError(
                 f"trainer=grpo with group_size={self.group_size} trains nothing (a group of one has no "
                 "relative advantage): set group_size >= 2, or trainer=critic"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _branching_needs_tree(self) -> TrainConfig:
+        # A turn shared by several leaves is trained once: only a per-turn estimator says
+        # which of its leaves' outcomes it earned.
+        if not self.rollout.branching:
+            return self
+        if self.trainer != "grpo" or self.grpo.advantage != "tree":
+            raise ValueError(
+                f"rollout.branching needs trainer=grpo with grpo.advantage=tree (it is trainer={self.trainer}, "
+                f"grpo.advantage={self.grpo.advantage}): other estimators give a shared turn one leaf's outcome"
+            )
+        if self.league.mode != "off":
+            raise ValueError(f"rollout.branching does not combine with league.mode={self.league.mode}; use one or the other")
+        if self.grpo.credit == "discounted":
+            raise ValueError("grpo.credit=discounted with grpo.advantage=tree: each turn already has its own advantage")
         return self
 
     @model_validator(mode="after")
@@ -319,7 +338,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 # would": they shape the task stream, the sampling streams or the trained parameters.
 STREAM_SETTINGS = (
     "scenario", "scenario_options", "model", "dtype", "seed", "trainer", "adapters", "lora", "tasks_per_step",
-    "group_size", "league",
+    "group_size", "league", "rollout",
 )
 
 
@@ -329,7 +348,8 @@ def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, di
     now = after.model_dump()
     try:
         before = move_flat_keys(before)  # a folder written before the trainer sections
-        sections = (("grpo", GRPOConfig), ("critic", CriticConfig), ("league", LeagueSettings), ("shaping", ShapingConfig))
+        sections = (("grpo", GRPOConfig), ("critic", CriticConfig), ("league", LeagueSettings), ("shaping", ShapingConfig),
+                    ("rollout", RolloutConfig))
         for key, section in sections:  # missing or partial (a folder from before the section): the defaults
             before[key] = section.model_validate(before.get(key) or {}).model_dump()
     except (ConfigError, ValidationError):

@@ -14,6 +14,7 @@ when an `Outcome` says done (terminations), or at `max_turns` (truncations).
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from typing import Any
@@ -22,6 +23,7 @@ import gymnasium
 from pettingzoo import ParallelEnv
 
 from .actions import Action, checked_rewards, clean_text, generation_facts, safe_parse
+from .branching import fork_state
 from .contain import describe_failure, time_limit
 from .errors import ScenarioError
 from .graph import deliveries, inbox
@@ -122,6 +124,19 @@ class TeamEnv(ParallelEnv):
         self.view = EpisodeView(task=self.task, state=state, turns=self.turns, step=0, rng=self._rng)
         self._next_turn_step()
         return self._observations(), self._infos()
+
+    def fork(self, seed: int) -> TeamEnv:
+        """An independent copy of this episode as it stands (a branched rollout's alternative):
+        its turns, inboxes and scenario state (the scenario's `fork` hook, else a deep copy),
+        and a random stream of its own, seeded with `seed`. The scenario is shared."""
+        memo: dict[int, Any] = {id(self.scenario): self.scenario}
+        for space in (*self._observation_spaces.values(), *self._action_spaces.values()):
+            memo[id(space)] = space  # stateless declarations: shared, like the scenario
+        if self.view is not None and self.view.state is not None:
+            memo[id(self.view.state)] = fork_state(self.scenario, self.view.state)
+        other = copy.deepcopy(self, memo)
+        other._rng.seed(seed)  # the view holds the same Random: reseeded in place
+        return other
 
     def step(self, actions: dict[str, str | Action]):
         """Play one turn step (PettingZoo's parallel step). An action is text or an `Action`

@@ -130,6 +130,9 @@ class Episode(BaseModel):
     split: Literal["train", "eval", "play"] = "train"
     step: int | None = None
     group: int | None = Field(default=None, description="Index of the task's sample group.")
+    branch: list[int] = Field(
+        default_factory=list, description="Its path in the task's tree: sample index, then its alternative at each fork."
+    )
     seed: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     reward_terms: dict[str, dict[str, float]] = Field(

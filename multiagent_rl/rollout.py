@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from .actions import Action
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from .branching import Fork
 from .env import TeamEnv
 from .records import Episode, EpisodeLog, Task
 from .scenario import Role, Scenario
-from .seeds import episode_seed, generate_seed
+from .seeds import branch_seed, episode_seed, generate_seed
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TurnSample:
     turn: int = 0  # its place in the episode's turns (Episode.turns[turn])
     reward: float = 0.0  # what the agent earned at this turn (Turn.reward; the rest is in the episode's ledger)
     trainable: bool = True  # False: no training sample (the base model played it, or the scenario said so)
+    branch: tuple[int, ...] = ()  # its node in the task's tree (sample index, then fork alternatives): see rollout
 
     @property
     def key(self) -> tuple[int, int]:
@@ -107,6 +109,7 @@ def rollout(
     reward_timeout: float | None = None,
     record_states: bool = False,
     frozen: Collection[str] = (),
+    branching: Sequence[Fork] = (),
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
@@ -118,6 +121,9 @@ def rollout(
     `contain_failures`, `reward_timeout`: a failing reward marks its episode failed instead of
     raising (see `TeamEnv`). `record_states`: keep the global state before each turn step
     (`RolloutBatch.states`), for trainers that read it (a centralised critic).
+    `branching`: forks (`multiagent_rl.branching`): each episode continues n times from each
+    fork, all branches in the same lockstep calls; each episode's `branch` is its path in its
+    task's tree, each sample's `branch` the node its turn belongs to (made once, shared below).
     """
     sampling = sampling or Sampling()
     if adapters is None:
@@ -125,10 +131,8 @@ def rollout(
     seatings = [dict(a) for a in adapters] if not isinstance(adapters, Mapping) else [dict(adapters)] * len(tasks)
     if len(seatings) != len(tasks):
         raise ValueError(f"{len(seatings)} adapter maps for {len(tasks)} tasks; give one map, or one per task")
-    envs: list[TeamEnv] = []
-    groups: list[int] = []
-    env_players: list[dict[str, Player]] = []  # each episode's players, resolved once per distinct seating
-    resolved: dict[tuple, dict[str, Player]] = {}
+    slots: list[Slot] = []
+    resolved: dict[tuple, dict[str, Player]] = {}  # each distinct seating's players, resolved once
     for g, (task, seating) in enumerate(zip(tasks, seatings, strict=True), start=first_group):
         key = tuple(sorted(seating.items(), key=lambda item: item[0]))
         if key not in resolved:
@@ -136,21 +140,25 @@ def rollout(
         for k in range(group_size):
             env = scenario.make_env(task=task, split=split, contain_failures=contain_failures, reward_timeout=reward_timeout)
             env.reset(seed=episode_seed(seed, g, k), options={"task": task})
-            envs.append(env)
-            groups.append(g)
-            env_players.append(resolved[key])
+            slots.append(Slot(env=env, group=g, players=resolved[key], path=(k,)))
     batch = RolloutBatch()
+    sample_slots: list[Slot] = []  # the slot that made each sample: its episode index is known at the end
     bar = tqdm(total=scenario.num_rounds, desc=f"rollout {scenario.name}", disable=not progress, leave=False)
     turn_step = 0
-    while any(env.agents for env in envs):
+    while any(slot.env.agents for slot in slots):
+        for slot in [s for s in slots if s.env.agents]:
+            slots.extend(slot.branch(branching, seed))
         requests: list[GenerationRequest] = []
-        for e, env in enumerate(envs):
+        for e, slot in enumerate(slots):
+            env = slot.env
             if not env.agents:
                 continue
             if record_states:
-                batch.states[(e, env.round)] = env.state()
+                batch.states[(id(slot), env.round)] = env.state()
             for agent in env.model_agents():
-                player = env_players[e][agent]
+                if agent in slot.held:
+                    continue  # this branch takes its sibling's reply (a counterfactual fork)
+                player = slot.players[agent]
                 requests.append(
                     GenerationRequest(
                         messages=env.chat(agent), adapter=player.adapter, max_new_tokens=player.max_new_tokens,
@@ -161,40 +169,108 @@ def rollout(
         results = backend.generate(requests, seed=generate_seed(seed, turn_step)) if requests else []
         batch.generate_seconds += time.perf_counter() - start
         batch.backend_calls += bool(requests)
-        by_episode: list[dict[str, GenerationResult]] = [{} for _ in envs]
+        generated: dict[int, dict[str, GenerationResult]] = {id(slot): {} for slot in slots}
         for result in results:
             e, agent = result.tag
-            by_episode[e][agent] = result
+            generated[id(slots[e])][agent] = result
             batch.generated_tokens += len(result.completion_ids)
-        for e, env in enumerate(envs):
+        for slot in slots:
+            env = slot.env
             if not env.agents:
                 continue
-            generated = by_episode[e]
-            players = env_players[e]
-            actions = {agent: players[agent].action(result) for agent, result in generated.items()}
+            own = generated[id(slot)]
+            replies = {**{a: generated[id(slot.source_of(a))][a] for a in slot.held}, **own}
+            actions = {agent: slot.players[agent].action(result) for agent, result in replies.items()}
             made = env.advance(actions)
             first = len(env.turns) - len(made)
             for i, turn in enumerate(made, start=first):
-                result = generated.get(turn.agent) if not turn.scripted else None
+                result = own.get(turn.agent) if not turn.scripted else None
                 if result is None:
                     continue
-                player = players[turn.agent]
+                player = slot.players[turn.agent]
+                sample_slots.append(slot)
                 batch.samples.append(
                     TurnSample(
-                        episode=e, group=groups[e], agent=turn.agent, adapter=player.adapter, round=turn.round,
+                        episode=-1, group=slot.group, agent=turn.agent, adapter=player.adapter, round=turn.round,
                         prompt_ids=result.prompt_ids, completion_ids=result.completion_ids, logprobs=result.logprobs,
                         finish_reason=result.finish_reason, temperature=player.temperature, turn=i, reward=turn.reward,
                         trainable=player.adapter is not None and player.adapter not in frozen and turn.trainable,
+                        branch=slot.node_of(turn.agent),
                     )
                 )
+            slot.end_turn_step()
         turn_step += 1
         bar.update(1)
     bar.close()
-    for e, env in enumerate(envs):
-        batch.episodes.append(env.episode(step=step, group=groups[e], seed=seed))
+    # Leaves in tree order: a task's branches side by side, each under its parent.
+    slots.sort(key=lambda slot: (slot.group, slot.path))
+    index = {id(slot): e for e, slot in enumerate(slots)}
+    for sample, slot in zip(batch.samples, sample_slots, strict=True):
+        sample.episode = index[id(slot)]
+    batch.states = {(index[slot_id], r): text for (slot_id, r), text in batch.states.items()}
+    for slot in slots:
+        batch.episodes.append(slot.env.episode(step=step, group=slot.group, seed=seed, branch=list(slot.path)))
     if log is not None:
         log.extend(batch.episodes)
     return batch
+
+
+@dataclass(eq=False)
+class Slot:
+    """One running episode of a rollout and where it sits in its task's tree: `path` is its
+    sample index in the group, then its alternative at each fork it passed."""
+
+    env: TeamEnv
+    group: int
+    players: dict[str, Player]
+    path: tuple[int, ...]
+    forks_passed: frozenset[int] = frozenset()
+    # This turn step only: agent -> the sibling whose reply it takes (held fixed by a
+    # counterfactual fork), and agent -> the depth of the tree node its own turn belongs to.
+    held: dict[str, Slot] = field(default_factory=dict)
+    node_depth: dict[str, int] = field(default_factory=dict)
+
+    def branch(self, plan: Sequence[Fork], seed: int) -> list[Slot]:
+        """Apply every fork of `plan` due now: this slot goes on as alternative 0 and the new
+        slots (alternatives 1..n-1, each a fork of the episode) are returned."""
+        new: list[Slot] = []
+        acting = self.env.acting_agents()
+        for f, fork in enumerate(plan):
+            due = fork.step == self.env.round if fork.step is not None else fork.agent in acting
+            if f in self.forks_passed or not due:
+                continue
+            family = [self, *new]  # slots already made by an earlier fork this step fork too
+            for slot in family:
+                slot.forks_passed |= {f}
+                depth = len(slot.path)
+                kept = [a for a in self.env.model_agents() if fork.resample is not None and a not in fork.resample]
+                for agent in kept:  # held fixed: one reply for every alternative, its node the parent
+                    slot.node_depth[agent] = min(slot.node_depth.get(agent, depth), depth)
+                for alternative in range(1, fork.n):
+                    path = (*slot.path, alternative)
+                    other = Slot(
+                        env=slot.env.fork(branch_seed(seed, slot.group, path)), group=slot.group, players=slot.players,
+                        path=path, forks_passed=slot.forks_passed, held={**slot.held, **dict.fromkeys(kept, slot)},
+                        node_depth=dict(slot.node_depth),
+                    )
+                    new.append(other)
+                slot.path = (*slot.path, 0)
+        return new
+
+    def source_of(self, agent: str) -> Slot:
+        """The slot whose generated reply `agent` plays this turn step."""
+        slot = self
+        while agent in slot.held:
+            slot = slot.held[agent]
+        return slot
+
+    def node_of(self, agent: str) -> tuple[int, ...]:
+        """The tree node of `agent`'s turn made now: this slot's path, or a shorter prefix
+        where a fork held the reply fixed for every alternative below it."""
+        return self.path[: self.node_depth.get(agent, len(self.path))]
+
+    def end_turn_step(self) -> None:
+        self.held, self.node_depth = {}, {}
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ class Scenario:
         reference_players: scripted players by name ({"random": fn, "perfect": fn}, each
             (EpisodeView, agent) -> text), for `eval --against NAME`.
         openspiel_game: the OpenSpiel game it plays, if any: its exploitability is computable.
+        fork: state -> an independent copy of an episode's state, for branched rollouts
+            (`rollout.branching`) where a deep copy would not do (an engine's `clone()`).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Scenario:
         train_defaults: Mapping[str, Any] | None = None,
         reference_players: Mapping[str, Callable[[Any, str], str]] | None = None,
         openspiel_game: str | None = None,
+        fork: Callable[[Any], Any] | None = None,
     ):
         self.name = name
         self.description = description
@@ -163,6 +166,7 @@ class Scenario:
         self.train_defaults = dict(train_defaults or {})
         self.reference_players = dict(reference_players or {})
         self.openspiel_game = openspiel_game
+        self.fork = fork
         self.validate()
 
     # ----- declaration checks -------------------------------------------------
@@ -182,7 +186,7 @@ class Scenario:
         for role in self.roles:
             if not role.adapter_name:
                 raise ScenarioError(f"role {role.name!r} has no adapter name (use None for its own)")
-        for hook in ("turn_order", "init_state", "observe", "act"):
+        for hook in ("turn_order", "init_state", "observe", "act", "fork"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ScenarioError(f"scenario {self.name!r}: {hook} must be a function, got {getattr(self, hook)!r}")
         if self.max_turns is not None and (not isinstance(self.max_turns, int) or self.max_turns < 1):

@@ -34,3 +34,12 @@ def episode_seed(rollout_seed: int, group: int, sample: int) -> int:
 def generate_seed(rollout_seed: int, turn_step: int) -> int:
     """The seed of a rollout's backend call at turn step `turn_step`."""
     return rollout_seed * 1_000 + turn_step
+
+
+def branch_seed(rollout_seed: int, group: int, path: tuple[int, ...]) -> int:
+    """The seed of a branch's own rng in a branched rollout: the branch at `path` (sample
+    index, then one index per fork) of task group `group`."""
+    seed = episode_seed(rollout_seed, group, path[0])
+    for index in path[1:]:
+        seed = seed * 10_007 + index + 1
+    return seed % 2**63

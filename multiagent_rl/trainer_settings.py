@@ -13,8 +13,9 @@ class GRPOConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     advantage: str = Field(
-        "group", description="The advantage estimator (trainers/base.py registry): group (group-relative outcomes) "
-        "or role_baseline (each role against its moving-average return: zero-sum self-play)."
+        "group", description="The advantage estimator (trainers/base.py registry): group (group-relative outcomes), "
+        "role_baseline (each role against its moving-average return: zero-sum self-play) or tree (each turn "
+        "against its siblings in a branched rollout, rollout.branching)."
     )
     scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
     baseline_decay: float = Field(
@@ -42,10 +43,27 @@ class CriticConfig(BaseModel):
     )
     gamma: float = Field(1.0, ge=0, le=1.0, description="Discount per turn.")
     lam: float = Field(0.95, ge=0, le=1.0, description="GAE lambda (gamma = lam = 1: Monte Carlo returns).")
-    lr: float = Field(5e-4, gt=0, description="The critic's learning rate (its adapter and value head).")
+    lr: float = Field(
+        5e-4, gt=0, description="The critic's learning rate (its adapter and value head), absolute, not a multiple of "
+        "the policy's lr. Its head starts from nothing and PPO for LLMs gives the critic 2-10x the policy's lr."
+    )
     epochs: int = Field(1, ge=1, description="Passes of the value loss over each batch.")
     value_clip: float | None = Field(0.2, gt=0, description="Clip of the value change per update (None: unclipped).")
     normalize_advantages: bool = Field(True, description="Whiten each agent's advantages over the batch.")
+    whiten_below_explained_variance: float | None = Field(
+        None, gt=0, le=1.0, description="With normalize_advantages: whiten only while the values (as the last update "
+        "left them) explain less than this share of the batch's return variance; above it, advantages stay raw "
+        "residuals, so noise is not scaled up to unit size (metric critic/whitened). None: always whiten. "
+        "group_weight > 0 still whitens the critic's part to mix it."
+    )
+    value_warmup_steps: int = Field(
+        0, ge=0, description="The first this many training steps train the value model only and skip the policy update "
+        "(metric critic/warmup), so no policy learns from values that are still noise. Counted across resumes."
+    )
+    privileged: bool = Field(
+        False, description="The value also reads the task's reference answer (Task.answer), as SWEET-RL's critic "
+        "does: training-time information only the critic sees, never a policy."
+    )
     normalize_targets: bool = Field(False, description="Learn values of running-normalised targets (PopArt-style).")
     group_weight: float = Field(
         0.0, ge=0, le=1.0, description="With groups: mix of the group-relative advantage (1) and the critic's (0)."

@@ -137,6 +137,7 @@ class Returns:
     episodes: torch.Tensor  # (P,) long: the episode of each point
     groups: torch.Tensor  # (P,) long: the task group of each point's episode
     values: torch.Tensor | None = None  # (P, S): V at each point (None: no critic)
+    branches: list[tuple[int, ...]] | None = None  # per point: its episode's path in its task's tree
 
 
 @dataclass
@@ -147,6 +148,9 @@ class Estimate:
     advantages: torch.Tensor  # (P, S)
     returns: torch.Tensor  # (P, S): the targets a value model learns
     counts: dict[str, float]
+    # A per-turn estimator's answer: (group, tree node) -> (S,) advantage of the turns made
+    # there (`TurnSample.branch`); None: every turn takes its point's advantage.
+    nodes: dict[tuple[int, tuple[int, ...]], torch.Tensor] | None = None
 
 
 Estimator = Callable[[Returns, Any], Estimate]  # (returns, the trainer's config section) -> Estimate
@@ -172,7 +176,8 @@ def register_estimator(name: str, needs_values: bool = False):
     return add
 
 
-ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.gae", "role_baseline": "trainers.role_baseline"}
+ESTIMATOR_MODULES = {"group": "trainers.grpo", "gae": "trainers.gae", "role_baseline": "trainers.role_baseline",
+                     "tree": "trainers.tree"}
 
 
 def advantage_estimator(name: str) -> Estimator:

@@ -6,7 +6,8 @@ episode's reward ledger) is compared with the group: A = (r - mean) / (std + eps
 without the std, Dr. GRPO). Groups with one sample or with all-equal rewards carry no
 signal; they get zero advantages and are counted in the metrics, never hidden. Every turn
 of an agent gets its episode's advantage (or a discounted share, `credit: discounted`).
-The estimator is registered (`group`) and picked by `grpo.advantage`.
+The estimator is registered (`group`) and picked by `grpo.advantage`; a per-turn one
+(`tree`, trainers/tree.py) gives each turn its own node's advantage instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .base import (
     register_trainer,
 )
 from .policy import Sample, policy_update
+from .tree import tree_metrics
 
 # ----- advantages -------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ def episode_returns(batch: RolloutBatch, streams: list[str], reward_source: str 
         rewards=torch.tensor(rewards, dtype=torch.float32, device="cpu").reshape(len(batch.episodes), -1),
         episodes=torch.arange(len(batch.episodes), device="cpu"),
         groups=torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu"),
+        branches=[tuple(ep.branch) or (0,) for ep in batch.episodes],
     )
 
 
@@ -159,7 +162,10 @@ class GRPOTrainer(Trainer):
         for s in batch.samples:
             if not s.trainable:
                 continue
-            a = float(estimate.advantages[s.episode, stream_of[s.agent]])
+            if estimate.nodes is not None:  # a per-turn estimator: the advantage of the turn's own node
+                a = float(estimate.nodes[(s.group, s.branch)][stream_of[s.agent]])
+            else:
+                a = float(estimate.advantages[s.episode, stream_of[s.agent]])
             if grpo.credit == "discounted":
                 a = discounted_credit(a, s.round, last_round[s.episode], grpo.gamma)
             samples.append(
@@ -175,6 +181,10 @@ class GRPOTrainer(Trainer):
             "groups/singleton_fraction": singleton / max(total, 1),
             "advantage/abs_mean": abs_sum / count if count else 0.0,
         }
+        if estimate.nodes is not None:
+            schedule = ctx.scenario.schedule
+            metrics.update(tree_metrics(batch, [x.advantage for x in samples], agents,
+                                        len(schedule) if schedule is not None else None, ctx.ranks))
         return samples, metrics
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx = self.ctx

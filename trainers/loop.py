@@ -30,6 +30,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from multiagent_rl.branching import check_plan
 from multiagent_rl.config import (
     STREAM_SETTINGS,
     ConfigError,
@@ -79,6 +80,7 @@ class Run:
         scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
         trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
         check_league(config.league.mode, scenario)
+        check_plan(config.rollout.branching, scenario)
         # Before any weights load or an engine starts: a generate batch too big for this machine.
         check_batch_fits(config, scenario, len(load_tokenizer(config.model)), self.ranks.count)
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
@@ -250,6 +252,7 @@ class Run:
         batch = self.team.play(
             **shard, adapters=seatings, log=self.episode_log(f"step-{step:06d}"), seed=seed, step=step,
             group_size=cfg.group_size, sampling=sampling, record_states=self.trainer.needs_states,
+            branching=cfg.rollout.branching,
         )
         if plan:
             self.league.record(batch, plan)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from multiagent_rl.branching import leaves_per_task
 from multiagent_rl.config import ConfigError, TrainConfig
 from multiagent_rl.rollout import completion_budget
 from multiagent_rl.scenario import Scenario
@@ -60,7 +61,8 @@ def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, proces
     """Refuse, before anything is allocated, a batch whose generate call could not fit in memory:
     every row keeps a float32 score vector over the vocabulary for each new token."""
     acting = max(len(r) for r in scenario.schedule) if scenario.schedule else len(scenario.model_agents)
-    rows = -(-config.tasks_per_step // processes) * config.group_size * acting
+    leaves = leaves_per_task(config.rollout.branching, config.group_size)  # a branched rollout's episodes per task
+    rows = -(-config.tasks_per_step // processes) * leaves * acting
     if config.max_batch_size:
         rows = min(rows, config.max_batch_size)
     tokens = max(completion_budget(scenario, r, config.max_new_tokens) for r in scenario.roles if not r.scripted)
@@ -68,9 +70,10 @@ def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, proces
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > 0.8 * have:
         raise ConfigError(
-            f"tasks_per_step={config.tasks_per_step} x group_size={config.group_size} makes {rows} rows per generate "
+            f"tasks_per_step={config.tasks_per_step} x {leaves} episodes per task (group_size={config.group_size}"
+            f"{' x the branching plan' if config.rollout.branching else ''}) makes {rows} rows per generate "
             f"call, about {need / 2**30:.0f} GiB of scores; this machine has {have / 2**30:.0f} GiB: "
-            "lower group_size or tasks_per_step, or set max_batch_size"
+            "lower group_size, tasks_per_step or the forks' n, or set max_batch_size"
         )
 
 

@@ -16,6 +16,7 @@ episode's rng, so a seed fixes the deal.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ def openspiel_scenario(
         _advance_chance(state)
         return state
 
+    def fork(s: SpielState) -> SpielState:
+        # OpenSpiel's own copy of a game state; the deal's rng is copied with it.
+        return SpielState(s.state.clone(), copy.deepcopy(s.rng), s.forfeited)
+
     def turn_order(view: EpisodeView) -> list[str]:
         s: SpielState = view.state
         return [] if s.forfeited or s.state.is_terminal() else [agents[s.state.current_player()]]
@@ -130,4 +135,5 @@ def openspiel_scenario(
         train_defaults=train_defaults,
         reference_players={"random": random_action, **(reference_players or {})},
         openspiel_game=game_name,
+        fork=fork,
     )
