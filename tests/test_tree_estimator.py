@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multiagent_rl.branching import Fork
 from multiagent_rl.config import load_config
 from multiagent_rl.rollout import rollout
 from tests.test_branching import CHAIN, PLAN, YesNoBackend, chain, tasks

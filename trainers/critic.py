@@ -14,7 +14,12 @@ turn that earned it, each agent's final reward at that agent's last point (a tea
 takes the team's mean). GAE (the `critic.advantage` estimator) runs over the sequence at the
 action level: a point bootstraps from the value at the next point, whoever acts in it;
 gamma = lam = 1 gives Monte Carlo returns. Every turn gets its point's advantage for its own
-stream. The maths are pure functions of tensors (`trainers/gae.py`).
+stream. The maths are pure functions of tensors (`trainers/gae.py`); what the value reads
+and the value model itself are in `trainers/value_model.py`.
+
+Options for LLM teams (`critic:`): `value_warmup_steps` trains the value alone for the first
+steps, `whiten_below_explained_variance` stops whitening once the values explain the returns,
+and `privileged` lets the value read the task's reference answer, which no policy sees.
 """
 
 from __future__ import annotations
@@ -23,98 +28,25 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from multiagent_rl.adapters import (
-    LoraSettings,
-    adapter_parameters,
-    add_adapters,
-    attach_adapters,
-    enable_training,
-)
-from multiagent_rl.models import autocast, load_model
+from multiagent_rl.adapters import LoraSettings, add_adapters, attach_adapters, enable_training
+from multiagent_rl.models import load_model
 from multiagent_rl.rollout import RolloutBatch, TurnSample
 
 from .base import Returns, Trainer, TrainerContext, advantage_estimator, register_trainer
 from .checkpoint import load_optimizer_state, optimizer_state
-from .gae import RunningNorm, clipped_value_loss, explained_variance
+from .gae import RunningNorm, clipped_value_loss, explained_variance, whitens
 from .grpo import episode_returns, group_estimate
-from .policy import Sample, left_pad, policy_update
+from .policy import Sample, policy_update
+from .value_model import VALUE_ADAPTER, ValueModel, decision_points, reference_answers
 
-VALUE_ADAPTER = "value_critic"
-
-# ----- the value model -------------------------------------------------------------------
-
-
-class ValueModel:
-    """V(state) -> one value per stream: a LoRA adapter of its own on a causal LM (the policy's
-    PeftModel by default) and a linear head on the last token's final hidden state. Not an
-    nn.Module: the shared PeftModel is the run's, not a submodule of the critic."""
-
-    def __init__(self, peft_model, tokenizer, streams: int, max_tokens: int, mixed_precision: str = "no"):
-        self.peft_model = peft_model
-        self.tokenizer = tokenizer
-        self.max_tokens = max_tokens
-        self.mixed_precision = mixed_precision
-        hidden = peft_model.get_base_model().config.hidden_size
-        device = next(peft_model.parameters()).device
-        self.head = torch.nn.Linear(hidden, streams, device=device)
-        # Values start near 0 (no made-up baseline), but not exactly: a zero head would give
-        # the value adapter no gradient in the first update.
-        torch.nn.init.normal_(self.head.weight, std=1e-3)
-        torch.nn.init.zeros_(self.head.bias)
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(adapter_parameters(self.peft_model, VALUE_ADAPTER).values()) + list(self.head.parameters())
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each state, keeping its last `max_tokens` (the newest messages)."""
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [row[-self.max_tokens :] or [self.tokenizer.eos_token_id or 0] for row in ids]
-
-    def __call__(self, rows: Sequence[list[int]]) -> torch.Tensor:
-        """(B, streams) values of left-padded rows under the value adapter."""
-        device = self.head.weight.device
-        ids, attention, positions = left_pad(rows, self.tokenizer.pad_token_id or 0, device)  # (B, L) each
-        self.peft_model.set_adapter(VALUE_ADAPTER)
-        decoder = self.peft_model.get_base_model().get_decoder()  # no LM head: only the hidden state is needed
-        with autocast(self.mixed_precision, device):
-            hidden = decoder(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state  # (B, L, H)
-        return self.head(hidden[:, -1, :].float())  # (B, S): left padding puts every row's last token at -1
-
-
-def decision_points(
-    turns: Sequence[TurnSample], states: Mapping[tuple[int, int], str]
-) -> tuple[list[int], list[tuple[int, int]], list[str]]:
-    """The states turns were taken in, one per turn step of each episode (agents acting in
-    one step act on the same state, as one joint move), in order: what the critic values.
-
-    `turns` sorted by (episode, turn); `states`: (episode, round) -> the global state before
-    that turn step (`RolloutBatch.states`). Returns each turn's point index, each episode's
-    (start, end) span of points, and each point's text: the global state and who acts in it."""
-    state_of: list[int] = []
-    spans: list[tuple[int, int]] = []
-    keys: list[tuple[int, int]] = []
-    acting: list[list[str]] = []
-    seen: dict[tuple[int, int], int] = {}
-    for s in turns:
-        key = (s.episode, s.round)
-        if key not in seen:
-            if not spans or keys[-1][0] != s.episode:
-                spans.append((len(keys), len(keys)))
-            seen[key] = len(keys)
-            keys.append(key)
-            acting.append([])
-            spans[-1] = (spans[-1][0], len(keys))
-        state_of.append(seen[key])
-        acting[seen[key]].append(s.agent)
-    texts = [f"{states[key]}\nActing now: {', '.join(who)}" for key, who in zip(keys, acting, strict=True)]
-    return state_of, spans, texts
-
+# The policy metrics of a value warm-up step: its policy update is skipped on purpose.
+WARMUP_POLICY_METRICS = {"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
+                         "grad_norm": 0.0, "update/optimizer_steps": 0.0}
 
 # ----- the trainer -------------------------------------------------------------------------
 
@@ -147,30 +79,39 @@ class CriticTrainer(Trainer):
         self.value_optimizer = torch.optim.AdamW(self.value.trainable_parameters(), lr=critic.lr, weight_decay=cfg.weight_decay)
         self.targets = RunningNorm(len(self.streams))
         self.estimator = advantage_estimator(critic.advantage)
+        self.updates = 0  # critic updates so far (the value warm-up counts them), kept in checkpoints
 
     # ----- one update ------------------------------------------------------------------
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx, critic = self.ctx, self.ctx.config.critic
         t0 = time.perf_counter()
         turns = sorted(batch.samples, key=lambda s: s.key)
-        state_of, spans, texts = decision_points(turns, batch.states)
+        answers = reference_answers(batch) if critic.privileged else None
+        state_of, spans, texts = decision_points(turns, batch.states, answers)
         rewards = self.point_rewards(batch, turns, state_of, len(texts))
         groups = [batch.episodes[e].group for e in dict.fromkeys(s.episode for s in turns)]  # one per span
         advantages, metrics = self.learn_values(self.value.encode(texts), spans, groups, rewards)
+        warming_up = self.updates < critic.value_warmup_steps
+        self.updates += 1
         streams = torch.tensor([self.stream_of[s.agent] for s in turns], dtype=torch.long, device="cpu")
         points = torch.tensor(state_of, dtype=torch.long, device="cpu")
         own = advantages[points, streams] if turns else torch.zeros(0, device="cpu")  # (N,)
         metrics.update(self._advantage_metrics(turns, own))
         if critic.group_weight > 0:
             own = self._mix_group(batch, turns, own)
-        if critic.normalize_advantages:
+        # Judged by the values these advantages came from: the value model as the last update left it.
+        whiten = whitens(metrics["value/explained_variance"], critic.normalize_advantages, critic.whiten_below_explained_variance)
+        if whiten:
             own = self._whiten(turns, own)
+        metrics.update({"critic/warmup": float(warming_up), "critic/whitened": float(whiten)})
+        metrics["perf/value_seconds"] = time.perf_counter() - t0
+        if warming_up:  # the values are still noise: no policy learns from them yet
+            return {**metrics, **WARMUP_POLICY_METRICS}
         samples = [
             Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids,
                    advantage=float(a), temperature=s.temperature, logprobs=s.logprobs)
             for s, a in zip(turns, own.tolist(), strict=True) if s.trainable
         ]
-        metrics["perf/value_seconds"] = time.perf_counter() - t0
         metrics.update(policy_update(
             ctx.model, self.optimizer, samples, self.update_settings(), ctx.tokenizer.pad_token_id,
             backward=ctx.accelerator.backward, scheduler=self.scheduler, ranks=ctx.ranks,
@@ -333,7 +274,7 @@ class CriticTrainer(Trainer):
     # ----- checkpoints ---------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         """critic/: the value adapter, the head and the critic's optimizer (safetensors), and
-        the streams and target statistics (JSON)."""
+        the streams, target statistics and update count (JSON)."""
         from multiagent_rl.adapters import save_adapters
 
         out = folder / "critic"
@@ -341,7 +282,7 @@ class CriticTrainer(Trainer):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.value.head.state_dict().items()}, out / "head.safetensors")
         tensors, state = optimizer_state(self.value_optimizer)
         save_file(tensors, out / "optimizer.safetensors")
-        state.update({"streams": self.streams, "targets": self.targets.state()})
+        state.update({"streams": self.streams, "targets": self.targets.state(), "updates": self.updates})
         (out / "state.json").write_text(json.dumps(state, indent=1))
 
     def load(self, folder: Path) -> str | None:
@@ -358,6 +299,8 @@ class CriticTrainer(Trainer):
         self.value.head.load_state_dict({k: v.to(self.value.head.weight.device) for k, v in head.items()})
         load_optimizer_state(self.value_optimizer, load_file(src / "optimizer.safetensors"), state)
         self.targets.load(state["targets"])
+        # A critic saved before the count was kept had learned once per step.
+        self.updates = state["updates"] if "updates" in state else json.loads((folder / "trainer_state.json").read_text())["step"]
 
 
 def _episode_chunks(spans: list[tuple[int, int]], size: int):

@@ -1,6 +1,7 @@
 """The centralised critic's pure maths, functions of tensors: GAE over an episode's
 decision points (registered as the `gae` estimator), PPO's clipped value loss, explained
-variance, and running statistics for normalised value targets.
+variance (and whether it calls for whitened advantages), and running statistics for
+normalised value targets.
 
 >>> adv, ret = gae(torch.tensor([[0.], [1.]]), torch.tensor([[0.5], [0.5]]), gamma=1.0, lam=1.0)
 >>> adv.squeeze(1).tolist(), ret.squeeze(1).tolist()
@@ -9,6 +10,7 @@ variance, and running statistics for normalised value targets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,6 +86,17 @@ def explained_variance(predicted: torch.Tensor, targets: torch.Tensor) -> float:
     if var == 0.0:
         return float("nan")
     return 1.0 - float((targets.float() - predicted.float()).var(unbiased=False)) / var
+
+
+def whitens(explained: float, normalize: bool, below: float | None) -> bool:
+    """Whether to whiten a batch's advantages: with `normalize`, always (`below` None) or only
+    while the values explain less than `below` of the targets' variance (NaN: not known yet).
+    Once they explain that much, advantages are left as raw residuals, not noise scaled up.
+
+    >>> whitens(0.2, True, 0.5), whitens(0.7, True, 0.5), whitens(float("nan"), True, 0.5), whitens(0.2, False, 0.5)
+    (True, False, True, False)
+    """
+    return normalize and (below is None or math.isnan(explained) or explained < below)
 
 
 class RunningNorm:
