@@ -109,6 +109,10 @@ class TrainConfig(BaseModel):
     time_budget_minutes: float | None = Field(
         None, gt=0, description="Stop after this much training time (evaluation excluded), even before `steps`."
     )
+    token_budget: int | None = Field(
+        None, ge=1, description="Stop training once the run has generated this many tokens, every process's every "
+        "turn counted, evaluation excluded (after the step that reaches it), even before `steps`.",
+    )
     seed: int = Field(0, ge=0, lt=2**32, description="Seeds every random stream of the run (0 <= seed < 2**32).")
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
     group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")

@@ -57,7 +57,7 @@ from .checkpoint import (
 )
 from .distributed import Ranks
 from .league_play import LeaguePlay, check_league, learner_stats
-from .metrics import StepRecord, eval_metrics, rollout_metrics, team_reward_stats
+from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_reward_stats
 from .run_folder import RunLock, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 
@@ -103,6 +103,7 @@ class Run:
         self.league = LeaguePlay(self.team, self.ranks, config.seed) if config.league.mode in SEATED_LEAGUES else None
         self.shaping_from: int | None = None  # the step the shaping terms began to anneal
         self.step = 0
+        self.generated_tokens = 0  # the run's so far, every rank's (what token_budget counts); checkpointed
         self.damaged_checkpoints = 0
         self.before: dict[str, float] | None = None  # the held-out result at step 0
         self.resume_notes: list[str] = []  # what the resume could not carry over, said once
@@ -157,20 +158,18 @@ class Run:
             self.before = self.evaluate(step=0)
             self._log({"step": 0, **eval_metrics(self.before)})
         summary["before"] = self.before
-        budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
-        spent, done, skipped = 0.0, 0, 0
+        budget = RunBudget(cfg.time_budget_minutes, cfg.token_budget)
+        skipped = 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.scenario.name}", unit="step",
                    disable=not (cfg.progress and self.ranks.is_main))
-        while self.step < cfg.steps:
+        stop = budget.spent(self.generated_tokens)  # a resumed run whose token budget is spent trains no more
+        while self.step < cfg.steps and stop is None:
             self.step += 1
             record = self.train_step(self.step)
             record.damaged_checkpoints, self.damaged_checkpoints = self.damaged_checkpoints, 0  # said once
-            spent += record.step_seconds  # the slowest rank's, so every rank stops together
-            done += 1
             skipped += int(record.update["update/skipped"])
-            # Stop before a step that would overrun the budget by more than half a step's time.
-            out_of_time = budget is not None and spent + 0.5 * spent / done > budget
-            last = self.step == cfg.steps or out_of_time
+            stop = budget.spend(record.step_seconds, self.generated_tokens)
+            last = self.step == cfg.steps or stop is not None
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 record.held_out = summary["after"] = self.evaluate(step=self.step)
             bar.update(1)
@@ -180,20 +179,19 @@ class Run:
                 if self.ranks.is_main:
                     save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
                                     {"scenario": self.scenario.name, "trainer": cfg.trainer, "before": self.before,
-                                     "shaping_from": self.shaping_from,
+                                     "shaping_from": self.shaping_from, "generated_tokens_total": self.generated_tokens,
                                      **({"league": self.league.state_dict()} if self.league else {})},
                                     config=cfg.model_dump(mode="json"), adapters=[*self.team.policy_adapters, *self.team.frozen],
                                     write_more=self.trainer.save)
                     prune_checkpoints(self.run_dir, cfg.keep_checkpoints)
                 self.ranks.barrier()
-            if out_of_time:
-                summary["stopped"] = f"time budget of {cfg.time_budget_minutes} min used after {self.step} steps"
-                break
+        if stop is not None:
+            summary["stopped"] = f"{stop} after {self.step} steps"
         bar.close()
         if self._trackers:
             self.accelerator.end_training()
         summary["steps"] = self.step
-        summary["train_seconds"] = spent
+        summary["train_seconds"] = budget.seconds
         return summary
 
     @staticmethod
@@ -271,6 +269,8 @@ class Run:
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
         played = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}
+        self.generated_tokens += played["rollout/generated_tokens"]
+        played["rollout/generated_tokens_total"] = self.generated_tokens
         threshold = cfg.shaping.stop_when_invalid_below
         if self.shaping_from is None and threshold is not None and played["turns/invalid_fraction"] < threshold:
             self.shaping_from = step + 1  # invalid moves are rare: shaping anneals from the next step
@@ -357,6 +357,9 @@ class Run:
             self.step = step
             self.before = state.get("before")  # absent in checkpoints written before it was kept
             self.shaping_from = state.get("shaping_from")
+            # A checkpoint from before the count was kept counts again from 0: its metrics.jsonl
+            # has no per-step count to sum either.
+            self.generated_tokens = state.get("generated_tokens_total", 0)
             if fresh and self.ranks.is_main:
                 print(f"multiagent-rl: {self.run_dir}: {fresh}", file=sys.stderr)
                 self.resume_notes.append(fresh)

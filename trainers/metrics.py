@@ -100,6 +100,35 @@ class StepRecord:
         return out
 
 
+@dataclass
+class RunBudget:
+    """When a run stops before `steps`. `time_budget_minutes`: before a step that would
+    overrun it by more than half a step's time, counting this call's training time (a
+    resumed run gets the budget afresh). `token_budget`: after the step at which the run's
+    generated tokens reach it, counting the whole run's (carried across resumes). Both are
+    fed reduced figures (the slowest rank's seconds, every rank's tokens), so every rank
+    stops at the same step."""
+
+    minutes: float | None
+    tokens: int | None
+    seconds: float = 0.0  # training time of this call, evaluation excluded
+    steps: int = 0  # steps of this call
+
+    def spent(self, tokens_total: int) -> str | None:
+        """Why the run stops now, or None to go on."""
+        if self.tokens is not None and tokens_total >= self.tokens:
+            return f"token budget of {self.tokens} generated tokens reached ({tokens_total})"
+        if self.minutes is not None and self.steps and self.seconds + 0.5 * self.seconds / self.steps > self.minutes * 60:
+            return f"time budget of {self.minutes:g} min used"
+        return None
+
+    def spend(self, step_seconds: float, tokens_total: int) -> str | None:
+        """Count one more step; then `spent`."""
+        self.seconds += step_seconds
+        self.steps += 1
+        return self.spent(tokens_total)
+
+
 EVAL_NAMES = {
     "mean": "eval/team_reward_mean",
     "se": "eval/team_reward_se",
@@ -164,6 +193,7 @@ def rollout_metrics(batch: RolloutBatch, ranks: Ranks | None = None) -> dict[str
     out["turns/scripted_fraction"] = scripted / max(all_turns, 1)
     out["episodes/mean_turns"] = all_turns / max(count, 1)
     out["episodes/truncated_fraction"] = truncated / max(count, 1)
+    out["rollout/generated_tokens"] = int(tokens)  # every rank's, every turn's: what token_budget counts
     out["perf/tokens_per_s"] = tokens / max(seconds, 1e-9)
     out["perf/backend_calls"] = int(calls)
     return out

@@ -1,0 +1,107 @@
+"""Branched rollouts with the tree estimator against GRPO on the same budget: step cost per
+generated token, and backend calls per step.
+
+Each trainer runs in its own fresh process on the planner team (division_of_labour with a
+planner: 3 turn steps): GRPO plays 4 tasks x 6 episodes; the tree plays 4 tasks branched
+3 briefs x 2 worker replies x 2 aggregations (about as many generated tokens). Random
+per-agent rewards, so every group and sibling set carries signal and both trainers update.
+Step 1 warms up; steps 2.. are timed. Reported:
+
+- whole step (rollout + update) per generated token, tree / GRPO (target <= 1.15x);
+- backend calls per step of each (the tree: its deepest branch's turn steps, 3).
+
+    python -m benchmarks.tree_cost [--model tiny] [--steps 4] [--tasks 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+from benchmarks.common import EMBEDDED, REPO_DIR, emit
+
+MARK = "TREE-COST-RESULT "
+PLAN = [{"step": 0, "n": 3}, {"step": 1, "n": 2}, {"step": 2, "n": 2}]
+
+
+def worker(estimator: str, model: str, steps: int, tasks: int) -> dict:
+    import random
+    import tempfile
+
+    from multiagent_rl import load_scenario
+    from multiagent_rl.config import TrainConfig
+    from trainers.loop import Run
+
+    scenario = load_scenario("division_of_labour", planner=True)
+    rng = random.Random(0)
+    scenario.reward = lambda task, episode: {a: rng.random() for a in scenario.agents}
+    shape = {"group_size": 6} if estimator == "group" else {"group_size": 1, "rollout": {"branching": PLAN}}
+    config = TrainConfig(
+        scenario="division_of_labour", scenario_options={"planner": True}, model=model, tasks_per_step=tasks,
+        grpo={"advantage": estimator}, temperature=0.7, log_with=[], progress=False, seed=0, **shape,
+    )
+    step_s, tokens, calls = [], [], []
+    with tempfile.TemporaryDirectory(prefix="mrl-tree-bench-") as tmp:
+        run = Run(config, tmp, scenario=scenario)
+        for step in range(1, steps + 1):
+            m = run.train_step(step).metrics()
+            if step > 1:  # step 1 warms up
+                step_s.append(m["perf/step_seconds"])
+                tokens.append(m["rollout/generated_tokens"])
+                calls.append(m["perf/backend_calls"])
+    return {
+        "estimator": estimator,
+        "step_per_token_s": sum(step_s) / sum(tokens),
+        "tokens_per_step": statistics.fmean(tokens),
+        "backend_calls_per_step": statistics.fmean(calls),
+    }
+
+
+def measure(estimator: str, *sizes: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tree_cost", "--worker", estimator, *sizes],
+                          capture_output=True, text=True, cwd=REPO_DIR)
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    raise RuntimeError(f"tree-cost worker {estimator} exited {proc.returncode}: {tail}")
+
+
+def main(model: str = EMBEDDED, steps: int = 4, tasks: int = 4) -> dict:
+    print(f"tree bench: model={model} planner team, tasks={tasks}, GRPO x6 vs tree 3x2x2, steps={steps} (1 warm-up)",
+          flush=True)
+    sizes = ["--model", model, "--steps", str(steps), "--tasks", str(tasks)]
+    results = {}
+    for estimator in ("group", "tree"):  # one at a time: they must not share the CPU
+        results[estimator] = r = measure(estimator, *sizes)
+        print(f"  {estimator}: {r['step_per_token_s'] * 1000:.2f} ms/token, {r['tokens_per_step']:.0f} tokens and "
+              f"{r['backend_calls_per_step']:.1f} backend calls per step", flush=True)
+    g, t = results["group"], results["tree"]
+    return emit({
+        "tree: step per generated token, tree / GRPO (x, target <= 1.15)": round(t["step_per_token_s"] / g["step_per_token_s"], 4),
+        "tree: generated tokens per step, tree / GRPO (x)": round(t["tokens_per_step"] / g["tokens_per_step"], 4),
+        "tree: backend calls per step, tree": t["backend_calls_per_step"],
+        "tree: backend calls per step, GRPO": g["backend_calls_per_step"],
+        "tree: step per generated token, tree (ms)": round(t["step_per_token_s"] * 1000, 3),
+        "tree: step per generated token, GRPO (ms)": round(g["step_per_token_s"] * 1000, 3),
+    })
+
+
+def cli(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description="The tree estimator's step cost per generated token against GRPO's")
+    parser.add_argument("--model", default=EMBEDDED)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--worker", choices=["group", "tree"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(MARK + json.dumps(worker(args.worker, args.model, args.steps, args.tasks)), flush=True)
+        return None
+    return main(args.model, args.steps, args.tasks)
+
+
+if __name__ == "__main__":
+    cli()
