@@ -129,6 +129,8 @@ class TrainConfig(BaseModel):
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
     clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
     beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
+    importance_sampling_cap: float | None = Field(None, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
+        "cap): the sampler's own log-probs correct for another engine's kernels (None: off; TRL and verl use 2).")
     loss_aggregation: Literal["sequence_mean", "token_mean", "fixed_length"] = Field(
         "token_mean", description="sequence_mean (GRPO), token_mean (DAPO), fixed_length (Dr. GRPO)."
     )

@@ -4,12 +4,14 @@ seeds, errors."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from multiagent_rl.adapters import LoraSettings, attach_adapters
 from multiagent_rl.backends.base import GenerationBackend, GenerationRequest
-from multiagent_rl.backends.hf import HFBackend
+from multiagent_rl.backends.hf import HFBackend, SampledLogprobs
 from multiagent_rl.models import load_model
 
 ADAPTERS = ["alpha", "beta"]
@@ -216,3 +218,115 @@ def test_chunked_and_top_p_split_batches_keep_request_order(single_thread, backe
     ]
     assert [r.tag for r in chunked.generate(requests, seed=0)] == list(range(5))
     assert chunked.generate([]) == []
+
+
+# --- log-probs read during generation (SampledLogprobs) against the old output_scores way ---
+
+MIXED = [  # (adapter, temperature, max_new_tokens): sampled and greedy rows, budgets, adapters
+    ("alpha", 1.0, 8), (None, 0.0, 3), ("beta", 0.7, 5), ("alpha", 0.0, 8), (None, 1.3, 2), ("beta", 1.0, 6),
+]
+
+
+@pytest.fixture
+def scores_tap(backend):
+    """Every `model.generate` call also returns `output_scores` (kept in the list this yields)."""
+    outs, real = [], backend.model.generate
+
+    def generate(**kwargs):
+        out = real(**kwargs, output_scores=True, return_dict_in_generate=True)
+        outs.append(out)
+        return out.sequences
+
+    backend.model.generate = generate
+    try:
+        yield outs
+    finally:
+        del backend.model.generate
+
+
+def scores_logprobs(out, width: int) -> torch.Tensor:
+    """The old computation: each step's processed scores, log-softmax, at the token taken."""
+    sequences = out.sequences[:, width:]
+    return torch.stack(
+        [torch.log_softmax(s.float(), dim=-1).gather(1, sequences[:, t : t + 1]).squeeze(1) for t, s in enumerate(out.scores)],
+        dim=1,
+    )  # (B, T)
+
+
+def sample_against_scores(hf: HFBackend, outs: list, requests: list[GenerationRequest], top_p: float, seed: int):
+    """(sequences, new log-probs, old log-probs) of one `_sample` call, every pad tail included."""
+    prompts = [hf.encode(r) for r in requests]
+    torch.manual_seed(seed)
+    sequences, logprobs = hf._sample(prompts, requests, top_p)
+    (out,) = outs
+    width = max(len(p) for p in prompts)
+    assert torch.equal(sequences, out.sequences[:, width:])
+    return sequences, logprobs, scores_logprobs(out, width)
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_logprobs_equal_the_output_scores_computation(backend, scores_tap, top_p, mixed_precision):
+    hf = HFBackend(backend.model, backend.tokenizer, mixed_precision=mixed_precision)
+    requests = [GenerationRequest(chat(f"q{i}"), adapter=a, max_new_tokens=n, temperature=t, top_p=top_p) for i, (a, t, n) in enumerate(MIXED)]
+    sequences, new, old = sample_against_scores(hf, scores_tap, requests, top_p, seed=4)
+    assert new.shape == old.shape == (len(MIXED), 8)
+    torch.testing.assert_close(new, old, rtol=0, atol=1e-6)
+    assert (new[[1, 3]] == 0).all()  # greedy rows: probability 1 under the sampler
+    assert new.isfinite().all() and (new <= 0).all()
+
+
+def test_logprobs_of_finished_rows_and_an_early_stop_equal_the_output_scores_computation(backend, scores_tap):
+    # Rows end at steps 0, 2 and 4, so the batch stops after 5 of its 8 tokens: finished
+    # rows get pad (== end) tokens, and the last token's log-prob is read after generate.
+    hook = ForceEndToken(backend.tokenizer.eos_token_id, {0: 2, 1: 0, 2: 4})
+    handle = backend.model.base_model.model.lm_head.register_forward_hook(hook)
+    requests = [
+        GenerationRequest(chat(f"q{i}"), adapter=a, max_new_tokens=8, temperature=t)
+        for i, (a, t) in enumerate([("alpha", 1.0), ("beta", 0.0), (None, 0.9)])
+    ]
+    try:
+        sequences, new, old = sample_against_scores(backend, scores_tap, requests, 1.0, seed=2)
+    finally:
+        handle.remove()
+    assert sequences.shape == (3, 5)
+    assert (sequences[0, 2:] == backend.tokenizer.pad_token_id).all()
+    torch.testing.assert_close(new, old, rtol=0, atol=1e-6)  # -inf where a greedy row's pad was not its argmax
+
+
+def test_results_carry_the_output_scores_logprobs_cut_per_row(backend, scores_tap):
+    requests = [GenerationRequest(chat(f"q{i}"), adapter=a, max_new_tokens=n, temperature=t) for i, (a, t, n) in enumerate(MIXED)]
+    results = backend.generate(requests, seed=7)
+    (out,) = scores_tap
+    old = scores_logprobs(out, max(len(r.prompt_ids) for r in results))
+    for i, r in enumerate(results):
+        assert r.logprobs == pytest.approx(old[i, : len(r.completion_ids)].tolist(), abs=1e-6)
+
+
+def test_the_models_generation_config_warpers_cannot_run_after_the_logprobs(backend, scores_tap):
+    model = backend.model.get_base_model()
+    saved = copy.deepcopy(model.generation_config)
+    model.generation_config.update(temperature=0.5, top_k=5, top_p=0.5, min_p=0.3, typical_p=0.5, epsilon_cutoff=0.1, renormalize_logits=True)
+    try:
+        requests = [GenerationRequest(chat(f"q{i}"), adapter=a, max_new_tokens=4) for i, a in enumerate(ADAPTERS)]
+        _, new, old = sample_against_scores(backend, scores_tap, requests, 1.0, seed=1)
+    finally:
+        model.generation_config = saved
+    torch.testing.assert_close(new, old, rtol=0, atol=1e-6)
+    assert scores_tap[0].scores[0].isfinite().all()  # temperature 1, no truncation: only ours applied
+
+
+def test_sampled_logprobs_keep_one_step_of_vocabulary():
+    rows, vocab, steps = 3, 50, 6
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.randn(rows, vocab, generator=g) for _ in range(steps)]
+    tokens = torch.randint(vocab, (rows, steps), generator=g)
+    recorder = SampledLogprobs()
+    for t in range(steps):
+        assert recorder(tokens[:, :t], scores[t]) is scores[t]  # scores pass unchanged
+        assert recorder.pending.shape == (rows, vocab)  # the one (rows, vocab) tensor held
+        assert all(p.untyped_storage().nbytes() == rows * 4 for p in recorder.picked)  # (rows,) per step, no views
+    got = recorder.finish(tokens)
+    assert recorder.pending is None
+    want = torch.stack([torch.log_softmax(s, -1).gather(1, tokens[:, t : t + 1]).squeeze(1) for t, s in enumerate(scores)], 1)
+    assert torch.equal(got, want)

@@ -55,6 +55,18 @@ def clipped_policy_loss(
     return loss, was_clipped
 
 
+def importance_weights(old_logps: torch.Tensor, sampler_logps: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance weights min(pi_old / pi_sampler, cap) per token, detached: the
+    PPO ratio is taken to the trainer's old policy, and this corrects for the tokens having
+    been sampled by another one (another engine's kernels, an older adapter), as verl's and
+    TRL's truncated importance sampling do. (B, T), (B, T) -> (B, T).
+
+    >>> importance_weights(torch.tensor([[0.0, -1.0]]), torch.tensor([[0.0, -3.0]]), cap=2.0).tolist()
+    [[1.0, 2.0]]
+    """
+    return torch.exp(old_logps.detach() - sampler_logps).clamp(max=cap)
+
+
 def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(policy || reference), always >= 0. (B, T) -> (B, T)."""
     delta = ref_logps - logps
@@ -162,6 +174,7 @@ class UpdateSettings:
     loss_aggregation: str = "token_mean"
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # "bf16": autocast matmuls to bfloat16 (log-probs stay float32)
+    importance_cap: float | None = None  # truncated importance weight to the sampler's policy (None: off)
 
 
 def policy_update(
@@ -248,6 +261,11 @@ def policy_update(
                         counts["gap_max"] = max(counts["gap_max"], gap_max)
                     adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)  # (B,)
                     per_token, clipped = clipped_policy_loss(logps, old, adv, settings.clip_eps, settings.clip_eps_high)
+                    if settings.importance_cap is not None:
+                        weights = importance_weights(old, _sampled(chunk, old), settings.importance_cap)  # (B, K)
+                        per_token = per_token * weights
+                        counts["truncated"] += float(((weights >= settings.importance_cap) * mask).sum())
+                        counts["weight_sum"] += float((weights * mask).sum())
                     if settings.beta > 0:
                         ref = _recall(ref_cache, chunk, batch.window, device)
                         kl = kl_to_reference(logps, ref)  # (B, L-1)
@@ -270,9 +288,9 @@ def policy_update(
             counts["optimizer_steps"] += 1
     enable_training(model, list(model.peft_config))
     # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
-    counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"], counts["gap_sum"], counts["gap_tokens"] = ranks.sum(
-        [counts["loss"], counts["clipped"], counts["tokens"], counts["kl_sum"], counts["gap_sum"], counts["gap_tokens"]]
-    )
+    summed = ("loss", "clipped", "tokens", "kl_sum", "gap_sum", "gap_tokens", "truncated", "weight_sum")
+    for name, value in zip(summed, ranks.sum([counts[name] for name in summed]), strict=True):
+        counts[name] = value
     (counts["gap_max"],) = ranks.max([counts["gap_max"]])
     steps = max(counts["optimizer_steps"], 1)
     metrics["loss/policy"] = counts["loss"] / steps
@@ -285,6 +303,9 @@ def policy_update(
     if counts["gap_tokens"]:  # near 0 when sampler and trainer agree (HF backend, one policy version)
         metrics["policy/sampler_logprob_gap_mean"] = counts["gap_sum"] / counts["gap_tokens"]
         metrics["policy/sampler_logprob_gap_max"] = counts["gap_max"]
+    if settings.importance_cap is not None:
+        metrics["policy/importance_truncated_fraction"] = counts["truncated"] / max(counts["tokens"], 1)
+        metrics["policy/importance_weight_mean"] = counts["weight_sum"] / max(counts["tokens"], 1)
     if not math.isfinite(metrics["loss/policy"]):
         raise FloatingPointError(f"policy loss is {metrics['loss/policy']}; lower lr or check rewards")
     return dict(metrics)
@@ -301,6 +322,16 @@ def _sampler_gap(chunk: Sequence[Sample], old: torch.Tensor) -> tuple[float, flo
         diff = (row[row.shape[0] - len(sampled) :].detach().float().cpu() - sampled).abs()
         total, largest, tokens = total + float(diff.sum()), max(largest, float(diff.max())), tokens + len(sampled)
     return total, largest, tokens
+
+
+def _sampled(chunk: Sequence[Sample], old: torch.Tensor) -> torch.Tensor:
+    """The sampler's log-probs of `chunk` laid out like `old` (B, K); where a sample has none
+    (or a count that does not match its tokens) its row is `old`'s, so its weight is 1."""
+    out = old.detach().clone()
+    for i, s in enumerate(chunk):
+        if s.logprobs and len(s.logprobs) == len(s.completion_ids):
+            out[i, out.shape[1] - len(s.logprobs):] = torch.tensor(list(s.logprobs), dtype=out.dtype, device=out.device)
+    return out
 
 
 def _temperatures(chunk: Sequence[Sample], device: torch.device) -> torch.Tensor:

@@ -10,7 +10,6 @@ import torch
 
 from multiagent_rl.branching import leaves_per_task
 from multiagent_rl.config import ConfigError, TrainConfig
-from multiagent_rl.rollout import completion_budget
 from multiagent_rl.scenario import Scenario
 
 
@@ -59,14 +58,15 @@ def check_trackers(log_with: list[str]) -> list[str]:
 
 def check_batch_fits(config: TrainConfig, scenario: Scenario, vocab: int, processes: int = 1) -> None:
     """Refuse, before anything is allocated, a batch whose generate call could not fit in memory:
-    every row keeps a float32 score vector over the vocabulary for each new token."""
+    sampling holds a few vocabulary-sized float32 tensors per row at each step (logits,
+    log-softmax, top-p's sort and its int64 indices; about 12 measured, 16 with a margin),
+    whatever the number of new tokens: each token's log-prob is kept as it is generated."""
     acting = max(len(r) for r in scenario.schedule) if scenario.schedule else len(scenario.model_agents)
     leaves = leaves_per_task(config.rollout.branching, config.group_size)  # a branched rollout's episodes per task
     rows = -(-config.tasks_per_step // processes) * leaves * acting
     if config.max_batch_size:
         rows = min(rows, config.max_batch_size)
-    tokens = max(completion_budget(scenario, r, config.max_new_tokens) for r in scenario.roles if not r.scripted)
-    need = rows * vocab * 4 * (tokens + 2)
+    need = rows * vocab * 4 * 16
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > 0.8 * have:
         raise ConfigError(

@@ -3,7 +3,9 @@
 Rows carry their own adapter (`adapter_names=`, peft's mixed-batch LoRA) and their
 own temperature (a per-row logits processor), so one call serves every agent of
 every running episode. Per-row `max_new_tokens` and stop strings are applied by
-cutting each row afterwards; the call runs to the longest row's budget.
+cutting each row afterwards; the call runs to the longest row's budget. Each sampled
+token's log-prob is read as it is generated (`SampledLogprobs`), so memory does not
+grow with rows x vocabulary x new tokens.
 
 >>> backend = HFBackend(peft_model, tokenizer)                                  # doctest: +SKIP
 >>> backend.generate([GenerationRequest(chat_a, "solver_a"), GenerationRequest(chat_b, None)])  # doctest: +SKIP
@@ -14,12 +16,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from ..models import autocast
 from .base import GenerationRequest, GenerationResult
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+# `generate` appends its own sampling warpers AFTER the processors it is given, some from
+# the model's generation config; all off, so our chain (temperature, top-p, log-probs) is
+# exactly what the sampler uses and the log-prob recorder really is last.
+NO_BUILTIN_WARPERS = dict(
+    temperature=1.0, top_k=0, top_p=1.0, min_p=None, top_h=None, typical_p=1.0,
+    epsilon_cutoff=0.0, eta_cutoff=0.0, renormalize_logits=False,
+)
 
 
 class PerRowTemperature(LogitsProcessor):
@@ -37,6 +47,45 @@ class PerRowTemperature(LogitsProcessor):
             masked.scatter_(1, top.unsqueeze(1), 0.0)
             scaled = torch.where(greedy.unsqueeze(1), masked, scaled)
         return scaled
+
+
+class SampledLogprobs(LogitsProcessor):
+    """Last processor: each row's log-prob of the token it sampled, under the scores the
+    sampler saw (log-softmax of the processed scores, as `output_scores` gave them).
+
+    The token sampled from step t's scores is only known at step t + 1 (the last column
+    of `input_ids`; a pad for rows already finished), so one step's log-softmax is held
+    and the final step's is read in `finish`. Memory: one (rows, vocab) tensor, plus
+    (rows,) per step.
+    """
+
+    def __init__(self):
+        self.picked: list[torch.Tensor] = []  # (B,) per step
+        self.pending: torch.Tensor | None = None  # (B, V): the previous step's log-softmax
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self.picked.append(self._take(input_ids[:, -1]))
+        # Not under bf16 autocast: the same float32 op the log-probs were always read with.
+        with torch.autocast(scores.device.type, enabled=False):
+            self.pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> torch.Tensor:
+        picked = self.pending.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        self.pending = None  # freed before the next step allocates its own
+        return picked
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(B, T) log-probs of the new tokens `sequences` (B, T) that `generate` returned."""
+        steps = sequences.shape[1]
+        if len(self.picked) == steps - 1:  # the last token: no step came after it
+            self.picked.append(self._take(sequences[:, -1]))
+        self.pending = None
+        if not steps:
+            return torch.zeros(sequences.shape, device=sequences.device)
+        # More steps than tokens when generate undid a deferred stop check's extra step.
+        return torch.stack(self.picked[:steps], dim=1)
 
 
 class HFBackend:
@@ -90,10 +139,19 @@ class HFBackend:
             if r.adapter is not None and r.adapter not in known:
                 raise ValueError(f"unknown adapter {r.adapter!r}; the model has: {', '.join(sorted(known)) or '(none)'}")
 
-    @torch.no_grad()
     def _generate_batch(self, requests: list[GenerationRequest], top_p: float) -> list[GenerationResult]:
-        tok = self.tokenizer
         prompts = [self.encode(r) for r in requests]
+        sequences, token_logprobs = self._sample(prompts, requests, top_p)  # (B, T) each
+        return [
+            self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist())
+            for i, (req, prompt) in enumerate(zip(requests, prompts, strict=True))
+        ]
+
+    @torch.no_grad()
+    def _sample(self, prompts: list[list[int]], requests: list[GenerationRequest], top_p: float):
+        """One `generate` call: the new token ids (B, T) and their log-probs (B, T), T the
+        longest row's budget or fewer if every row ended; rows that ended are padded."""
+        tok = self.tokenizer
         width = max(len(p) for p in prompts)
         pad = tok.pad_token_id
         device = next(self.model.parameters()).device  # every input goes where the weights are
@@ -111,40 +169,28 @@ class HFBackend:
         self.model.eval()
         try:
             with autocast(self.mixed_precision, device):
-                out = self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
+                return self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
         finally:
             self.model.train(was_training)
-        sequences = out.sequences[:, width:]  # (B, T)
-        # scores are the processed (temperature-scaled) logits the sampler used; gather
-        # step by step so a (B, T, vocab) tensor never exists.
-        token_logprobs = torch.stack(
-            [
-                torch.log_softmax(step.float(), dim=-1).gather(1, sequences[:, t : t + 1]).squeeze(1)  # (B,)
-                for t, step in enumerate(out.scores)
-            ],
-            dim=1,
-        )  # (B, T)
-        return [
-            self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist())
-            for i, (req, prompt) in enumerate(zip(requests, prompts, strict=True))
-        ]
 
     def _call_generate(self, input_ids, attention, max_new, top_p, temperatures, kwargs):
-        return self.model.generate(
+        processors = [PerRowTemperature(temperatures)]
+        if top_p < 1.0:  # as generate's own top-p warper, which NO_BUILTIN_WARPERS turns off
+            processors.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        logprobs = SampledLogprobs()
+        processors.append(logprobs)
+        sequences = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
             max_new_tokens=max_new,
             do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=top_p,
-            logits_processor=LogitsProcessorList([PerRowTemperature(temperatures)]),
+            **NO_BUILTIN_WARPERS,
+            logits_processor=LogitsProcessorList(processors),
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.end_ids,
-            output_scores=True,
-            return_dict_in_generate=True,
             **kwargs,
-        )
+        )[:, input_ids.shape[1] :]  # (B, T)
+        return sequences, logprobs.finish(sequences)
 
     def _finish(self, req: GenerationRequest, prompt: list[int], ids: list[int], lps: list[float]) -> GenerationResult:
         # Cut at the first end-of-turn token (kept: the policy must learn to stop). Pad may
