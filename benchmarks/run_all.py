@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, TINY, emit, environment
 
-BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "scaling", "vllm", "analysis")
+BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "scaling", "vllm", "analysis")
 
 # Sizes per mode; each benchmark's defaults are the full sizes.
 FULL: dict[str, dict] = {name: {} for name in BENCHMARKS}
@@ -30,6 +30,7 @@ QUICK: dict[str, dict] = {
     "memory": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "lengths": {},
     "critic": {"model": TINY, "steps": 2, "tasks": 1, "group": 2, "max_new_tokens": 8},
+    "tree": {"model": TINY, "steps": 2, "tasks": 1},
     "scaling": {"model": TINY, "steps": 2},
     "vllm": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "analysis": {"episodes": 200},
@@ -57,6 +58,10 @@ def run_one(name: str, options: dict, skip_trl: bool) -> dict:
         from benchmarks import critic_cost
 
         return critic_cost.main(**options)
+    if name == "tree":
+        from benchmarks import tree_cost
+
+        return tree_cost.main(**options)
     if name == "scaling":
         from benchmarks import scaling
 
