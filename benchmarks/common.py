@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,3 +115,14 @@ def environment() -> dict:
         "peft": peft.__version__,
         "python": platform.python_version(),
     }
+
+
+def worker_result(module: str, mark: str, *args: str) -> dict:
+    """Run `python -m module --worker ARGS` in a fresh process (so its peak memory and
+    threads are its own) and return the JSON it printed after `mark`."""
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", *args], capture_output=True, text=True, cwd=REPO_DIR)
+    for line in proc.stdout.splitlines():
+        if line.startswith(mark):
+            return json.loads(line[len(mark):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    raise RuntimeError(f"{module} worker {args[0]} exited {proc.returncode}: {tail}")

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 
-from benchmarks.common import EMBEDDED, REPO_DIR, emit, peak_rss_mb
+from benchmarks.common import EMBEDDED, emit, peak_rss_mb, worker_result
 
 MARK = "CRITIC-COST-RESULT "
 
@@ -60,13 +58,7 @@ def worker(trainer: str, model: str, steps: int, tasks: int, group: int, max_new
 
 
 def measure(trainer: str, *sizes: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.critic_cost", "--worker", trainer, *sizes],
-                          capture_output=True, text=True, cwd=REPO_DIR)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise RuntimeError(f"critic-cost worker {trainer} exited {proc.returncode}: {tail}")
+    return worker_result("benchmarks.critic_cost", MARK, trainer, *sizes)
 
 
 def main(model: str = EMBEDDED, steps: int = 4, tasks: int = 4, group: int = 6, max_new_tokens: int = 16) -> dict:

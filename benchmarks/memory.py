@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 
-from benchmarks.common import EMBEDDED, REPO_DIR, emit, peak_rss_mb
+from benchmarks.common import EMBEDDED, emit, peak_rss_mb, worker_result
 
 MARK = "MEMORY-RESULT "
 
@@ -86,13 +84,7 @@ def one_agent_worker(model: str, steps: int, tasks: int, group: int, max_new_tok
 
 
 def measure(*worker_args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--worker", *worker_args],
-                          capture_output=True, text=True, cwd=REPO_DIR)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise RuntimeError(f"memory worker {worker_args[0]} exited {proc.returncode}: {tail}")
+    return worker_result("benchmarks.memory", MARK, *worker_args)
 
 
 def one_agent_peak(model: str, steps: int = 3, tasks: int = 4, group: int = 8, max_new_tokens: int = 20) -> float:

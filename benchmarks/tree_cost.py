@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 
-from benchmarks.common import EMBEDDED, REPO_DIR, emit
+from benchmarks.common import EMBEDDED, emit, worker_result
 
 MARK = "TREE-COST-RESULT "
 PLAN = [{"step": 0, "n": 3}, {"step": 1, "n": 2}, {"step": 2, "n": 2}]
@@ -61,13 +59,7 @@ def worker(estimator: str, model: str, steps: int, tasks: int) -> dict:
 
 
 def measure(estimator: str, *sizes: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.tree_cost", "--worker", estimator, *sizes],
-                          capture_output=True, text=True, cwd=REPO_DIR)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    raise RuntimeError(f"tree-cost worker {estimator} exited {proc.returncode}: {tail}")
+    return worker_result("benchmarks.tree_cost", MARK, estimator, *sizes)
 
 
 def main(model: str = EMBEDDED, steps: int = 4, tasks: int = 4) -> dict:
