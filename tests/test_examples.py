@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import pettingzoo
+import pytest
 
 from multiagent_rl import Scenario, load_scenario
+from multiagent_rl.branching import check_plan
+from multiagent_rl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOM = ROOT / "examples" / "custom_scenario.py"
@@ -75,3 +78,10 @@ def test_gpu_check_without_a_gpu_says_so():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "no CUDA device" in done.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_load_and_fit_their_scenario(path):
+    config = load_config(path, [])
+    scenario = load_scenario(config.scenario, **config.scenario_options)
+    check_plan(config.rollout.branching, scenario)
