@@ -29,16 +29,7 @@ from .errors import ScenarioError
 from .graph import deliveries, inbox
 from .hooks import EpisodeView, Outcome
 from .records import Episode, Message, RewardEntry, Task, Turn
-
-MAX_ACTION_CHARS = 100_000  # what the action space samples up to; longer strings are still accepted
-MAX_OBSERVATION_CHARS = 10_000_000
-
-
-class TextSpace(gymnasium.spaces.Text):
-    """gymnasium Text that accepts any Python string up to max_length, whatever its characters."""
-
-    def contains(self, x: Any) -> bool:
-        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+from .text_spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, TextSpace
 
 
 class TeamEnv(ParallelEnv):
@@ -126,12 +117,10 @@ class TeamEnv(ParallelEnv):
         return self._observations(), self._infos()
 
     def fork(self, seed: int) -> TeamEnv:
-        """An independent copy of this episode as it stands (a branched rollout's alternative):
-        its turns, inboxes and scenario state (the scenario's `fork` hook, else a deep copy),
-        and a random stream of its own, seeded with `seed`. The scenario is shared."""
-        memo: dict[int, Any] = {id(self.scenario): self.scenario}
-        for space in (*self._observation_spaces.values(), *self._action_spaces.values()):
-            memo[id(space)] = space  # stateless declarations: shared, like the scenario
+        """This episode as it stands, copied for a branched rollout: turns, inboxes, scenario state
+        (its `fork` hook, else a deep copy) and its own random stream from `seed`."""
+        spaces = (*self._observation_spaces.values(), *self._action_spaces.values())
+        memo: dict[int, Any] = {id(x): x for x in (self.scenario, *spaces)}  # declarations: shared
         if self.view is not None and self.view.state is not None:
             memo[id(self.view.state)] = fork_state(self.scenario, self.view.state)
         other = copy.deepcopy(self, memo)
