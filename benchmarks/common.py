@@ -126,3 +126,24 @@ def worker_result(module: str, mark: str, *args: str) -> dict:
             return json.loads(line[len(mark):])
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
     raise RuntimeError(f"{module} worker {args[0]} exited {proc.returncode}: {tail}")
+
+
+def random_rewards(scenario, seed: int = 0):
+    """`scenario` paying every agent a random reward: every group carries signal, so every
+    trainer really updates (what a cost benchmark needs, whatever the model says)."""
+    import random
+
+    rng = random.Random(seed)
+    scenario.reward = lambda task, episode: {a: rng.random() for a in scenario.agents}
+    return scenario
+
+
+def timed_steps(config, scenario, steps: int) -> list[dict]:
+    """Train `steps` steps of a fresh run in a scratch folder; the metrics of steps 2.. (step 1
+    warms up)."""
+    from trainers.loop import Run
+
+    with tempfile.TemporaryDirectory(prefix="mrl-bench-") as tmp:
+        run = Run(config, tmp, scenario=scenario)
+        metrics = [run.train_step(step).metrics() for step in range(1, steps + 1)]
+    return metrics[1:]

@@ -18,35 +18,31 @@ import argparse
 import json
 import statistics
 
-from benchmarks.common import EMBEDDED, emit, peak_rss_mb, worker_result
+from benchmarks.common import (
+    EMBEDDED,
+    emit,
+    peak_rss_mb,
+    random_rewards,
+    timed_steps,
+    worker_result,
+)
 
 MARK = "CRITIC-COST-RESULT "
 
 
 def worker(trainer: str, model: str, steps: int, tasks: int, group: int, max_new_tokens: int) -> dict:
-    import random
-    import tempfile
-
     from multiagent_rl import load_scenario
     from multiagent_rl.config import TrainConfig
-    from trainers.loop import Run
 
-    scenario = load_scenario("debate")
-    rng = random.Random(0)
-    scenario.reward = lambda task, episode: {a: rng.random() for a in scenario.agents}
+    scenario = random_rewards(load_scenario("debate"))
     config = TrainConfig(
         scenario="debate", model=model, trainer=trainer, tasks_per_step=tasks, group_size=group,
         max_new_tokens=max_new_tokens, log_with=[], progress=False, seed=0,
     )
-    step_s, update_s, completions = [], [], []
-    with tempfile.TemporaryDirectory(prefix="mrl-critic-bench-") as tmp:
-        run = Run(config, tmp, scenario=scenario)
-        for step in range(1, steps + 1):
-            m = run.train_step(step).metrics()
-            if step > 1:  # step 1 warms up
-                step_s.append(m["perf/step_seconds"])
-                update_s.append(m["perf/update_seconds"])
-                completions.append(m["update/samples"])
+    timed = timed_steps(config, scenario, steps)
+    step_s = [m["perf/step_seconds"] for m in timed]
+    update_s = [m["perf/update_seconds"] for m in timed]
+    completions = [m["update/samples"] for m in timed]
     n = statistics.fmean(completions)
     return {
         "trainer": trainer,

@@ -19,37 +19,26 @@ import argparse
 import json
 import statistics
 
-from benchmarks.common import EMBEDDED, emit, worker_result
+from benchmarks.common import EMBEDDED, emit, random_rewards, timed_steps, worker_result
 
 MARK = "TREE-COST-RESULT "
 PLAN = [{"step": 0, "n": 3}, {"step": 1, "n": 2}, {"step": 2, "n": 2}]
 
 
 def worker(estimator: str, model: str, steps: int, tasks: int) -> dict:
-    import random
-    import tempfile
-
     from multiagent_rl import load_scenario
     from multiagent_rl.config import TrainConfig
-    from trainers.loop import Run
 
-    scenario = load_scenario("division_of_labour", planner=True)
-    rng = random.Random(0)
-    scenario.reward = lambda task, episode: {a: rng.random() for a in scenario.agents}
+    scenario = random_rewards(load_scenario("division_of_labour", planner=True))
     shape = {"group_size": 6} if estimator == "group" else {"group_size": 1, "rollout": {"branching": PLAN}}
     config = TrainConfig(
         scenario="division_of_labour", scenario_options={"planner": True}, model=model, tasks_per_step=tasks,
         grpo={"advantage": estimator}, temperature=0.7, log_with=[], progress=False, seed=0, **shape,
     )
-    step_s, tokens, calls = [], [], []
-    with tempfile.TemporaryDirectory(prefix="mrl-tree-bench-") as tmp:
-        run = Run(config, tmp, scenario=scenario)
-        for step in range(1, steps + 1):
-            m = run.train_step(step).metrics()
-            if step > 1:  # step 1 warms up
-                step_s.append(m["perf/step_seconds"])
-                tokens.append(m["rollout/generated_tokens"])
-                calls.append(m["perf/backend_calls"])
+    timed = timed_steps(config, scenario, steps)
+    step_s = [m["perf/step_seconds"] for m in timed]
+    tokens = [m["rollout/generated_tokens"] for m in timed]
+    calls = [m["perf/backend_calls"] for m in timed]
     return {
         "estimator": estimator,
         "step_per_token_s": sum(step_s) / sum(tokens),

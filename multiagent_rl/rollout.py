@@ -240,10 +240,10 @@ class Slot:
             if f in self.forks_passed or not due:
                 continue
             family = [self, *new]  # slots already made by an earlier fork this step fork too
+            kept = [a for a in self.env.model_agents() if fork.resample is not None and a not in fork.resample]
             for slot in family:
                 slot.forks_passed |= {f}
                 depth = len(slot.path)
-                kept = [a for a in self.env.model_agents() if fork.resample is not None and a not in fork.resample]
                 for agent in kept:  # held fixed: one reply for every alternative, its node the parent
                     slot.node_depth[agent] = min(slot.node_depth.get(agent, depth), depth)
                 for alternative in range(1, fork.n):
