@@ -65,6 +65,16 @@ def raw_vllm(backend, requests: list[GenerationRequest], seed: int) -> tuple[flo
     return seconds, sum(len(o.outputs[0].token_ids) for o in outputs)
 
 
+def raw_rounds(backend, calls: list[tuple[list[GenerationRequest], int | None]]) -> tuple[float, int]:
+    """`raw_vllm` on every recorded round: total seconds and completion tokens."""
+    total_seconds = total_tokens = 0
+    for requests, seed in calls:
+        seconds, tokens = raw_vllm(backend, requests, seed)
+        total_seconds += seconds
+        total_tokens += tokens
+    return total_seconds, total_tokens
+
+
 def main(model: str = EMBEDDED, tasks: int = 4, group: int = 6, max_new_tokens: int = 16) -> dict:
     from multiagent_rl.backends.hf import HFBackend
     from multiagent_rl.backends.vllm import VLLMBackend
@@ -98,11 +108,7 @@ def main(model: str = EMBEDDED, tasks: int = 4, group: int = 6, max_new_tokens: 
             start = time.perf_counter()
             ours = rollout(scenario, recorder, task_list, group_size=group, adapters=adapters, sampling=sampling, seed=1)
             ours_seconds = time.perf_counter() - start
-            raw_seconds = raw_tokens = 0
-            for requests, seed in recorder.calls:
-                seconds, tokens = raw_vllm(engine, requests, seed)
-                raw_seconds += seconds
-                raw_tokens += tokens
+            raw_seconds, raw_tokens = raw_rounds(engine, recorder.calls)
         finally:
             engine.close()
     ours_tps = ours.generated_tokens / ours_seconds
