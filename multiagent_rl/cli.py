@@ -19,7 +19,7 @@ from .errors import ScenarioError
 from .graph import GraphError
 from .models import ModelError
 from .registry import list_scenarios, load_scenario
-from .serve import add_serve_parser, cmd_serve
+from .serve import add_serve_parser, cmd_serve, free_port
 from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
@@ -301,19 +301,10 @@ def _launch(processes: int, argv: list[str]) -> int:
     import torch
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", os.environ.get("MASTER_PORT") or str(_free_port())]
+              "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", os.environ.get("MASTER_PORT") or str(free_port())]
     if torch.cuda.device_count() < processes:
         launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
     return subprocess.call([*launch, "-m", "multiagent_rl.cli", *argv])
-
-
-def _free_port() -> int:
-    """A free local port for the ranks to meet on, so two runs on one machine never collide."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def argv_without_processes(argv: list[str]) -> list[str]:

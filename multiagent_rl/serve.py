@@ -93,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A free local port (for a server, or for training ranks to meet on)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
