@@ -138,6 +138,15 @@ def random_rewards(scenario, seed: int = 0):
     return scenario
 
 
+def random_debate(**options):
+    """The debate team paid random rewards, as a scenario file's factory
+    (`benchmarks/common.py:random_debate`): a process that loads the run's scenario by name,
+    such as a rollout worker, builds the same one."""
+    from multiagent_rl import load_scenario
+
+    return random_rewards(load_scenario("debate", **options))
+
+
 def timed_steps(config, scenario, steps: int) -> list[dict]:
     """Train `steps` steps of a fresh run in a scratch folder; the metrics of steps 2.. (step 1
     warms up)."""

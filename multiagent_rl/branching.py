@@ -50,17 +50,6 @@ class Fork(BaseModel):
         return f"step {self.step}" if self.step is not None else f"{self.agent}'s first turn"
 
 
-class RolloutConfig(BaseModel):
-    """How training episodes are played, beyond sampling: where they branch."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    branching: list[Fork] = Field(
-        default_factory=list,
-        description="Forks of every training episode (multiagent_rl/branching.py), e.g. [{step: 1, n: 2}]: each "
-        "continues n times from there; needs grpo.advantage=tree. Held-out evaluation never branches.",
-    )
-
-
 def leaves_per_task(plan: Sequence[Fork], group_size: int) -> int:
     """Finished episodes per task when every fork is reached: group_size x every fork's n
     (fewer where an episode ends before a fork)."""

@@ -24,36 +24,14 @@ from pydantic import (
     model_validator,
 )
 
-from .branching import RolloutConfig, leaves_per_task
+from .branching import leaves_per_task
 from .league import LeagueSettings
-from .trainer_settings import CriticConfig, GRPOConfig, ShapingConfig
+from .rollout_settings import RolloutConfig, VLLMConfig
+from .trainer_settings import CriticConfig, GRPOConfig, LoraConfig, ShapingConfig
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
-
-
-class LoraConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    rank: int = Field(16, ge=1, description="LoRA rank r.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Module names that get LoRA.",
-    )
-
-
-class VLLMConfig(BaseModel):
-    """The vLLM engine of `backend: vllm`, colocated with training in the same process."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    gpu_memory_utilization: float = Field(
-        0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights + KV cache); training uses the rest."
-    )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spreads the model over.")
-    max_loras: int | None = Field(None, ge=1, description="Adapters served in one batch; None: max(4, adapters).")
-    dtype: str = Field("auto", description="vLLM's weight dtype (auto: bfloat16 for a float32 checkpoint).")
 
 
 # Flat keys of earlier versions and the section key that holds each now.
@@ -129,8 +107,9 @@ class TrainConfig(BaseModel):
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
     clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
     beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
-    importance_sampling_cap: float | None = Field(None, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
-        "cap): the sampler's own log-probs correct for another engine's kernels (None: off; TRL and verl use 2).")
+    importance_sampling_cap: float | None = Field(2.0, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
+        "cap): the sampler's own log-probs correct for a stale sampler (rollout.max_staleness) or another engine's "
+        "kernels (None: off; 2 as TRL and verl).")
     loss_aggregation: Literal["sequence_mean", "token_mean", "fixed_length"] = Field(
         "token_mean", description="sequence_mean (GRPO), token_mean (DAPO), fixed_length (Dr. GRPO)."
     )
@@ -195,6 +174,22 @@ class TrainConfig(BaseModel):
                 f"league.pool_size={self.league.pool_size} snapshots and the live adapter need "
                 f"vllm.max_loras >= {self.league.pool_size + 1} (it is {loras})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _rollout_ahead_needs_a_worker(self) -> TrainConfig:
+        used = [f"league.mode={self.league.mode}"] * (self.league.mode != "off") + \
+            [f"rollout.server={self.rollout.server}"] * bool(self.rollout.server) + [f"backend={self.backend}"] * (self.backend != "hf")
+        if self.rollout.max_staleness and used:
+            raise ValueError(f"rollout.max_staleness={self.rollout.max_staleness} plays ahead in a worker process with the "
+                             f"hf backend, without a league; not with {used[0]} (use max_staleness 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> TrainConfig:
+        if self.backend == "vllm" and self.rollout.server:
+            raise ValueError(f"backend=vllm runs vLLM in this process, rollout.server={self.rollout.server} is a shared "
+                             "vLLM server: one or the other (with rollout.server, leave backend=hf)")
         return self
 
     @field_validator("mixed_precision", mode="before")

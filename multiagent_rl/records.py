@@ -134,6 +134,9 @@ class Episode(BaseModel):
         default_factory=list, description="Its path in the task's tree: sample index, then its alternative at each fork."
     )
     seed: int | None = None
+    policy_version: int | None = Field(
+        default=None, description="The update count of the adapters that played it (training episodes only)."
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
     reward_terms: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="term -> agent -> value (unweighted); the reward is their weighted sum."

@@ -51,6 +51,7 @@ class TurnSample:
     reward: float = 0.0  # what the agent earned at this turn (Turn.reward; the rest is in the episode's ledger)
     trainable: bool = True  # False: no training sample (the base model played it, or the scenario said so)
     branch: tuple[int, ...] = ()  # its node in the task's tree (sample index, then fork alternatives): see rollout
+    policy_version: int | None = None  # the update count of the adapters that sampled it (None: not a training run)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -110,6 +111,7 @@ def rollout(
     record_states: bool = False,
     frozen: Collection[str] = (),
     branching: Sequence[Fork] = (),
+    policy_version: int | None = None,
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
@@ -124,6 +126,7 @@ def rollout(
     `branching`: forks (`multiagent_rl.branching`): each episode continues n times from each
     fork, all branches in the same lockstep calls; each episode's `branch` is its path in its
     task's tree, each sample's `branch` the node its turn belongs to (made once, shared below).
+    `policy_version`: the update count of the adapters playing, recorded in every sample and episode.
     """
     sampling = sampling or Sampling()
     if adapters is None:
@@ -195,7 +198,7 @@ def rollout(
                         prompt_ids=result.prompt_ids, completion_ids=result.completion_ids, logprobs=result.logprobs,
                         finish_reason=result.finish_reason, temperature=player.temperature, turn=i, reward=turn.reward,
                         trainable=player.adapter is not None and player.adapter not in frozen and turn.trainable,
-                        branch=slot.node_of(turn.agent),
+                        branch=slot.node_of(turn.agent), policy_version=policy_version,
                     )
                 )
             slot.end_turn_step()
@@ -209,7 +212,9 @@ def rollout(
         sample.episode = index[id(slot)]
     batch.states = {(index[slot_id], r): text for (slot_id, r), text in batch.states.items()}
     for slot in slots:
-        batch.episodes.append(slot.env.episode(step=step, group=slot.group, seed=seed, branch=list(slot.path)))
+        episode = slot.env.episode(step=step, group=slot.group, seed=seed, branch=list(slot.path))
+        episode.policy_version = policy_version
+        batch.episodes.append(episode)
     if log is not None:
         log.extend(batch.episodes)
     return batch

@@ -1,11 +1,23 @@
-"""The settings sections of the trainers and of reward shaping (`grpo:`, `critic:`,
-`shaping:`), apart from the run's top-level keys in `config.py`, which imports them."""
+"""The settings sections of the trainers, the adapters they train and reward shaping
+(`grpo:`, `critic:`, `lora:`, `shaping:`), apart from the run's top-level keys in
+`config.py`, which imports them."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class LoraConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    rank: int = Field(16, ge=1, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get LoRA.",
+    )
 
 
 class GRPOConfig(BaseModel):

@@ -63,7 +63,8 @@ def test_the_loss_is_weighed_by_the_truncated_ratio_to_the_sampler(single_thread
 
 
 def test_the_cap_is_a_setting():
-    assert load_config(None, ["importance_sampling_cap=2"]).importance_sampling_cap == 2.0
-    assert load_config(None, []).importance_sampling_cap is None
+    assert load_config(None, ["importance_sampling_cap=3"]).importance_sampling_cap == 3.0
+    assert load_config(None, []).importance_sampling_cap == 2.0  # on by default, as TRL's and verl's
+    assert load_config(None, ["importance_sampling_cap=null"]).importance_sampling_cap is None
     with pytest.raises(ConfigError, match="importance_sampling_cap"):
         load_config(None, ["importance_sampling_cap=0"])

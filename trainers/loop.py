@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from multiagent_rl.branching import check_plan
 from multiagent_rl.config import (
-    STREAM_SETTINGS,
     ConfigError,
     TrainConfig,
-    changed_settings,
     save_config,
 )
 from multiagent_rl.contain import UserCodeError, describe_failure
@@ -58,7 +55,8 @@ from .checkpoint import (
 from .distributed import Ranks
 from .league_play import LeaguePlay, check_league, learner_stats
 from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_reward_stats
-from .run_folder import RunLock, restore_committed_state
+from .rollout_ahead import Played, check_sendable, make_rollouts
+from .run_folder import RunLock, check_resumed_settings, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 
 
@@ -77,10 +75,13 @@ class Run:
         self.config_sources = config_sources
         self.accelerator = make_accelerator(config, self.run_dir)
         self.ranks = Ranks.from_accelerator(self.accelerator)
+        given_scenario = scenario
         scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
         trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
         check_league(config.league.mode, scenario)
         check_plan(config.rollout.branching, scenario)
+        if config.rollout.max_staleness:
+            check_sendable(given_scenario)  # the rollout worker process builds the same scenario
         # Before any weights load or an engine starts: a generate batch too big for this machine.
         check_batch_fits(config, scenario, len(load_tokenizer(config.model)), self.ranks.count)
         torch.manual_seed(config.seed)  # the same LoRA init on every rank
@@ -107,6 +108,8 @@ class Run:
         self.damaged_checkpoints = 0
         self.before: dict[str, float] | None = None  # the held-out result at step 0
         self.resume_notes: list[str] = []  # what the resume could not carry over, said once
+        self.given_scenario = given_scenario  # a rollout worker builds the same one (None: from the registry)
+        self.rollouts = make_rollouts(self, config.rollout.max_staleness)
 
     # The team's parts, by the names the trainer and the tests use.
     scenario = property(lambda self: self.team.scenario)
@@ -117,6 +120,11 @@ class Run:
     device = property(lambda self: self.accelerator.device)
     optimizer = property(lambda self: self.trainer.optimizer)
     scheduler = property(lambda self: self.trainer.scheduler)
+
+    @property
+    def sampling(self) -> Sampling:
+        cfg = self.config
+        return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -134,6 +142,7 @@ class Run:
         try:
             return self._train()
         finally:
+            self.rollouts.close()  # a rollout worker's in-flight steps are dropped: none was logged
             if lock is not None:
                 lock.release()
 
@@ -141,7 +150,7 @@ class Run:
         cfg = self.config
         self.ranks.barrier()  # the main process holds the folder's lock before any rank reads it
         found, damaged = resumable_checkpoint(self.run_dir)  # checksums read once, for both uses
-        changes = self._check_settings(found) if self.ranks.is_main else {}
+        changes = check_resumed_settings(self.run_dir, self.config, self.allow_changes) if found and self.ranks.is_main else {}
         resumed = self._resume(found, damaged)
         if self.ranks.is_main:
             if changes or self.resume_notes:  # recorded once the resume has taken them on
@@ -159,6 +168,7 @@ class Run:
             self._log({"step": 0, **eval_metrics(self.before)})
         summary["before"] = self.before
         budget = RunBudget(cfg.time_budget_minutes, cfg.token_budget)
+        self.rollouts.start(version=self.step, first_step=self.step + 1, last_step=cfg.steps)
         skipped = 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.scenario.name}", unit="step",
                    disable=not (cfg.progress and self.ranks.is_main))
@@ -223,6 +233,17 @@ class Run:
         return {"tasks": self.ranks.shard(tasks), "first_group": self.ranks.shard_start(len(tasks)),
                 "progress": self.config.progress and self.ranks.is_main}
 
+    def play_options(self, step: int, tasks: list[Task] | None = None, progress: bool | None = None) -> dict[str, Any]:
+        """How this rank plays step `step` (the team's `play` options): its shard of the step's
+        tasks (drawn here unless given), the sampling seed from (seed, step, rank), and the
+        run's sampling settings."""
+        cfg = self.config
+        shard = self.shard(tasks if tasks is not None else self.tasks_for_step(step))
+        if progress is not None:
+            shard["progress"] = progress
+        return {**shard, "seed": step_seed(cfg.seed, step, self.ranks.index), "step": step, "group_size": cfg.group_size,
+                "sampling": self.sampling, "record_states": self.trainer.needs_states, "branching": cfg.rollout.branching}
+
     def train_step(self, step: int) -> StepRecord:
         """One training step, in run order:
 
@@ -237,21 +258,20 @@ class Run:
         """
         cfg = self.config
         t0 = time.perf_counter()
-        # step 1
-        tasks = self.tasks_for_step(step)
-        seed = step_seed(cfg.seed, step, self.ranks.index)
-        torch.manual_seed(seed)
-        # step 2
-        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-        seatings, plan = self.league.plan(step, len(tasks)) if self.league else (None, [])
-        shard = self.shard(tasks)
-        if seatings is not None:
-            seatings = seatings[shard["first_group"]:shard["first_group"] + len(shard["tasks"])]
-        batch = self.team.play(
-            **shard, adapters=seatings, log=self.episode_log(f"step-{step:06d}"), seed=seed, step=step,
-            group_size=cfg.group_size, sampling=sampling, record_states=self.trainer.needs_states,
-            branching=cfg.rollout.branching,
-        )
+        # steps 1-2
+        torch.manual_seed(step_seed(cfg.seed, step, self.ranks.index))
+        if self.league is None:
+            played = self.rollouts.take(step)
+            batch, plan = played.batch, []
+        else:
+            tasks = self.tasks_for_step(step)
+            seatings, plan = self.league.plan(step, len(tasks))
+            options = self.play_options(step, tasks)
+            if seatings is not None:
+                seatings = seatings[options["first_group"]:options["first_group"] + len(options["tasks"])]
+            batch = self.team.play(**options, adapters=seatings, log=self.episode_log(f"step-{step:06d}"),
+                                   policy_version=step - 1)
+            played = Played(batch, step - 1, time.perf_counter() - t0)
         if plan:
             self.league.record(batch, plan)
         # step 3
@@ -264,18 +284,21 @@ class Run:
         t2 = time.perf_counter()
         # step 5
         self.team.sync(step)
+        self.rollouts.updated(step)  # a rollout worker gets the new weights and the next step to play
         if self.league is not None:
-            self.league.after_update(step, sampling, log=self.episode_log(f"league-step-{step:06d}"))
+            self.league.after_update(step, self.sampling, log=self.episode_log(f"league-step-{step:06d}"))
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
-        played = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}
-        self.generated_tokens += played["rollout/generated_tokens"]
-        played["rollout/generated_tokens_total"] = self.generated_tokens
+        stats = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}
+        stats["rollout/staleness"] = step - 1 - played.version  # the updates the sampler was behind
+        (stats["perf/rollout_play_seconds"],) = self.ranks.max([played.seconds])
+        self.generated_tokens += stats["rollout/generated_tokens"]
+        stats["rollout/generated_tokens_total"] = self.generated_tokens
         threshold = cfg.shaping.stop_when_invalid_below
-        if self.shaping_from is None and threshold is not None and played["turns/invalid_fraction"] < threshold:
+        if self.shaping_from is None and threshold is not None and stats["turns/invalid_fraction"] < threshold:
             self.shaping_from = step + 1  # invalid moves are rare: shaping anneals from the next step
         return StepRecord(
-            step=step, rollout=played, update=update, failed_fraction=failed,
+            step=step, rollout=stats, update=update, failed_fraction=failed,
             lr=self.scheduler.get_last_lr()[0], rollout_seconds=rollout_s, update_seconds=update_s, step_seconds=step_s,
             league=self.league.metrics() if self.league else {},
         )
@@ -317,27 +340,6 @@ class Run:
         return stats
 
     # ----- persistence ------------------------------------------------------------------
-    def _check_settings(self, found: tuple[int, Path] | None) -> dict[str, dict[str, Any]]:
-        """This run's settings against the folder's config.yaml once a checkpoint exists: a
-        change to the run's streams is refused (unless allowed); returns every change."""
-        saved = self.run_dir / "config.yaml"
-        if found is None or not saved.is_file():
-            return {}  # nothing trained yet: any settings start the run
-        try:
-            before = yaml.safe_load(saved.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{saved} cannot be read ({type(exc).__name__}); it records how the run was trained") from exc
-        changes = changed_settings(before, self.config)
-        stream = [k for k in changes if k in STREAM_SETTINGS]
-        if stream and not self.allow_changes:
-            k = stream[0]
-            raise ConfigError(
-                f"{self.run_dir} was trained with {k}={changes[k]['from']!r}, not {changes[k]['to']!r}"
-                f"{' (and ' + ', '.join(stream[1:]) + ')' if stream[1:] else ''}: resuming with changed "
-                f"{', '.join(stream)} breaks its streams; give another --out, or --allow-changes to go on (recorded)"
-            )
-        return changes
-
     def _resume(self, found: tuple[int, Path] | None, damaged: list[tuple[Path, str]]) -> int | None:
         """Load the newest checkpoint, if any, and bring the folder back to its step: records
         of later steps (which will be replayed identically) are moved to quarantine/."""

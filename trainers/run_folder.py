@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from multiagent_rl.config import STREAM_SETTINGS, ConfigError, TrainConfig, changed_settings
+
 from .durable import fsync_dir, write_synced
 
 LOCK_FILE = ".lock"
@@ -175,3 +179,25 @@ def restore_committed_state(
         lines.append(f"moved {path.parent.name}/{path.name} to {where}: {why}")
     return lines
 
+
+
+def check_resumed_settings(run_dir: Path, config: TrainConfig, allow_changes: bool) -> dict[str, dict]:
+    """A resumed run's settings against the folder's config.yaml: a change to the run's
+    streams (seed, model, group size, ...) is refused unless allowed; returns every change."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return {}  # nothing recorded: any settings go on
+    try:
+        before = yaml.safe_load(saved.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{saved} cannot be read ({type(exc).__name__}); it records how the run was trained") from exc
+    changes = changed_settings(before, config)
+    stream = [k for k in changes if k in STREAM_SETTINGS]
+    if stream and not allow_changes:
+        k = stream[0]
+        raise ConfigError(
+            f"{run_dir} was trained with {k}={changes[k]['from']!r}, not {changes[k]['to']!r}"
+            f"{' (and ' + ', '.join(stream[1:]) + ')' if stream[1:] else ''}: resuming with changed "
+            f"{', '.join(stream)} breaks its streams; give another --out, or --allow-changes to go on (recorded)"
+        )
+    return changes
