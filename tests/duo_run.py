@@ -4,6 +4,7 @@ that tests import, or launch as a script with 1 or N processes (not collected by
     python tests/duo_run.py --out DIR --steps 2
     accelerate launch --multi_gpu --num_processes 2 tests/duo_run.py --out DIR --steps 2
     python tests/duo_run.py --out DIR --steps 6 --save-every 2 --hf   # the kill-anywhere test
+    python tests/duo_run.py --out DIR --hf --set rollout.max_staleness=1
 
 Unless `--hf`, generation is replaced by `KeyedBackend`, whose completions depend only on each
 request's own content (never on the batch it came in or the rank that sent it), so 1 and N
@@ -86,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=1)
     parser.add_argument("--hf", action="store_true", help="generate with the tiny model itself, not KeyedBackend")
     parser.add_argument("--trainer", default="grpo")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     config = load_config(None, [
         "scenario=duo", "model=tiny", "log_with=[]", "progress=false", "tasks_per_step=4", "group_size=3",
         "eval_episodes=3", "eval_every=0", "lora.rank=4", "lr=0.01", "mixed_precision=no",
-        f"steps={args.steps}", f"save_every={args.save_every}", f"trainer={args.trainer}",
+        f"steps={args.steps}", f"save_every={args.save_every}", f"trainer={args.trainer}", *args.overrides,
     ])
     run = Run(config, args.out, scenario=duo())
     if not args.hf:

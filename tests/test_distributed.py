@@ -33,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(out: Path, steps: int, processes: int = 1, trainer: str = "grpo") -> None:
+def train(out: Path, steps: int, processes: int = 1, trainer: str = "grpo", *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if processes == 1:
         cmd = [sys.executable, str(SCRIPT)]
@@ -41,7 +41,7 @@ def train(out: Path, steps: int, processes: int = 1, trainer: str = "grpo") -> N
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no",
                "--num_cpu_threads_per_process", "1", "--main_process_port", str(free_port()), str(SCRIPT)]
-    proc = subprocess.run([*cmd, "--out", str(out), "--steps", str(steps), "--trainer", trainer], env=env, cwd=ROOT,
+    proc = subprocess.run([*cmd, "--out", str(out), "--steps", str(steps), "--trainer", trainer, *extra], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -139,6 +139,17 @@ def test_two_processes_take_the_critic_steps_one_process_takes(tmp_path):
     assert "value/explained_variance" in a and a.keys() == b.keys()
     for key in [k for k in a if k.startswith(("value/", "advantage/", "update/", "loss/"))]:
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+
+
+def test_each_rank_plays_ahead_in_its_own_rollout_worker(tmp_path):
+    train(tmp_path, 3, 2, "grpo", "--hf", "--set", "rollout.max_staleness=1")
+    assert [m["rollout/staleness"] for m in metrics(tmp_path) if m["step"] > 0] == [0, 1, 1]
+    for rank in (0, 1):
+        versions = [{ep.policy_version for ep in read_episodes(tmp_path / "episodes" / f"step-{s:06d}.rank{rank}.msgpack").episodes}
+                    for s in (1, 2, 3)]
+        assert versions == [{0}, {0}, {1}]
+    first, last = adapters_at(tmp_path, 1), adapters_at(tmp_path, 3)
+    assert any(not torch.equal(first[k], last[k]) for k in first)
 
 
 def test_ranks_on_one_process_are_the_identity():
