@@ -269,7 +269,8 @@ def cmd_train(args) -> int:
     # under the run's own config.yaml, which already holds every setting).
     config = layers.resolve(scenario.train_defaults, sources)
     sources["scenario"] = "the command line"
-    run = Run(config, run_dir, scenario=scenario, allow_changes=args.allow_changes, config_sources=sources)
+    # Loaded again by name in Run: a rollout worker process (rollout.max_staleness) builds it the same way.
+    run = Run(config, run_dir, allow_changes=args.allow_changes, config_sources=sources)
     summary = run.train()
     if run.ranks.is_main:
         print_final_transcripts(run)
