@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, TINY, emit, environment
 
-BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "scaling", "vllm", "analysis")
+BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "scaling", "vllm", "server", "analysis")
 
 # Sizes per mode; each benchmark's defaults are the full sizes.
 FULL: dict[str, dict] = {name: {} for name in BENCHMARKS}
@@ -33,6 +33,7 @@ QUICK: dict[str, dict] = {
     "tree": {"model": TINY, "steps": 2, "tasks": 1},
     "scaling": {"model": TINY, "steps": 2},
     "vllm": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
+    "server": {"model": TINY},
     "analysis": {"episodes": 200},
 }
 
@@ -70,6 +71,10 @@ def run_one(name: str, options: dict, skip_trl: bool) -> dict:
         from benchmarks import vllm_speed
 
         return vllm_speed.main(**options)
+    if name == "server":
+        from benchmarks import server_speed
+
+        return server_speed.main(**options)
     if name == "analysis":
         from benchmarks import analysis_speed
 

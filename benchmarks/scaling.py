@@ -27,8 +27,9 @@ from benchmarks.common import EMBEDDED, REPO_DIR, emit
 MARK = "SCALING-RESULT "
 
 
-def worker(model: str, steps: int, out: str) -> None:
-    """Train `steps` steps; the main process prints the per-step seconds and tokens."""
+def worker(model: str, steps: int, out: str, server: str | None = None) -> None:
+    """Train `steps` steps (generating through the vLLM server at `server`, if given); the
+    main process prints the per-step seconds and tokens."""
     import random
 
     from multiagent_rl import load_scenario
@@ -41,6 +42,7 @@ def worker(model: str, steps: int, out: str) -> None:
     config = TrainConfig(
         scenario="debate", scenario_options={"solvers": 2, "rounds": 2}, model=model, tasks_per_step=4, group_size=4,
         max_new_tokens=16, micro_batch_size=16, log_with=[], progress=False, seed=0,
+        **({"rollout": {"server": server}} if server else {}),
     )
     run = Run(config, out, scenario=scenario)
     rows = []
@@ -53,10 +55,11 @@ def worker(model: str, steps: int, out: str) -> None:
         print(MARK + json.dumps({"processes": run.ranks.count, "steps": rows}), flush=True)
 
 
-def arm(model: str, steps: int, processes: int, threads: int) -> dict:
+def arm(model: str, steps: int, processes: int, threads: int, server: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix="mrl-scaling-") as out:
         args = ["-m", "benchmarks.scaling", "--worker", "--model", model, "--steps", str(steps), "--out", out]
+        args += ["--server", server] if server else []
         if processes == 1:
             cmd = [sys.executable, *args]
         else:
@@ -113,9 +116,10 @@ def cli(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--steps", type=int, default=3, help="steps per arm; the first is a warm-up")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--server", help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     if a.worker:
-        worker(a.model, a.steps, a.out)
+        worker(a.model, a.steps, a.out, a.server)
         return None
     return main(a.model, a.steps)
 
