@@ -22,6 +22,7 @@ differs from an uninterrupted one in those k steps' policy versions.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import time
 import traceback
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ class RolloutWorker:
         self.last_step = 0
         self.requested = 0  # the last step asked of the worker
         self.process = None
-        self.conn = None
+        # Two queues, not one pipe: a put never blocks (a feeder thread writes), so the trainer
+        # sending weights and the worker sending a batch cannot wait on each other.
+        self.inbox = self.outbox = None
 
     def start(self, version: int, first_step: int, last_step: int) -> None:
         """Start the worker on the adapters of `version` and ask for steps first_step ..
@@ -87,16 +90,16 @@ class RolloutWorker:
         are played again from the checkpoint's adapters)."""
         run = self.run
         context = multiprocessing.get_context("spawn")  # a fork would copy torch's thread pools mid-use
-        self.conn, child = context.Pipe()
+        self.inbox, self.outbox = context.Queue(), context.Queue()
         spec = WorkerSpec(
             config=run.config.model_dump(mode="json"), scenario=run.given_scenario, threads=torch.get_num_threads(),
             device=str(run.device), dtype=run.dtype, mixed_precision=run.accelerator.mixed_precision,
         )
-        self.process = context.Process(target=worker_main, args=(child, spec), name="rollout-worker", daemon=True)
+        self.process = context.Process(target=worker_main, args=(self.inbox, self.outbox, spec), name="rollout-worker",
+                                       daemon=True)
         self.process.start()
-        child.close()
         self.last_step = last_step
-        self._send("weights", version, adapter_weights(run.model, run.team.policy_adapters))
+        self.inbox.put(("weights", version, adapter_weights(run.model, run.team.policy_adapters)))
         self.requested = first_step - 1
         for _ in range(self.staleness + 1):
             self._request_next()
@@ -104,26 +107,25 @@ class RolloutWorker:
     def _request_next(self) -> None:
         if self.requested < self.last_step:
             self.requested += 1
-            self._send("play", self.requested, self.run.play_options(self.requested, progress=False))
+            self.inbox.put(("play", self.requested, self.run.play_options(self.requested, progress=False)))
 
     def updated(self, version: int) -> None:
         """The trainer's update `version` is done: send its weights, then ask for the step
         that will be played with them (version + k + 1)."""
-        self._send("weights", version, adapter_weights(self.run.model, self.run.team.policy_adapters))
+        if not self.process.is_alive():
+            raise self._exited(f"after update {version}")
+        self.inbox.put(("weights", version, adapter_weights(self.run.model, self.run.team.policy_adapters)))
         self._request_next()
 
     def take(self, step: int) -> Played:
         """Step `step`'s episodes, waiting for the worker if it is still playing them."""
-        try:
-            while not self.conn.poll(self.poll_seconds):
+        while True:
+            try:
+                kind, got, *payload = self.outbox.get(timeout=self.poll_seconds)
+                break
+            except queue.Empty:
                 if not self.process.is_alive():
-                    raise EOFError
-            kind, got, *payload = self.conn.recv()
-        except (EOFError, ConnectionResetError) as exc:
-            self.process.join(timeout=5)
-            raise RolloutWorkerError(
-                f"the rollout worker process exited (code {self.process.exitcode}) while playing step {step}"
-            ) from exc
+                    raise self._exited(f"while playing step {step}") from None
         if kind == "error":
             name, message, trace = payload
             raise RolloutWorkerError(f"the rollout worker failed at step {got}: {name}: {message}\n{trace}")
@@ -133,27 +135,22 @@ class RolloutWorker:
         self.run.episode_log(f"step-{step:06d}").extend(batch.episodes)  # logged once the trainer takes them
         return Played(batch, version, seconds)
 
-    def _send(self, *message: Any) -> None:
-        try:
-            self.conn.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
-            raise RolloutWorkerError(
-                f"the rollout worker process is gone (exit code {self.process.exitcode}): {exc}"
-            ) from exc
+    def _exited(self, when: str) -> RolloutWorkerError:
+        self.process.join(timeout=5)
+        return RolloutWorkerError(f"the rollout worker process exited (code {self.process.exitcode}) {when}")
 
     def close(self) -> None:
-        """Stop the worker; rollouts still in flight are dropped (nothing of them was logged)."""
+        """Stop the worker now; rollouts still in flight are dropped (nothing of them was logged)."""
         if self.process is None:
             return
-        try:
-            self.conn.send(("stop",))
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-            pass
-        self.process.join(timeout=30)
+        self.inbox.put(("stop",))
+        self.process.join(timeout=2)  # idle: it stops at once; mid-rollout: its work is dropped anyway
         if self.process.is_alive():
-            self.process.kill()
+            self.process.terminate()
             self.process.join()
-        self.conn.close()
+        for q in (self.inbox, self.outbox):
+            q.cancel_join_thread()  # what is left in them was never going to be read
+            q.close()
         self.process = None
 
 
@@ -178,12 +175,13 @@ def make_rollouts(run, staleness: int):
     return RolloutWorker(run, staleness) if staleness else InlineRollouts(run)
 
 
-def adapter_weights(model, adapters) -> dict[str, dict[str, torch.Tensor]]:
-    """Each adapter's LoRA weights, copied to the CPU: what the worker loads."""
+def adapter_weights(model, adapters) -> dict[str, bytes]:
+    """Each adapter's LoRA weights as safetensors bytes: what the worker loads, bit for bit."""
     from peft import get_peft_model_state_dict
+    from safetensors.torch import save
 
     return {
-        name: {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+        name: save({k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=name).items()})
         for name in adapters
     }
 
@@ -200,9 +198,10 @@ class WorkerSpec:
     mixed_precision: str
 
 
-def worker_main(conn, spec: WorkerSpec) -> None:
+def worker_main(inbox, outbox, spec: WorkerSpec) -> None:
     """The worker's loop: load weights and play steps, in the order they arrive."""
     from peft import set_peft_model_state_dict
+    from safetensors.torch import load
 
     from multiagent_rl.config import TrainConfig
     from multiagent_rl.registry import load_scenario
@@ -216,23 +215,20 @@ def worker_main(conn, spec: WorkerSpec) -> None:
         team = Team.build(config, scenario, device=spec.device, dtype=spec.dtype, mixed_precision=spec.mixed_precision)
         version = None
         while True:
-            message = conn.recv()
+            message = inbox.get()
             if message[0] == "stop":
                 return
             if message[0] == "weights":
                 _, version, weights = message
-                for name, state in weights.items():
-                    set_peft_model_state_dict(team.model, state, adapter_name=name)
+                for name, data in weights.items():
+                    set_peft_model_state_dict(team.model, load(data), adapter_name=name)
                 continue
             _, step, options = message
             start = time.perf_counter()
             torch.manual_seed(options["seed"])  # as the synchronous loop seeds its rollout
             batch = team.play(**options, policy_version=version)
-            conn.send(("batch", step, batch, version, time.perf_counter() - start))
-    except (EOFError, KeyboardInterrupt):
-        return  # the trainer is gone: nothing to report to
+            outbox.put(("batch", step, batch, version, time.perf_counter() - start))
+    except KeyboardInterrupt:
+        return
     except BaseException as exc:  # noqa: BLE001 - reported to the trainer, which stops the run
-        try:
-            conn.send(("error", step, type(exc).__name__, str(exc), traceback.format_exc(limit=8)))
-        except (BrokenPipeError, OSError):
-            pass
+        outbox.put(("error", step, type(exc).__name__, str(exc), traceback.format_exc(limit=8)))
