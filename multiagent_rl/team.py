@@ -62,6 +62,10 @@ class Team:
         backend `config.backend` on them. A league that seats one learner in every seat
         (`league.mode` mirror or pool) plays every agent with one shared adapter; `frozen`
         names frozen adapters to create (a resumed league's pool) before the checkpoint loads."""
+        if config.rollout.server:  # an unreachable or wrong server says so before any weights load
+            from .backends.server import check_server
+
+            check_server(config.rollout.server, resolve_model_path(config.model))
         base, tokenizer = load_model(config.model, dtype=dtype)
         agent_adapters = adapter_map(scenario, "shared" if config.league.mode in SEATED_LEAGUES else config.adapters)
         names = adapter_names(agent_adapters)
@@ -76,6 +80,8 @@ class Team:
 
     def _start_backend(self, mixed_precision: str, processes: int):
         cfg = self.config
+        if cfg.rollout.server:
+            return self._server_backend(processes)
         if cfg.backend == "hf":
             from .backends.hf import HFBackend
 
@@ -102,6 +108,28 @@ class Team:
             tensor_parallel_size=engine.tensor_parallel_size,
             dtype=engine.dtype,
         )
+
+    def _server_backend(self, processes: int):
+        from .backends.server import ServerBackend, process_group
+
+        if self.live_dir is None:
+            raise ConfigError("rollout.server needs a folder to hand the server the adapters (a run folder)")
+        cfg = self.config
+        backend = ServerBackend(
+            cfg.rollout.server, resolve_model_path(cfg.model), self.tokenizer, timeout=cfg.rollout.server_timeout_seconds,
+            retries=cfg.rollout.server_retries, keep_versions=cfg.rollout.max_staleness + 1, seed=cfg.seed,
+            where=self._last_checkpoint, **process_group(processes),
+        )
+        backend.sync(self.model, self.policy_adapters, self.live_dir / "step-0")
+        return backend
+
+    def _last_checkpoint(self) -> str:
+        """Where a run that stops now resumes from (said when the shared server fails). A
+        checkpoint is written under a temporary name and renamed to `step-N` when whole."""
+        folder = self.live_dir.parent / "checkpoints"
+        steps = [p for p in folder.glob("step-*") if p.name[5:].isdigit()]
+        newest = max(steps, key=lambda p: int(p.name[5:]), default=None)
+        return f"its last checkpoint {newest}" if newest else f"step 0 (no checkpoint in {folder} yet)"
 
     def sync(self, version: int) -> None:
         """After an update: make the adapters' weights the ones the backend generates with

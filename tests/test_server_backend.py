@@ -1,0 +1,248 @@
+"""ServerBackend against a small fake of vLLM's OpenAI server in a thread: what each request
+carries, how answers are read, and the faults (unreachable, another model, a dropped
+connection, a restarted server, retries exhausted). The real server: test_server_slow.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from multiagent_rl.backends import GenerationRequest
+from multiagent_rl.backends.engine_requests import request_seed
+from multiagent_rl.backends.server import (
+    ServerBackend,
+    ServerError,
+    ServerUnreachable,
+    check_server,
+)
+from multiagent_rl.config import ConfigError, load_config
+from multiagent_rl.serve import free_port
+
+MODEL = "/models/base"
+
+
+class FakeVLLM(ThreadingHTTPServer):
+    """Answers /v1/models, /v1/completions and the LoRA load/unload routes as vLLM does."""
+
+    daemon_threads = True
+
+    def __init__(self, model: str = MODEL):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.model = model
+        self.loras: dict[str, str] = {}
+        self.completions: list[dict] = []
+        self.events: list[tuple[str, str]] = []  # ("load" | "unload", name)
+        self.drop = 0  # the next `drop` completions close the connection unanswered
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeVLLM
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, code: int, body) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, code: int, message: str) -> None:
+        self._send(code, {"error": {"message": message, "code": code}})
+
+    def do_GET(self) -> None:
+        s = self.server
+        data = [{"id": s.model, "root": s.model, "parent": None, "max_model_len": 64}]
+        data += [{"id": name, "root": path, "parent": s.model} for name, path in s.loras.items()]
+        self._send(200, {"object": "list", "data": data})
+
+    def do_POST(self) -> None:
+        s = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/v1/load_lora_adapter":
+            if body["lora_name"] in s.loras:
+                return self._error(400, f"The lora adapter '{body['lora_name']}' has already been loaded.")
+            s.loras[body["lora_name"]] = body["lora_path"]
+            s.events.append(("load", body["lora_name"]))
+            return self._send(200, "Success")
+        if self.path == "/v1/unload_lora_adapter":
+            s.loras.pop(body["lora_name"], None)
+            s.events.append(("unload", body["lora_name"]))
+            return self._send(200, "Success")
+        with s.lock:
+            dropped = s.drop > 0
+            s.drop -= dropped
+        if dropped:
+            self.close_connection = True
+            self.connection.close()
+            return
+        if body["model"] != s.model and body["model"] not in s.loras:
+            return self._error(404, f"The model `{body['model']}` does not exist.")
+        s.completions.append(body)
+        n = min(body["max_tokens"], 3)
+        choice = {"index": 0, "text": f"out{body['seed'] % 7}", "token_ids": list(range(10, 10 + n)),
+                  "logprobs": {"token_logprobs": [-0.5] * n, "tokens": ["x"] * n},
+                  "finish_reason": "length" if n == body["max_tokens"] else "stop"}
+        self._send(200, {"id": "c", "model": body["model"], "choices": [choice]})
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict):
+        return [len(m["content"]) for m in messages] + [1]
+
+
+@pytest.fixture
+def fake():
+    server = FakeVLLM()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """save_adapters as a no-op that records its folders (no model here)."""
+    folders = []
+    monkeypatch.setattr("multiagent_rl.adapters.save_adapters", lambda model, folder, names: folders.append(folder))
+    return folders
+
+
+def backend(url: str, **options) -> ServerBackend:
+    return ServerBackend(url, MODEL, FakeTokenizer(), timeout=2.0, retries=options.pop("retries", 2), **options)
+
+
+CHAT = [{"role": "user", "content": "hello"}]
+
+
+def test_requests_carry_prompt_ids_settings_and_their_own_seed(fake, saved, tmp_path):
+    b = backend(fake.url)
+    b.sync(None, ["solver"], tmp_path / "step-0")
+    requests = [
+        GenerationRequest(messages=CHAT, adapter="solver", max_new_tokens=2, temperature=0.7, top_p=0.9, stop=["\n"], tag="a"),
+        GenerationRequest(messages=CHAT, adapter=None, max_new_tokens=8, temperature=0.0, top_p=0.5, tag="b"),
+    ]
+    results = b.generate(requests, seed=5)
+    sent = sorted(fake.completions, key=lambda p: p["max_tokens"])
+    assert [p["seed"] for p in sent] == [request_seed(5, 0), request_seed(5, 1)]
+    assert sent[0]["model"] == b.adapters["solver"] and sent[1]["model"] == MODEL
+    assert sent[0]["prompt"] == [5, 1] and sent[0]["stop"] == ["\n"] and "stop" not in sent[1]
+    assert (sent[0]["temperature"], sent[0]["top_p"]) == (0.7, 0.9)
+    assert (sent[1]["temperature"], sent[1]["top_p"]) == (0.0, 1.0)  # greedy
+    for p in sent:
+        assert p["logprobs"] == 0 and p["return_token_ids"] is True and p["include_stop_str_in_output"] is False
+    assert [r.tag for r in results] == ["a", "b"]
+    assert results[0].completion_ids == [10, 11] and results[0].logprobs == [-0.5, -0.5]
+    assert results[0].finish_reason == "length" and results[1].finish_reason == "stop"
+    assert results[0].prompt_ids == [5, 1] and results[0].text == f"out{request_seed(5, 0) % 7}"
+
+
+def test_unreachable_is_one_line_naming_the_address():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnreachable, match=url) as caught:
+        backend(url)
+    assert "\n" not in str(caught.value) and "multiagent-rl serve" in str(caught.value)
+
+
+def test_a_server_of_another_model_is_refused(fake):
+    with pytest.raises(ServerError, match=f"serves {MODEL}, not this run's model /models/other"):
+        check_server(fake.url, "/models/other")
+
+
+def test_a_dropped_connection_is_retried(fake):
+    fake.drop = 1
+    results = backend(fake.url).generate([GenerationRequest(messages=CHAT, temperature=0)] * 3, seed=1)
+    assert len(results) == 3 and len(fake.completions) == 3  # each request answered once
+
+
+def test_retries_exhausted_stop_with_the_address_and_where_to_resume(fake):
+    fake.drop = 100
+    b = backend(fake.url, retries=1, where=lambda: "its last checkpoint runs/x/checkpoints/step-2")
+    with pytest.raises(ServerError) as caught:
+        b.generate([GenerationRequest(messages=CHAT)], seed=1)
+    message = str(caught.value)
+    assert fake.url in message and "after 1 retries" in message and "runs/x/checkpoints/step-2" in message
+    assert fake.drop == 98  # the first try and one retry
+
+
+def test_versions_are_new_names_and_old_ones_unloaded(fake, saved, tmp_path):
+    b = backend(fake.url, keep_versions=2)
+    names = []
+    for step in range(4):
+        b.sync(None, ["a", "b"], tmp_path / f"step-{step}")
+        names.append(b.adapters["a"])
+    assert len(set(names)) == 4 and len(saved) == 4
+    assert sorted(n for n in fake.loras if n.startswith("a@")) == names[2:]  # the last two versions kept
+    assert ("unload", names[0]) in fake.events and ("unload", names[1]) in fake.events
+    assert fake.loras[names[-1]] == str((tmp_path / "step-3" / "a").resolve())
+    again = backend(fake.url)  # a second start against the same server: other names
+    again.sync(None, ["a"], tmp_path / "step-0")
+    assert again.adapters["a"] not in names
+
+
+def test_a_restarted_server_gets_the_adapters_back(fake, saved, tmp_path):
+    b = backend(fake.url)
+    b.sync(None, ["solver"], tmp_path / "step-0")
+    fake.loras.clear()  # what a restart loses
+    results = b.generate([GenerationRequest(messages=CHAT, adapter="solver")], seed=2)
+    assert len(results) == 1 and b.adapters["solver"] in fake.loras
+    assert fake.events.count(("load", b.adapters["solver"])) == 2
+
+
+def test_other_ranks_use_the_names_main_loaded(fake, saved, tmp_path):
+    main = backend(fake.url, share=lambda value: "n0nce")
+    other = backend(fake.url, share=lambda value: "n0nce", is_main=False)
+    for b in (main, other):
+        b.sync(None, ["solver"], tmp_path / "step-1")
+    assert other.adapters == main.adapters and len(saved) == 1  # saved once, by the main process
+    assert fake.events == [("load", main.adapters["solver"])]
+
+
+def test_unknown_adapter_and_too_long_prompt_fail_before_sending(fake):
+    b = backend(fake.url)
+    with pytest.raises(ServerError, match="unknown adapter 'nope'"):
+        b.generate([GenerationRequest(messages=CHAT, adapter="nope")])
+    with pytest.raises(Exception, match="max_model_len=64"):
+        b.generate([GenerationRequest(messages=[{"role": "user", "content": "x"}] * 70)])
+    assert fake.completions == []
+
+
+def test_backend_vllm_with_a_server_is_one_or_the_other():
+    with pytest.raises(ConfigError, match="one or the other"):
+        load_config(None, ["backend=vllm", "rollout.server=http://127.0.0.1:8000"])
+
+
+def test_train_against_no_server_is_one_line_exit_2(tmp_path, capsys):
+    from multiagent_rl.cli import main
+
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(["train", "debate", "--out", str(tmp_path / "run"), "--set", f"rollout.server={url}",
+                 "--set", "model=tiny"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and url in err
+
+
+def test_serve_runs_vllms_server_with_runtime_lora_and_processed_logprobs():
+    pytest.importorskip("vllm", reason="vLLM is not installed")
+    from multiagent_rl.cli import build_parser
+    from multiagent_rl.serve import server_command, server_env
+
+    args = build_parser().parse_args(["serve", "--model", MODEL, "--port", "8123", "--max-lora-rank", "12",
+                                      "--", "--dtype", "float32"])
+    command = server_command(args.model, port=args.port, max_lora_rank=args.max_lora_rank, extra=args.vllm_args)
+    line = " ".join(command)
+    assert "-m vllm.entrypoints.openai.api_server --model /models/base" in line and "--port 8123" in line
+    assert "--enable-lora" in line and "--max-lora-rank 16" in line  # rounded up to a rank vLLM serves
+    assert "--logprobs-mode processed_logprobs" in line and "--generation-config vllm" in line
+    assert command[-2:] == ["--dtype", "float32"]
+    assert server_env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
