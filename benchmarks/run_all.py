@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, TINY, emit, environment
 
-BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "scaling", "vllm", "server", "analysis")
+BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "overlap", "scaling", "vllm", "server", "analysis")
 
 # Sizes per mode; each benchmark's defaults are the full sizes.
 FULL: dict[str, dict] = {name: {} for name in BENCHMARKS}
@@ -31,6 +31,7 @@ QUICK: dict[str, dict] = {
     "lengths": {},
     "critic": {"model": TINY, "steps": 2, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "tree": {"model": TINY, "steps": 2, "tasks": 1},
+    "overlap": {"model": TINY, "steps": 3, "tasks": 1, "group": 2},
     "scaling": {"model": TINY, "steps": 2},
     "vllm": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "server": {"model": TINY},
@@ -63,6 +64,10 @@ def run_one(name: str, options: dict, skip_trl: bool) -> dict:
         from benchmarks import tree_cost
 
         return tree_cost.main(**options)
+    if name == "overlap":
+        from benchmarks import overlap
+
+        return overlap.main(**options)
     if name == "scaling":
         from benchmarks import scaling
 
