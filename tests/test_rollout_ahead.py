@@ -133,3 +133,22 @@ def test_a_scenario_the_worker_cannot_receive_is_named(tmp_path):
     )
     with pytest.raises(ConfigError, match="worker process, which cannot receive scenario 'local'"):
         Run(config("steps=1", "rollout.max_staleness=1"), tmp_path, scenario=unsendable)
+
+
+def test_an_error_in_the_worker_reaches_the_trainer_as_itself(tmp_path):
+    from multiagent_rl.backends.server import ServerError
+    from trainers.rollout_ahead import sendable
+
+    run = Run(config("steps=2", "rollout.max_staleness=1"), tmp_path, scenario=duo())
+    worker = run.rollouts
+    worker.start(version=0, first_step=1, last_step=0)  # nothing requested: the queue holds only what is put here
+    try:
+        failure = ServerError("the vLLM server at http://127.0.0.1:9 failed to generate")
+        worker.outbox.put(("error", 1, sendable(failure), "ServerError", str(failure), "Traceback ..."))
+        with pytest.raises(ServerError, match="127.0.0.1:9") as caught:
+            worker.take(1)
+        assert "in the rollout worker, at step 1" in caught.value.__notes__[0]
+    finally:
+        worker.close()
+    unpicklable = RuntimeError(lambda: None)
+    assert sendable(unpicklable) is None and sendable(failure) is failure

@@ -80,10 +80,10 @@ def test_the_server_gives_what_the_in_process_backend_gives(server, tmp_path, mo
     assert any("," not in r.text and r.finish_reason == "stop" for r in served[2::3])  # the stop string cut
 
 
-def train(out: Path, url: str, steps: int, processes: int = 1, wait: bool = True):
+def train(out: Path, url: str, steps: int, processes: int = 1, wait: bool = True, settings: tuple[str, ...] = ()):
     argv = [sys.executable, "-m", "multiagent_rl.cli", "train", "debate", "--out", str(out), "--processes",
             str(processes), "--set", f"model={EMBEDDED_ALIAS}", "--set", f"rollout.server={url}", "--set", f"steps={steps}"]
-    argv += [x for setting in RUN for x in ("--set", setting)]
+    argv += [x for setting in [*RUN, *settings] for x in ("--set", setting)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -108,6 +108,16 @@ def test_two_processes_train_through_one_server_and_resume(server, tmp_path):
     names = [line for line in server.log.read_text().splitlines() if "Loaded new LoRA adapter" in line]
     loaded = [line.split("name '")[1].split("'")[0] for line in names]
     assert len(loaded) == len(set(loaded))  # never the same name twice
+
+
+def test_two_processes_play_one_step_ahead_through_the_server(server, tmp_path):
+    train(tmp_path, server.url, steps=3, processes=2, settings=("rollout.max_staleness=1",))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rollout/staleness"] for m in lines if m["step"] > 0] == [0, 1, 1]
+    for rank in (0, 1):  # each rank's worker played with the names the main process loaded
+        versions = [{ep.policy_version for ep in read_episodes(tmp_path / "episodes" / f"step-{s:06d}.rank{rank}.msgpack").episodes}
+                    for s in (1, 2, 3)]
+        assert versions == [{0}, {0}, {1}]
 
 
 def test_a_killed_server_stops_the_run_at_its_checkpoint_and_a_restart_resumes(server, tmp_path):

@@ -3,15 +3,17 @@
 plays step t+1 while the trainer updates on step t (k >= 1).
 
 The worker holds its own copy of the model (base weights and LoRA adapters, built from
-the run's config as the trainer's was) and generates with the HF backend. After each
-update the trainer sends it the new adapter weights, tagged with their version (the update
-count). Requests and weights reach the worker in one ordered pipe, so step s is always
-played with version max(start, s - 1 - k), whatever the timing: the run is deterministic.
+the run's config as the trainer's was) and generates with the HF backend; with a shared
+vLLM server (`rollout.server`) it holds no model and plays through the server. After each
+update the trainer sends it the new policy, tagged with its version (the update count): the
+adapter weights, or the names the trainer loaded them under on the server. Requests and
+policies reach the worker in one ordered queue, so step s is always played with version
+max(start, s - 1 - k), whatever the timing: the run is deterministic.
 
 >>> source = RolloutWorker(run, staleness=1)    # doctest: +SKIP
 >>> source.start(version=0, first_step=1, last_step=20)
 >>> batch = source.take(1)                      # played with version 0
->>> source.updated(1)                           # weights v1 sent; step 3 requested
+>>> source.updated(1)                           # policy v1 sent; step 3 requested
 
 Resume: a checkpoint holds the committed adapters only, so the rollouts that were in
 flight when the run stopped are dropped; the resumed run plays them again from the
@@ -99,7 +101,7 @@ class RolloutWorker:
                                        daemon=True)
         self.process.start()
         self.last_step = last_step
-        self.inbox.put(("weights", version, adapter_weights(run.model, run.team.policy_adapters)))
+        self.inbox.put(("policy", version, policy_state(run)))
         self.requested = first_step - 1
         for _ in range(self.staleness + 1):
             self._request_next()
@@ -110,11 +112,11 @@ class RolloutWorker:
             self.inbox.put(("play", self.requested, self.run.play_options(self.requested, progress=False)))
 
     def updated(self, version: int) -> None:
-        """The trainer's update `version` is done: send its weights, then ask for the step
-        that will be played with them (version + k + 1)."""
+        """The trainer's update `version` is done: send the new policy, then ask for the step
+        that will be played with it (version + k + 1)."""
         if not self.process.is_alive():
             raise self._exited(f"after update {version}")
-        self.inbox.put(("weights", version, adapter_weights(self.run.model, self.run.team.policy_adapters)))
+        self.inbox.put(("policy", version, policy_state(self.run)))
         self._request_next()
 
     def take(self, step: int) -> Played:
@@ -127,7 +129,10 @@ class RolloutWorker:
                 if not self.process.is_alive():
                     raise self._exited(f"while playing step {step}") from None
         if kind == "error":
-            name, message, trace = payload
+            error, name, message, trace = payload
+            if error is not None:  # the worker's own error (a server that stopped answering): said as in-process
+                error.add_note(f"in the rollout worker, at step {got}:\n{trace}")
+                raise error
             raise RolloutWorkerError(f"the rollout worker failed at step {got}: {name}: {message}\n{trace}")
         if got != step:
             raise RolloutWorkerError(f"the rollout worker sent step {got} where step {step} was due")
@@ -175,6 +180,14 @@ def make_rollouts(run, staleness: int):
     return RolloutWorker(run, staleness) if staleness else InlineRollouts(run)
 
 
+def policy_state(run) -> dict[str, Any]:
+    """What the worker needs to play with the trainer's current adapters: their weights, or
+    with a shared server, the names the server serves them under (loaded by the trainer)."""
+    if run.config.rollout.server:
+        return {"served": run.backend.served_versions()}
+    return {"weights": adapter_weights(run.model, run.team.policy_adapters)}
+
+
 def adapter_weights(model, adapters) -> dict[str, bytes]:
     """Each adapter's LoRA weights as safetensors bytes: what the worker loads, bit for bit."""
     from peft import get_peft_model_state_dict
@@ -212,15 +225,18 @@ def worker_main(inbox, outbox, spec: WorkerSpec) -> None:
     try:
         config = TrainConfig.model_validate(spec.config)
         scenario = spec.scenario or load_scenario(config.scenario, **config.scenario_options)
-        team = Team.build(config, scenario, device=spec.device, dtype=spec.dtype, mixed_precision=spec.mixed_precision)
+        team = follower_team(config, scenario) if config.rollout.server else \
+            Team.build(config, scenario, device=spec.device, dtype=spec.dtype, mixed_precision=spec.mixed_precision)
         version = None
         while True:
             message = inbox.get()
             if message[0] == "stop":
                 return
-            if message[0] == "weights":
-                _, version, weights = message
-                for name, data in weights.items():
+            if message[0] == "policy":
+                _, version, state = message
+                if "served" in state:
+                    team.backend.follow(state["served"])
+                for name, data in state.get("weights", {}).items():
                     set_peft_model_state_dict(team.model, load(data), adapter_name=name)
                 continue
             _, step, options = message
@@ -231,4 +247,31 @@ def worker_main(inbox, outbox, spec: WorkerSpec) -> None:
     except KeyboardInterrupt:
         return
     except BaseException as exc:  # noqa: BLE001 - reported to the trainer, which stops the run
-        outbox.put(("error", step, type(exc).__name__, str(exc), traceback.format_exc(limit=8)))
+        outbox.put(("error", step, sendable(exc), type(exc).__name__, str(exc), traceback.format_exc(limit=8)))
+
+
+def sendable(exc: BaseException) -> BaseException | None:
+    """`exc` if it can cross to the trainer's process (most errors can), else None."""
+    import pickle  # the trainer's own queue: nothing a user loads
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure means: send its text only
+        return None
+    return exc
+
+
+def follower_team(config, scenario):
+    """A team that plays through the shared server with the names the trainer loaded there:
+    no model of its own, only the tokenizer that builds the prompts."""
+    from multiagent_rl.adapters import adapter_map
+    from multiagent_rl.backends.server import ServerBackend
+    from multiagent_rl.models import load_tokenizer, resolve_model_path
+    from multiagent_rl.team import Team
+
+    rollout = config.rollout
+    tokenizer = load_tokenizer(config.model)
+    backend = ServerBackend(rollout.server, resolve_model_path(config.model), tokenizer,
+                            timeout=rollout.server_timeout_seconds, retries=rollout.server_retries,
+                            keep_versions=rollout.max_staleness + 1, seed=config.seed, is_main=False)
+    return Team(config, scenario, None, tokenizer, backend, adapter_map(scenario, config.adapters))

@@ -194,6 +194,16 @@ class ServerBackend:
                     pass
         self._barrier()  # no rank asks for a name before the server has it
 
+    def served_versions(self) -> dict[str, list[tuple[str, str]]]:
+        """Adapter -> its loaded versions, oldest first, as (served name, folder): what a
+        follower (`follow`) needs to generate with the newest."""
+        return {name: list(versions) for name, versions in self._versions.items()}
+
+    def follow(self, versions: dict[str, list[tuple[str, str]]]) -> None:
+        """Generate with the newest of `versions` (another process's `served_versions`), never
+        loading adapters itself except to restore what a restarted server lost."""
+        self._versions = {name: [tuple(entry) for entry in entries] for name, entries in versions.items()}
+
     def _load(self, served: str, path: str) -> None:
         try:
             call(self.url, "/v1/load_lora_adapter", {"lora_name": served, "lora_path": path}, self.timeout)
