@@ -9,9 +9,15 @@ On one GPU, in a few minutes, it
 3. checks that a checkpoint written on the GPU holds CPU tensors equal to the GPU weights
    (a GPU run resumes on a CPU and back);
 4. prints step seconds per completion, rollout tokens/s and peak GPU memory, next to the CPU
-   figures `make bench` wrote in benchmarks/results.json, and writes them as JSON.
+   figures `make bench` wrote in benchmarks/results.json, and writes them as JSON;
+5. trains the same run synchronously and with the rollout one step ahead
+   (`rollout.max_staleness: 1`: a worker process with its own model copy on the same GPU)
+   and reports the step time ratio and the staleness each step was played with;
+6. where vLLM is installed: starts `multiagent-rl serve` on the GPU and trains the run
+   through it, synchronously and one step ahead, reporting step times (skipped, and said
+   so, where vLLM is missing).
 
-    python benchmarks/gpu_check.py [--steps 3] [--out gpu_check.json]
+    python benchmarks/gpu_check.py [--steps 3] [--out gpu_check.json] [--skip-server]
 
 What it needs and how to install it offline: benchmarks/README.md ("GPU check").
 """
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     parser.add_argument("--cpu-dry-run", action="store_true", help="run the same checks on the CPU (tests the script)")
+    parser.add_argument("--skip-server", action="store_true", help="leave out the shared vLLM server check")
     args = parser.parse_args(argv)
 
     import torch
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak GPU memory reserved (MB)": round(peak_reserved, 1),
         "updates skipped": sum(r["skipped"] for r in measured),
     }
+    figures.update(rollout_modes(config, args.steps, "in process"))
+    figures.update(server_check(config, args) if not args.skip_server else {"server": "skipped (--skip-server)"})
     results = ROOT / "benchmarks" / "results.json"
     cpu = json.loads(results.read_text()) if results.is_file() else {}
     print(f"gpu_check: all parameters and batches were on {run.device}; the checkpoint is device-independent")
@@ -129,6 +138,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def train_steps(config, steps: int, *settings: str) -> list[dict]:
+    """A fresh run of `steps` steps with `settings` on top of `config`; its step metrics."""
+    from multiagent_rl.config import TrainConfig
+    from trainers.loop import Run
+
+    data = config.model_dump(mode="json")
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        section, _, name = key.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[name] = json.loads(value)
+    data.update(steps=steps, eval_episodes=1, eval_every=0)
+    with tempfile.TemporaryDirectory(prefix="mrl-gpu-check-") as tmp:
+        Run(TrainConfig.model_validate(data), tmp).train()
+        lines = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    return [m for m in lines if m["step"] > 0]
+
+
+def rollout_modes(config, steps: int, where: str, *settings: str) -> dict:
+    """Step time synchronous against one step ahead (steps 2.. of each), and the staleness of
+    each step's rollout (one step ahead: 0, then 1)."""
+    steps = max(steps, 3)
+    sync = train_steps(config, steps, *settings)
+    ahead = train_steps(config, steps, *settings, "rollout.max_staleness=1")
+    mean = lambda rows: sum(m["perf/step_seconds"] for m in rows[1:]) / len(rows[1:])  # noqa: E731
+    staleness = [m["rollout/staleness"] for m in ahead]
+    assert staleness == [0] + [1] * (steps - 1), f"{where}: one step ahead played with staleness {staleness}"
+    print(f"gpu_check: {where}, one step ahead: staleness {staleness}, step {mean(ahead):.2f} s against "
+          f"{mean(sync):.2f} s synchronous", flush=True)
+    return {f"{where}: step seconds, synchronous": mean(sync), f"{where}: step seconds, one step ahead": mean(ahead),
+            f"{where}: one step ahead / synchronous": mean(ahead) / mean(sync)}
+
+
+def server_check(config, args) -> dict:
+    """The run through a shared vLLM server on this machine's GPU, synchronous and one step ahead."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        print("gpu_check: vLLM is not installed: the shared server check is skipped", flush=True)
+        return {"server": "skipped (vLLM not installed)"}
+    if config.model == "tiny":
+        return {"server": "skipped (vLLM cannot load the in-memory tiny model)"}
+    from multiagent_rl.serve import LocalServer
+
+    with tempfile.TemporaryDirectory(prefix="mrl-gpu-server-") as tmp, \
+            LocalServer(args.model, log=Path(tmp) / "server.log", max_loras=8, max_lora_rank=config.lora.rank,
+                        gpu_memory_utilization=0.3) as server:
+        return {"server": "ran", **rollout_modes(config, args.steps, "through the server", f'rollout.server="{server.url}"')}
 
 
 if __name__ == "__main__":
