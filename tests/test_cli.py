@@ -134,7 +134,11 @@ class FakeRun:
     made: list[FakeRun] = []
 
     def __init__(self, config, run_dir, scenario=None, allow_changes=False, config_sources=None):
-        self.config, self.scenario, self.sources = config, scenario, config_sources
+        from multiagent_rl.registry import load_scenario
+
+        # as Run does: the scenario the config names, unless one is given
+        self.scenario = scenario or load_scenario(config.scenario, **config.scenario_options)
+        self.config, self.sources = config, config_sources
         self.ranks = type("Ranks", (), {"is_main": False})()
         FakeRun.made.append(self)
 

@@ -250,6 +250,8 @@ class Run:
         1. draw the step's tasks from (seed, step); seed this rank's sampling stream;
         2. play this rank's shard of them, `group_size` episodes each (in a league, each group
            seated as the league plans: the learner against a frozen snapshot), and log them;
+           with `rollout.max_staleness` >= 1, take them from the rollout worker that played
+           them while the last update ran (`rollout_ahead.py`);
         3. stop on failed user code past the allowed share; hand the trainer the rest, its
            shaping terms weighted by the schedule (`shaping:`);
         4. update the live adapters (the trainer: advantages, losses, optimizer);
@@ -284,7 +286,7 @@ class Run:
         t2 = time.perf_counter()
         # step 5
         self.team.sync(step)
-        self.rollouts.updated(step)  # a rollout worker gets the new weights and the next step to play
+        self.rollouts.updated(step)  # a rollout worker gets the new policy and the next step to play
         if self.league is not None:
             self.league.after_update(step, self.sampling, log=self.episode_log(f"league-step-{step:06d}"))
         # step 6
