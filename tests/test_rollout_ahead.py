@@ -5,6 +5,7 @@ the checkpoint, and what cannot run in a worker is refused."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -43,8 +44,6 @@ def versions(run_dir, step: int) -> set[int | None]:
 
 
 def metrics(run) -> list[dict]:
-    import json
-
     lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
     return [m for m in map(json.loads, lines) if m["step"] > 0]
 

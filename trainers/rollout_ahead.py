@@ -47,8 +47,6 @@ class Played:
 class InlineRollouts:
     """k = 0: each step is played in place with the adapters just updated."""
 
-    staleness = 0
-
     def __init__(self, run):
         self.run = run
 
