@@ -33,6 +33,17 @@ BASE = "base"  # `play(adapters=BASE)`: every agent played by the untrained base
 SEATED_LEAGUES = ("mirror", "pool")  # league modes where one shared adapter learns every seat
 
 
+def server_client(config: TrainConfig, tokenizer, **options: Any):
+    """A client of the run's shared vLLM server with the run's `rollout.server_*` settings,
+    keeping loaded the versions a stale rollout may still use (max_staleness + 1)."""
+    from .backends.server import ServerBackend
+
+    rollout = config.rollout
+    return ServerBackend(rollout.server, resolve_model_path(config.model), tokenizer,
+                         timeout=rollout.server_timeout_seconds, retries=rollout.server_retries,
+                         keep_versions=rollout.max_staleness + 1, seed=config.seed, **options)
+
+
 def frozen_name(snapshot: str) -> str:
     """The adapter a league snapshot ("step-20") is served under."""
     return f"frozen-{snapshot}"
@@ -110,18 +121,23 @@ class Team:
         )
 
     def _server_backend(self, processes: int):
-        from .backends.server import ServerBackend, process_group
+        from .backends.server import process_group
 
         if self.live_dir is None:
             raise ConfigError("rollout.server needs a folder to hand the server the adapters (a run folder)")
-        cfg = self.config
-        backend = ServerBackend(
-            cfg.rollout.server, resolve_model_path(cfg.model), self.tokenizer, timeout=cfg.rollout.server_timeout_seconds,
-            retries=cfg.rollout.server_retries, keep_versions=cfg.rollout.max_staleness + 1, seed=cfg.seed,
-            where=self._last_checkpoint, **process_group(processes),
-        )
+        backend = server_client(self.config, self.tokenizer, where=self._last_checkpoint, **process_group(processes))
         backend.sync(self.model, self.policy_adapters, self.live_dir / "step-0")
         return backend
+
+    @classmethod
+    def following_server(cls, config: TrainConfig, scenario: Scenario) -> Team:
+        """A team without a model that plays through `config.rollout.server` under the adapter
+        names another process loaded there (`ServerBackend.follow`): a rollout worker's."""
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+        backend = server_client(config, tokenizer, is_main=False)
+        return cls(config, scenario, None, tokenizer, backend, adapter_map(scenario, config.adapters))
 
     def _last_checkpoint(self) -> str:
         """Where a run that stops now resumes from (said when the shared server fails). A

@@ -223,7 +223,7 @@ def worker_main(inbox, outbox, spec: WorkerSpec) -> None:
     try:
         config = TrainConfig.model_validate(spec.config)
         scenario = spec.scenario or load_scenario(config.scenario, **config.scenario_options)
-        team = follower_team(config, scenario) if config.rollout.server else \
+        team = Team.following_server(config, scenario) if config.rollout.server else \
             Team.build(config, scenario, device=spec.device, dtype=spec.dtype, mixed_precision=spec.mixed_precision)
         version = None
         while True:
@@ -258,18 +258,3 @@ def sendable(exc: BaseException) -> BaseException | None:
         return None
     return exc
 
-
-def follower_team(config, scenario):
-    """A team that plays through the shared server with the names the trainer loaded there:
-    no model of its own, only the tokenizer that builds the prompts."""
-    from multiagent_rl.adapters import adapter_map
-    from multiagent_rl.backends.server import ServerBackend
-    from multiagent_rl.models import load_tokenizer, resolve_model_path
-    from multiagent_rl.team import Team
-
-    rollout = config.rollout
-    tokenizer = load_tokenizer(config.model)
-    backend = ServerBackend(rollout.server, resolve_model_path(config.model), tokenizer,
-                            timeout=rollout.server_timeout_seconds, retries=rollout.server_retries,
-                            keep_versions=rollout.max_staleness + 1, seed=config.seed, is_main=False)
-    return Team(config, scenario, None, tokenizer, backend, adapter_map(scenario, config.adapters))
