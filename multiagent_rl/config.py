@@ -74,18 +74,45 @@ class TrainConfig(BaseModel):
         "(about 2x faster on CPUs with AVX512-BF16; the usual choice on GPUs).",
     )
     trainer: str = Field("grpo", description="Training algorithm: grpo, critic, or a registered one (trainers/base.py).")
-    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
-    critic: CriticConfig = Field(default_factory=CriticConfig)
-    shaping: ShapingConfig = Field(default_factory=ShapingConfig)
+    grpo: GRPOConfig = Field(
+        default_factory=GRPOConfig,
+        description="Settings of trainer=grpo: group-relative advantages from each episode's outcome (GRPO, "
+        "DeepSeekMath), with the Dr. GRPO and SPIRAL variants.",
+    )
+    critic: CriticConfig = Field(
+        default_factory=CriticConfig,
+        description="Settings of trainer=critic: a centralised value model over the global state and GAE "
+        "advantages per turn (PPO-style actor-critic).",
+    )
+    shaping: ShapingConfig = Field(
+        default_factory=ShapingConfig,
+        description="Reward terms that pay for form (a legal move, a well-formed proposal) and when their "
+        "weight anneals to zero.",
+    )
     league: LeagueSettings = Field(default_factory=LeagueSettings, description="Self-play against frozen snapshots.")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    backend: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig,
+        description="How training episodes are played beyond sampling: branching, a shared vLLM server, "
+        "the rollout running ahead of the update.",
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="Rollout engine. hf: transformers + peft in this process, every adapter in one "
+        "batched generate (the fast path on a CPU); vllm: vLLM in this process with multi-LoRA (one process "
+        "only; faster on a GPU). For a shared vLLM server keep hf and set rollout.server."
+    )
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig, description="The vLLM engine of backend=vllm (ignored with backend=hf)."
+    )
     adapters: Literal["per_role", "shared"] = Field("per_role", description="One adapter per declared role adapter, or one for all.")
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraConfig = Field(
+        default_factory=LoraConfig,
+        description="The LoRA adapters trained on the frozen base model (peft); the critic's value adapter "
+        "uses the same settings.",
+    )
     steps: int = Field(20, ge=0, description="Training steps (each: rollout -> update).")
     time_budget_minutes: float | None = Field(
-        None, gt=0, description="Stop after this much training time (evaluation excluded), even before `steps`."
+        None, gt=0, description="Stop after this much training time (evaluation excluded), even before `steps`: "
+        "no step starts that would end more than half a step's time past it. A resumed run gets it afresh."
     )
     token_budget: int | None = Field(
         None, ge=1, description="Stop training once the run has generated this many tokens, every process's every "
@@ -94,31 +121,65 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32, description="Seeds every random stream of the run (0 <= seed < 2**32).")
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
     group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr: float = Field(
+        2e-4, gt=0, description="AdamW learning rate of the policy adapters, constant after warmup_steps. LoRA "
+        "takes larger rates than full fine-tuning: the built-in scenarios' train_defaults use 5e-4 to 1e-3 "
+        "(SmolLM2-135M, rank 16); lower it when grad_norm spikes or the reward collapses. The critic has its "
+        "own (critic.lr)."
+    )
+    weight_decay: float = Field(
+        0.0, ge=0, description="AdamW's decoupled weight decay on the LoRA weights (and the critic's value "
+        "adapter and head); 0: none."
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="Linear learning-rate warmup over the first this many optimizer steps (from "
+        "lr / warmup_steps up to lr); a training step takes epochs x minibatches optimizer steps. 0: full lr "
+        "from the first step."
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="Clip the global L2 norm of each optimizer step's gradients (policy adapters, "
+        "summed over processes; the critic's separately) to this; metric grad_norm is the norm before clipping."
+    )
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
     micro_batch_size: int = Field(16, ge=1, description="Samples per forward/backward (gradient accumulation).")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory in the update, about a third more update time."
     )
-    clip_eps: float = Field(0.2, gt=0, description="PPO clip range (low side).")
-    clip_eps_high: float | None = Field(None, description="Upper clip range (DAPO clip-higher); None = clip_eps.")
+    clip_eps: float = Field(
+        0.2, gt=0, description="PPO clip range (low side): the policy ratio is clipped to "
+        "[1 - clip_eps, 1 + clip_eps_high]; it bites only with epochs or minibatches > 1 (metric "
+        "policy/clip_fraction)."
+    )
+    clip_eps_high: float | None = Field(
+        None, description="Upper clip range (DAPO clip-higher: 0.28 against clip_eps 0.2, room for unlikely "
+        "tokens to gain probability); None = clip_eps."
+    )
     beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
     importance_sampling_cap: float | None = Field(2.0, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
         "cap): the sampler's own log-probs correct for a stale sampler (rollout.max_staleness) or another engine's "
         "kernels (None: off; 2 as TRL and verl).")
     loss_aggregation: Literal["sequence_mean", "token_mean", "fixed_length"] = Field(
-        "token_mean", description="sequence_mean (GRPO), token_mean (DAPO), fixed_length (Dr. GRPO)."
+        "token_mean", description="How per-token losses become one: sequence_mean (GRPO: each completion's "
+        "mean, then their mean; a long completion's tokens weigh less), token_mean (DAPO: the mean over every "
+        "token of the batch), fixed_length (Dr. GRPO: the sum over completions x the longest, length-unbiased)."
     )
     temperature: float | None = Field(None, ge=0, description="Sampling temperature; None: the scenario's.")
-    top_p: float = Field(1.0, gt=0, le=1.0)
+    top_p: float = Field(
+        1.0, gt=0, le=1.0, description="Nucleus sampling of training rollouts: sample from the smallest set of "
+        "tokens holding this much probability (1: the whole vocabulary). Greedy evaluation ignores it."
+    )
     max_new_tokens: int | None = Field(None, ge=1, description="Override the scenario's completion budget.")
     eval_every: int = Field(10, ge=0, description="Held-out evaluation every N steps (0: only before and after).")
-    eval_episodes: int = Field(50, ge=1)
-    save_every: int = Field(10, ge=1)
+    eval_episodes: int = Field(
+        50, ge=1, description="Held-out tasks per evaluation, one greedy episode each, drawn from the run's seed "
+        "so every evaluation plays the same tasks; also the tasks `eval` plays without --episodes. More: a "
+        "smaller standard error (eval/team_reward_se), a longer evaluation."
+    )
+    save_every: int = Field(
+        10, ge=1, description="Write a checkpoint every N steps and at the last; a resumed run restarts from "
+        "the newest one, replaying the steps after it."
+    )
     keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="Stop when more than this share of a step's episodes fail in user code (the reward)."
@@ -127,9 +188,18 @@ class TrainConfig(BaseModel):
     reward_timeout_seconds: float | None = Field(
         60.0, gt=0, description="A reward call that takes longer fails its episode (None: no limit)."
     )
-    log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="accelerate trackers.")
-    progress: bool = True
-    max_batch_size: int | None = Field(None, ge=1, description="Split a round's generate call into chunks of this size.")
+    log_with: list[str] = Field(
+        default_factory=lambda: ["tensorboard"], description="accelerate trackers (tensorboard, wandb, ...; each "
+        "must be installed) that get the metrics besides metrics.jsonl, which is always written; []: none."
+    )
+    progress: bool = Field(
+        True, description="Progress bars (training steps, and each rollout's rounds under it) on the main "
+        "process; false for logs that a bar would clutter."
+    )
+    max_batch_size: int | None = Field(
+        None, ge=1, description="Split a round's generate call into chunks of this size (None: one call for "
+        "every acting agent of every episode); set it when a round's batch does not fit in memory."
+    )
 
     @model_validator(mode="before")
     @classmethod

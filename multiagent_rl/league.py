@@ -43,7 +43,7 @@ class LeagueSettings(BaseModel):
     opponents: Literal["latest", "uniform", "pfsp"] = Field(
         "pfsp",
         description="latest: the newest snapshot; uniform: any in the pool; pfsp: prioritised "
-        "fictitious self-play, the opponents the live policy beats least come most often.",
+        "fictitious self-play (AlphaStar's PFSP), the opponents the live policy beats least come most often.",
     )
     pfsp_power: float = Field(
         2.0, ge=0, description="PFSP weight (1 - p)^power, p the live policy's win probability; 0: uniform."

@@ -17,8 +17,13 @@ class VLLMConfig(BaseModel):
         0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights + KV cache); training uses the rest."
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spreads the model over.")
-    max_loras: int | None = Field(None, ge=1, description="Adapters served in one batch; None: max(4, adapters).")
-    dtype: str = Field("auto", description="vLLM's weight dtype (auto: bfloat16 for a float32 checkpoint).")
+    max_loras: int | None = Field(
+        None, ge=1, description="Adapters served in one batch; None: max(4, the run's adapters + league.pool_size)."
+    )
+    dtype: str = Field(
+        "auto", description="vLLM's weight dtype: auto, bfloat16, float16 or float32 (auto: the checkpoint's; "
+        "a float32 one runs in bfloat16 where the device supports it, else float16)."
+    )
 
 
 class RolloutConfig(BaseModel):

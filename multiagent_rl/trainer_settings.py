@@ -11,12 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class LoraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    rank: int = Field(16, ge=1, description="LoRA rank r.")
+    rank: int = Field(
+        16, ge=1, description="LoRA rank r, the adapter's inner dimension: more trainable parameters and memory "
+        "per adapter as it grows. A shared vLLM server must allow at least this (serve --max-lora-rank)."
+    )
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Module names that get LoRA.",
+        description="Module names that get LoRA (the default: every attention and MLP projection of a "
+        "Llama-style model such as SmolLM2; other architectures name theirs differently).",
     )
 
 
@@ -26,7 +30,8 @@ class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     advantage: str = Field(
         "group", description="The advantage estimator (trainers/base.py registry): group (group-relative outcomes), "
-        "role_baseline (each role against its moving-average return: zero-sum self-play) or tree (each turn "
+        "role_baseline (each role against its moving-average return, SPIRAL's role-conditioned advantage "
+        "estimation: zero-sum self-play) or tree (each turn "
         "against its siblings in a branched rollout, rollout.branching)."
     )
     scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
