@@ -57,6 +57,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+SCENARIO_HELP = "a registered scenario (`multiagent-rl scenarios`) or path/file.py:NAME"
+SET_HELP = "a config key (dotted for sections), e.g. --set lr=1e-3 --set grpo.scale_rewards=false"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="multiagent-rl", description="Train teams of LLM agents with reinforcement learning.",
@@ -66,31 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scenarios", help="List the registered scenarios.")
 
     play = sub.add_parser("play", help="Play episodes with the model (no training) and print transcripts.")
-    play.add_argument("scenario")
-    play.add_argument("--episodes", type=int, default=2)
+    play.add_argument("scenario", help=SCENARIO_HELP)
+    play.add_argument("--episodes", type=int, default=2, help="episodes to play (held-out tasks)")
     play.add_argument("--model", default=None, help="alias, HF id or folder (default: the embedded model)")
     play.add_argument("--out", default=None, help="folder for the episode log (default runs/play-SCENARIO)")
-    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--seed", type=int, default=0, help="seed of the tasks and of sampling")
     play.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     play.add_argument("--show-prompts", action="store_true", help="print what each agent was given before its turn")
-    play.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    play.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     play.add_argument("--run", default=None, help="play with this run's trained adapters (its newest good checkpoint)")
     play.add_argument("--checkpoint", default=None, help="with --run: a checkpoint folder name, e.g. step-20")
 
     train = sub.add_parser("train", help="Train the scenario's adapters; resumes an existing run folder.")
-    train.add_argument("scenario")
+    train.add_argument("scenario", help=SCENARIO_HELP)
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--config", default=None, help="YAML config file")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     train.add_argument("--allow-changes", action="store_true", help="resume even with changed seed, model, LoRA, "
                        "group size or scenario (recorded in config-changes.jsonl)")
     train.add_argument("--processes", type=int, default=1, help="data-parallel processes on this machine "
                        "(runs `accelerate launch --num_processes N`; one per GPU)")
 
     ev = sub.add_parser("eval", help="Held-out team reward of the base model and the trained adapters, as JSON.")
-    ev.add_argument("scenario")
+    ev.add_argument("scenario", help=SCENARIO_HELP)
     ev.add_argument("--run", required=True, help="run folder with checkpoints")
-    ev.add_argument("--episodes", type=int, default=None)
+    ev.add_argument("--episodes", type=int, default=None, help="held-out episodes (default: the run's eval_episodes)")
     ev.add_argument("--against", default=None, metavar="OPPONENT", help="the trained side against OPPONENT in every "
                     "seat: base, step-N (this run's), another run's folder, or a scripted player (random, perfect)")
     ev.add_argument("--sampled", action="store_true",
@@ -99,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OpenSpiel games: the exploitability of the base and the trained policy (OpenSpiel's own)")
 
     an = sub.add_parser("analyse", help="Communication metrics and RUN/report.html.")
-    an.add_argument("run")
-    an.add_argument("--compare", action="append", default=[], help="another run folder to compare (repeatable)")
+    an.add_argument("run", help="run folder")
+    an.add_argument("--compare", action="append", default=[], help="another run folder to compare")
     an.add_argument("--out", default=None, help="report path (default RUN/report.html)")
     add_serve_parser(sub)  # serve.py: vLLM's server for runs that share one
     return parser

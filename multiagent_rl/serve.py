@@ -72,12 +72,13 @@ def server_env() -> dict[str, str]:
 def add_serve_parser(sub) -> None:
     serve = sub.add_parser("serve", help="Start a vLLM server that training runs share (--set rollout.server=URL).")
     serve.add_argument("--model", required=True, help="alias, HF id or folder: the runs' model")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--max-loras", type=int, default=4,
                        help="adapters in one batch: at least adapters x (rollout.max_staleness + 1) of every run")
     serve.add_argument("--max-lora-rank", type=int, default=16, help="the runs' lora.rank (or larger)")
-    serve.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
+    serve.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN,
+                       help="longest prompt + completion in tokens")
     serve.add_argument("--gpu-memory-utilization", type=float, default=None,
                        help=f"share of the GPU's memory (default vLLM's; on CPU: {CPU_MEMORY_SHARE} of the machine's)")
     serve.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS", help="vLLM's own options, after --")
