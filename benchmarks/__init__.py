@@ -1,1 +1,1 @@
-"""Side-by-side benchmarks (see README.md): `python -m benchmarks.run_all [--quick] [--skip-trl]`."""
+"""Side-by-side benchmarks (see benchmarks/README.md and docs/performance.md): `python -m benchmarks.run_all [--quick] [--skip-trl]`."""

@@ -1,5 +1,5 @@
 """Write examples/word_problems.jsonl: 240 one-step word problems with answers and a split
-column (train / test), the task file of the README's tasks-from-data example. Deterministic:
+column (train / test), the task file of the tasks-from-data example (docs/first-scenario.md). Deterministic:
 running it again writes the same file.
 
     python examples/make_word_problems.py [--out examples/word_problems.jsonl]

@@ -102,7 +102,7 @@ class Team:
         if processes > 1:
             raise ConfigError(
                 f"backend=vllm runs beside training in one process; with {processes} processes use "
-                "backend=hf (see the README's Scaling out)"
+                "backend=hf (see docs/scaling.md)"
             )
         if self.live_dir is None:
             raise ConfigError("backend=vllm needs a folder to hand it the adapters (a run folder)")

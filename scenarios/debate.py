@@ -126,7 +126,7 @@ def make_scenario(
         # Generated problems: held-out sums are never seen in training. Data: its own split, or the key hash.
         split_key=None if table else (lambda task: f"{task.meta['a']}{task.meta['op']}{task.meta['b']}"),
         max_new_tokens=16,
-        # The settings the README's learning table measured (examples/debate_learning.yaml).
+        # The settings its published learning rows measured (docs/results.md) (examples/debate_learning.yaml).
         train_defaults={
             "adapters": "per_role", "steps": 200, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 6,
             "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,

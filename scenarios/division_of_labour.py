@@ -134,7 +134,7 @@ def correctness(task: Task, episode: Episode) -> float:
     return float(answers_match(episode.team_answer, task.answer))
 
 
-# The settings the README's learning table measured (examples/division_learning.yaml).
+# The settings its published learning rows measured (docs/results.md) (examples/division_learning.yaml).
 TRAIN_DEFAULTS = {
     "adapters": "per_role", "steps": 200, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 6,
     "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
