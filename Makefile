@@ -38,7 +38,8 @@ bench: $(STAMP)
 
 # The docs site, strictly (a broken link or a missing page fails): site/index.html.
 docs: $(STAMP)
-	.venv/bin/mkdocs build --strict
+	$(PY) -m docs.gen.pages
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	.venv/bin/ruff check .

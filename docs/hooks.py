@@ -1,5 +1,5 @@
-"""mkdocs hooks: the generated pages (results, configuration, command line) and every figure
-quoted in a page, all rendered from the project's own sources at build time.
+"""mkdocs hooks: the generated pages (results, configuration, command line; docs/gen/pages.py)
+and every figure quoted in a page, all rendered from the project's own sources at build time.
 
 In a page, `{{ results:TOPIC }}` becomes the table of that topic's published rows and
 `{{ result:ID }}` one row's figure, linked to its record on the results page; an unknown topic
@@ -13,15 +13,13 @@ import sys
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import published  # noqa: E402
-from docs.gen.cli_reference import cli_reference  # noqa: E402
-from docs.gen.config_reference import config_reference  # noqa: E402
+from docs.gen.pages import stale_pages  # noqa: E402
 
 MARKER = re.compile(r"\{\{\s*(results?):([a-z0-9-]+)\s*\}\}")
 _source: published.Published | None = None
@@ -38,16 +36,13 @@ def _published() -> published.Published:
 
 
 def on_pre_build(config) -> None:
+    """Stop when a generated page is older than its source (`make docs` regenerates them first)."""
     global _source
     _source = None  # `mkdocs serve` rebuilds: read the file again
-
-
-def on_files(files, config):
-    pages = {"results.md": lambda: published.results_page(_published()),
-             "reference/config.md": config_reference, "reference/cli.md": cli_reference}
-    for uri, make in pages.items():
-        files.append(File.generated(config, uri, content=make()))
-    return files
+    _published()  # a bad results file fails here, with its validation error
+    stale = stale_pages()
+    if stale:
+        raise PluginError(f"generated pages out of date: {', '.join(stale)}; run python -m docs.gen.pages")
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -255,9 +255,10 @@ def influence_graph(table: Iterable[dict], weight: str = "adoption_rate", agents
     `answer_adoption` or `summarise_ablation`), edge attribute ``weight`` = ``row[weight]``
     and every other column kept as an attribute. `agents` adds nodes that have no edge.
 
-    >>> g = influence_graph([{"sender": "a", "receiver": "b", "adoption_rate": 0.5}])
-    >>> g["a"]["b"]["weight"]
-    0.5
+    Examples:
+        >>> g = influence_graph([{"sender": "a", "receiver": "b", "adoption_rate": 0.5}])
+        >>> g["a"]["b"]["weight"]
+        0.5
     """
     graph = networkx.DiGraph()
     graph.add_nodes_from(agents)
