@@ -8,6 +8,7 @@ analysis build one alone, from a run folder's settings and a checkpoint's adapte
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,18 @@ class Team:
         folder = self.live_dir / f"step-{version}" if self.live_dir is not None else None
         self.backend.sync(self.model, self.policy_adapters, folder)
 
+    def remove_stale_live_adapters(self) -> list[str]:
+        """Delete the folders under `live_dir` that the shared server's client no longer loads:
+        an earlier start's (the client deletes its own as it unloads them). Main process, under
+        the run's lock, before a rollout worker starts. Nothing to do for the other backends."""
+        if self.live_dir is None or not self.live_dir.is_dir() or not hasattr(self.backend, "served_versions"):
+            return []
+        in_use = {Path(path).parent for versions in self.backend.served_versions().values() for _, path in versions}
+        stale = sorted(p for p in self.live_dir.iterdir() if p.is_dir() and p.resolve() not in in_use)
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return [p.name for p in stale]
+
     @property
     def learner(self) -> str:
         """The one adapter a seated league trains (every agent's)."""
@@ -180,9 +193,13 @@ class Team:
             self.backend.sync(self.model, [name], self.live_dir / name if self.live_dir is not None else None)
 
     def drop(self, name: str) -> None:
-        """Unload a frozen adapter that left the league's pool."""
+        """Unload a frozen adapter that left the league's pool, here and from a shared server
+        (which then never gets it back after a restart)."""
         self.model.delete_adapter(name)
         self.frozen.remove(name)
+        unload = getattr(self.backend, "unload", None)  # only a shared server holds a copy to unload
+        if unload is not None:
+            unload(name)
 
     def play(
         self, tasks: Sequence[Task], *,

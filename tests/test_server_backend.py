@@ -36,6 +36,9 @@ class FakeVLLM(ThreadingHTTPServer):
         self.completions: list[dict] = []
         self.events: list[tuple[str, str]] = []  # ("load" | "unload", name)
         self.drop = 0  # the next `drop` completions close the connection unanswered
+        self.short = 0  # the next `short` completions send half their body, then close
+        self.runtime_lora = True  # False: no LoRA load/unload routes (VLLM_ALLOW_RUNTIME_LORA_UPDATING unset)
+        self.lora_posts = 0  # requests to the LoRA routes, answered or not
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -70,6 +73,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         s = self.server
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+            s.lora_posts += 1
+            if not s.runtime_lora:  # the web framework's answer for a route the server lacks
+                return self._send(404, {"detail": "Not Found"})
         if self.path == "/v1/load_lora_adapter":
             if body["lora_name"] in s.loras:
                 return self._error(400, f"The lora adapter '{body['lora_name']}' has already been loaded.")
@@ -77,13 +84,26 @@ class Handler(BaseHTTPRequestHandler):
             s.events.append(("load", body["lora_name"]))
             return self._send(200, "Success")
         if self.path == "/v1/unload_lora_adapter":
-            s.loras.pop(body["lora_name"], None)
+            if body["lora_name"] not in s.loras:
+                return self._error(404, f"The lora adapter '{body['lora_name']}' cannot be found.")
+            s.loras.pop(body["lora_name"])
             s.events.append(("unload", body["lora_name"]))
             return self._send(200, "Success")
         with s.lock:
-            dropped = s.drop > 0
+            dropped, short = s.drop > 0, s.short > 0
             s.drop -= dropped
+            s.short -= short
         if dropped:
+            self.close_connection = True
+            self.connection.close()
+            return
+        if short:  # a cut mid-answer: the client reads fewer bytes than Content-Length says
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "400")
+            self.end_headers()
+            self.wfile.write(b'{"id": "c", "choi')
+            self.wfile.flush()
             self.close_connection = True
             self.connection.close()
             return
@@ -175,6 +195,76 @@ def test_retries_exhausted_stop_with_the_address_and_where_to_resume(fake):
     assert fake.drop == 98  # the first try and one retry
 
 
+def test_a_connection_cut_mid_answer_is_retried(fake):
+    fake.short = 2
+    results = backend(fake.url).generate([GenerationRequest(messages=CHAT, temperature=0)] * 3, seed=1)
+    assert len(results) == 3 and len(fake.completions) == 3 and fake.short == 0
+
+
+def test_a_server_without_runtime_lora_loading_stops_at_once_naming_why(fake, saved, tmp_path):
+    fake.runtime_lora = False
+    b = backend(fake.url, retries=3)
+    with pytest.raises(ServerError) as caught:
+        b.sync(None, ["solver"], tmp_path / "step-0")
+    message = str(caught.value)
+    assert "\n" not in message and fake.url in message and "/v1/load_lora_adapter" in message
+    assert "multiagent-rl serve" in message and "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in message
+    assert fake.lora_posts == 1  # no retry, no wait for a server that is up
+
+
+def test_live_adapter_folders_are_deleted_once_unloaded(fake, monkeypatch, tmp_path):
+    def save(model, folder, names):  # what save_adapters leaves on disk, without a model
+        for name in names:
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr("multiagent_rl.adapters.save_adapters", save)
+    live = tmp_path / "live_adapters"
+    b = backend(fake.url, keep_versions=2)
+    for step in range(6):
+        b.sync(None, ["a", "b"], live / f"step-{step}")
+        assert len(list(live.iterdir())) <= 2  # the versions the server may still serve
+    assert sorted(p.name for p in live.iterdir()) == ["step-4", "step-5"]
+    assert sorted(fake.loras.values()) == sorted(str((live / f"step-{s}" / n).resolve()) for s in (4, 5) for n in "ab")
+
+
+def test_a_resumed_run_removes_the_adapter_folders_an_earlier_start_left(fake, saved, tmp_path):
+    from multiagent_rl.team import Team
+
+    live = tmp_path / "live_adapters"
+    for name in ("step-7", "step-8", "frozen-step-0", "step-9"):
+        (live / name / "a").mkdir(parents=True)
+    b = backend(fake.url)
+    b.sync(None, ["a"], live / "step-9")  # the resumed run's adapters
+    team = Team(None, None, None, None, b, {"agent": "a"}, live_dir=live)
+    assert team.remove_stale_live_adapters() == ["frozen-step-0", "step-7", "step-8"]
+    assert [p.name for p in live.iterdir()] == ["step-9"]
+
+
+def test_a_dropped_snapshot_is_unloaded_and_never_reloaded(fake, saved, tmp_path):
+    from multiagent_rl.team import Team
+
+    class Model:
+        def delete_adapter(self, name):
+            self.deleted = name
+
+    live = tmp_path / "live_adapters"
+    (live / "frozen-step-0" / "frozen-step-0").mkdir(parents=True)
+    b = backend(fake.url)
+    team = Team(None, None, Model(), None, b, {"agent": "shared"}, live_dir=live)
+    team.sync(0)
+    team.frozen = ["frozen-step-0"]
+    team.serve_frozen(["frozen-step-0"])
+    snapshot = b.adapters["frozen-step-0"]
+    team.drop("frozen-step-0")
+    assert team.model.deleted == "frozen-step-0" and team.frozen == []
+    assert ("unload", snapshot) in fake.events and snapshot not in fake.loras
+    assert "frozen-step-0" not in b.adapters and not (live / "frozen-step-0").exists()
+    fake.loras.clear()  # a restart
+    b.generate([GenerationRequest(messages=CHAT, adapter="shared")], seed=2)
+    assert list(fake.loras) == [b.adapters["shared"]]  # the live adapter back, the snapshot not
+
+
 def test_versions_are_new_names_and_old_ones_unloaded(fake, saved, tmp_path):
     b = backend(fake.url, keep_versions=2)
     names = []
@@ -197,6 +287,15 @@ def test_a_restarted_server_gets_the_adapters_back(fake, saved, tmp_path):
     results = b.generate([GenerationRequest(messages=CHAT, adapter="solver")], seed=2)
     assert len(results) == 1 and b.adapters["solver"] in fake.loras
     assert fake.events.count(("load", b.adapters["solver"])) == 2
+
+
+def test_a_restarted_server_gets_the_newest_version_back_not_the_older_kept_ones(fake, saved, tmp_path):
+    b = backend(fake.url, keep_versions=2)
+    for step in range(2):
+        b.sync(None, ["solver"], tmp_path / f"step-{step}")
+    fake.loras.clear()
+    b.generate([GenerationRequest(messages=CHAT, adapter="solver")], seed=2)
+    assert list(fake.loras) == [b.adapters["solver"]]  # an older one's folder may be gone; its user re-loads it
 
 
 def test_other_ranks_use_the_names_main_loaded(fake, saved, tmp_path):

@@ -266,6 +266,7 @@ class Run:
             played = self.rollouts.take(step)
             batch, plan = played.batch, []
         else:
+            self.league.reset_step()  # the step's tallies: its own games and its match's
             tasks = self.tasks_for_step(step)
             seatings, plan = self.league.plan(step, len(tasks))
             options = self.play_options(step, tasks)
@@ -287,14 +288,17 @@ class Run:
         # step 5
         self.team.sync(step)
         self.rollouts.updated(step)  # a rollout worker gets the new policy and the next step to play
+        match_tokens = 0
         if self.league is not None:
-            self.league.after_update(step, self.sampling, log=self.episode_log(f"league-step-{step:06d}"))
+            match_tokens = self.league.after_update(step, self.sampling, log=self.episode_log(f"league-step-{step:06d}"))
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
         stats = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}
         stats["rollout/staleness"] = step - 1 - played.version  # the updates the sampler was behind
         (stats["perf/rollout_play_seconds"],) = self.ranks.max([played.seconds])
-        self.generated_tokens += stats["rollout/generated_tokens"]
+        if self.league is not None:  # a match's games are training compute, not evaluation
+            stats["rollout/match_generated_tokens"] = match_tokens
+        self.generated_tokens += stats["rollout/generated_tokens"] + match_tokens
         stats["rollout/generated_tokens_total"] = self.generated_tokens
         threshold = cfg.shaping.stop_when_invalid_below
         if self.shaping_from is None and threshold is not None and stats["turns/invalid_fraction"] < threshold:
@@ -337,8 +341,9 @@ class Run:
         if self.scenario.openspiel_game is not None:  # exact and cheap for small games (Kuhn poker: 12 states)
             from multiagent_rl.games.exploitability import team_exploitability
 
-            found = team_exploitability(self.team, game_name=self.scenario.openspiel_game)
-            stats["exploitability"] = found["exploitability"]
+            # Every rank holds the same adapters, so every rank would compute the same figure.
+            stats["exploitability"] = self.ranks.from_main(
+                lambda: team_exploitability(self.team, game_name=self.scenario.openspiel_game)["exploitability"])
         return stats
 
     # ----- persistence ------------------------------------------------------------------
@@ -377,6 +382,7 @@ class Run:
         self.ranks.barrier()  # every rank has read the folder before the main one tidies it
         if self.ranks.is_main:
             remove_temporary(self.run_dir)
+            self.team.remove_stale_live_adapters()  # an earlier start's; this one deletes its own as it goes
             for line in restore_committed_state(self.run_dir, found[0] if found else None, damaged):
                 print(f"multiagent-rl: {self.run_dir}: {line}", file=sys.stderr)
         self.ranks.barrier()

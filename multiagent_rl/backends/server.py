@@ -16,19 +16,25 @@ Adapters are served under versioned names, `solver@<run nonce>.<version>`: the n
 once per start by the main process and shared, so a name is never reused, not even by a
 resumed run against a server that still holds the last run's adapters. The last
 `keep_versions` versions of each adapter stay loaded (in-flight requests of a stale rollout
-finish on their own version); older ones are unloaded.
+finish on their own version); older ones are unloaded and the main process deletes their
+folders, so the run folder holds `keep_versions` updates' adapters, not one per step. A league
+snapshot that leaves the pool is unloaded and forgotten (`unload`).
 
-Faults: a request that fails for want of the server (refused, reset, timed out, a 5xx, or an
-adapter name a restarted server no longer knows) is retried `retries` times; before each retry
-the client waits up to `timeout` seconds for the server to answer again and re-loads the
-adapter versions it lost. Then the call fails with a `ServerError` naming the address.
+Faults: a request that fails for want of the server (refused, reset, cut off mid-answer, timed
+out, a 5xx, or an adapter name a restarted server no longer knows) is retried `retries` times;
+before each retry the client waits up to `timeout` seconds for the server to answer again and
+re-loads the adapter versions it lost. Then the call fails with a `ServerError` naming the
+address. A refusal (4xx) is not retried; a server without the LoRA load routes (started
+without runtime LoRA loading) is said at once.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import secrets
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -56,14 +62,24 @@ class _Transient(Exception):
     """A failure a restarted or recovered server may not repeat."""
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+LORA_ROUTES = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+NO_RUNTIME_LORA = (
+    "it was started without runtime LoRA loading: start it with `multiagent-rl serve`, "
+    "or set VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment"
+)
+
+
+def _error_text(exc: urllib.error.HTTPError) -> tuple[str, bool]:
+    """The error's one-line text, and whether vLLM itself answered (its `error` object), not
+    the web framework (a route the server does not have: `{"detail": "Not Found"}`)."""
     try:
         body = json.loads(exc.read().decode() or "{}")
-    except (ValueError, OSError):
-        return f"HTTP {exc.code}"
+    except (ValueError, OSError, http.client.HTTPException):
+        return f"HTTP {exc.code}", False
     error = body.get("error", body) if isinstance(body, dict) else body
     message = error.get("message") if isinstance(error, dict) else None
-    return f"HTTP {exc.code}: {message or body}"
+    from_vllm = isinstance(body, dict) and (isinstance(body.get("error"), dict) or body.get("object") == "error")
+    return f"HTTP {exc.code}: {message or body}", from_vllm
 
 
 def call(url: str, path: str, payload: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
@@ -75,11 +91,15 @@ def call(url: str, path: str, payload: dict[str, Any] | None = None, timeout: fl
         with urllib.request.urlopen(request, timeout=timeout) as response:
             text = response.read().decode()
     except urllib.error.HTTPError as exc:
-        message = _error_text(exc)
-        if exc.code >= 500 or exc.code == 404:  # 404: an adapter name a restarted server lost
+        message, from_vllm = _error_text(exc)
+        if exc.code == 404 and path in LORA_ROUTES and not from_vllm:  # no such route: retrying can't help
+            raise ServerError(f"the vLLM server at {url} has no {path} ({message}): {NO_RUNTIME_LORA}") from exc
+        if exc.code >= 500 or (exc.code == 404 and path not in LORA_ROUTES):  # 404: an adapter a restart lost
             raise _Transient(message) from exc
         raise ServerError(f"the vLLM server at {url} refused {path}: {message}") from exc
-    except (OSError, TimeoutError) as exc:  # refused, reset, timed out (URLError is an OSError)
+    # Refused, reset, timed out (URLError is an OSError), or cut off mid-answer (IncompleteRead
+    # and the other http.client errors are not OSErrors): a restarted server may answer.
+    except (OSError, http.client.HTTPException) as exc:
         raise _Transient(str(getattr(exc, "reason", exc)) or type(exc).__name__) from exc
     try:
         return json.loads(text)
@@ -183,16 +203,35 @@ class ServerBackend:
             self._with_retries("load adapters", lambda: [self._load(*added[name]) for name in adapters])
         for name, entry in added.items():
             self._versions.setdefault(name, []).append(entry)
-        dropped = {name: versions[: -self.keep_versions] for name, versions in self._versions.items()}
-        for name in dropped:
+        dropped = [entry for versions in self._versions.values() for entry in versions[: -self.keep_versions]]
+        for name in self._versions:
             self._versions[name] = self._versions[name][-self.keep_versions :]
-        if self.is_main:
-            for served, _ in (entry for entries in dropped.values() for entry in entries):
-                try:
-                    call(self.url, "/v1/unload_lora_adapter", {"lora_name": served}, self.timeout)
-                except (_Transient, ServerError):  # freeing a slot early is an optimisation only
-                    pass
+        self._discard(dropped)
         self._barrier()  # no rank asks for a name before the server has it
+
+    def unload(self, adapter: str) -> None:
+        """Main process: unload every version of `adapter` (a league snapshot that left the
+        pool) and delete its folders; every rank: forget it, so a restarted server never gets
+        it back."""
+        self._discard(self._versions.pop(adapter, []))
+
+    def _discard(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Main process: unload these (served name, folder) versions and delete their folders
+        (and a step's folder once it is empty), keeping any folder a loaded version still reads."""
+        if not self.is_main or not entries:
+            return
+        for served, _ in entries:
+            try:
+                call(self.url, "/v1/unload_lora_adapter", {"lora_name": served}, self.timeout)
+            except (_Transient, ServerError):  # freeing a slot early is an optimisation only
+                pass
+        kept = {path for versions in self._versions.values() for _, path in versions}
+        for path in {path for _, path in entries} - kept:
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                Path(path).parent.rmdir()  # step-N/ once none of its adapters is loaded
+            except OSError:  # another adapter of that update is still loaded
+                pass
 
     def served_versions(self) -> dict[str, list[tuple[str, str]]]:
         """Adapter -> its loaded versions, oldest first, as (served name, folder): what a
@@ -212,8 +251,10 @@ class ServerBackend:
                 raise
 
     def _reload_lost(self) -> None:
-        """Wait up to `timeout` for the server to answer, then re-load the adapter versions it
-        lost (a restarted server knows none)."""
+        """Wait up to `timeout` for the server to answer, then re-load the newest version of
+        each adapter if it was lost (a restarted server knows none). The newest only: it is the
+        one this process generates with, and an older one's folder may already be deleted (a
+        follower playing with it re-loads it itself, as its own newest)."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -224,9 +265,9 @@ class ServerBackend:
                     raise
                 time.sleep(1.0)
         for versions in self._versions.values():
-            for served, path in versions:
-                if served not in known:
-                    self._load(served, path)
+            served, path = versions[-1]
+            if served not in known:
+                self._load(served, path)
 
     def _with_retries(self, what: str, attempt: Callable[[], Any]) -> Any:
         for tries in range(self.retries + 1):
