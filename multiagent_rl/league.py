@@ -24,6 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from .records import Episode
 
 LIVE = "live"
+# PFSP's win estimate reads the live policy's last PFSP_WINDOW games against each snapshot. Not
+# the whole tally: the live policy keeps changing, so a snapshot's early games were mostly
+# against older, weaker live policies and would keep its estimate far from what the current
+# one does. A window rather than an exponential average: every game in it weighs the same, so
+# the estimate is a plain win rate over a known number of recent games (with the same one
+# pseudo-game prior), forgetting each game once as many newer ones replace it.
+PFSP_WINDOW = 32
 _OUTCOMES = {1: 0, 0.5: 1, 0: 2}  # live_score -> index in a [win, draw, loss] tally
 
 
@@ -69,6 +76,7 @@ class League:
             self._ratings[LIVE] = [self._model.mu, self._model.sigma]
         self.tallies: dict[str, list[int]] = {}  # opponent -> cumulative [win, draw, loss]
         self.step_tallies: dict[str, list[int]] = {}  # the same, this step only
+        self.recent: dict[str, list[float]] = {}  # opponent -> the live policy's last PFSP_WINDOW scores
         self._rng = random.Random(seed)
 
     def add_snapshot(self, name: str) -> list[str]:
@@ -79,6 +87,7 @@ class League:
             self.initial = name
         self.pool.append(name)
         self.tallies[name] = [0, 0, 0]
+        self.recent[name] = []
         if self.settings.ratings:  # a copy of the live policy is as strong as it is, as far as we know
             self._ratings[name] = list(self._ratings[LIVE])
         dropped = []
@@ -88,16 +97,18 @@ class League:
             oldest = next(n for n in self.pool if n != keep)
             self.pool.remove(oldest)
             self.tallies.pop(oldest)
+            self.recent.pop(oldest)
             self._ratings.pop(oldest, None)  # it plays no more; its last rating is in the logs
             dropped.append(oldest)
         return dropped
 
     def pfsp_weights(self) -> list[float]:
-        """(1 - p)^power per pool member, p = P(live wins) with one pseudo-game at 0.5 (unplayed: 0.5)."""
+        """(1 - p)^power per pool member, p = P(live wins) over the last PFSP_WINDOW games
+        against it, with one pseudo-game at 0.5 (unplayed: 0.5)."""
         weights = []
         for name in self.pool:
-            win, draw, loss = self.tallies[name]
-            p = (win + 0.5 * draw + 0.5) / (win + draw + loss + 1)
+            recent = self.recent[name]
+            p = (sum(recent) + 0.5) / (len(recent) + 1)
             weights.append((1.0 - p) ** self.settings.pfsp_power)
         return weights
 
@@ -122,6 +133,7 @@ class League:
         index = _OUTCOMES[live_score]
         self.tallies[opponent][index] += 1
         self.step_tallies.setdefault(opponent, [0, 0, 0])[index] += 1
+        self.recent[opponent] = [*self.recent[opponent], float(live_score)][-PFSP_WINDOW:]
         if not self.settings.ratings:
             return
         # Snapshots are frozen, but their ratings still move with the games they play: a rating
@@ -170,6 +182,7 @@ class League:
             "ratings": {name: list(r) for name, r in self._ratings.items()},
             "tallies": {name: list(t) for name, t in self.tallies.items()},
             "step_tallies": {name: list(t) for name, t in self.step_tallies.items()},
+            "recent": {name: list(r) for name, r in self.recent.items()},
             "rng": [version, list(internal), gauss],
         }
 
@@ -186,6 +199,9 @@ class League:
                 league._ratings.setdefault(name, [league._model.mu, league._model.sigma])
         league.tallies = {name: list(t) for name, t in state["tallies"].items()}
         league.step_tallies = {name: list(t) for name, t in state["step_tallies"].items()}
+        # A checkpoint from before the window was kept: PFSP's estimates start again from the prior.
+        recent = state.get("recent", {})
+        league.recent = {name: [float(x) for x in recent.get(name, [])] for name in league.pool}
         version, internal, gauss = state["rng"]
         league._rng.setstate((version, tuple(internal), gauss))
         return league

@@ -159,6 +159,14 @@ def test_ranks_on_one_process_are_the_identity():
     assert ranks.sum([1, 2.5]) == [1.0, 2.5] and ranks.max([3]) == [3.0] and ranks.gather(["a"]) == ["a"]
 
 
+def test_work_done_once_runs_on_the_main_process_and_reaches_every_rank(monkeypatch):
+    calls = []
+    assert Ranks().from_main(lambda: calls.append("main") or 0.25) == 0.25 and calls == ["main"]
+    # Rank 1 of 2: gather hands it every rank's items in rank order, the main process's first.
+    monkeypatch.setattr(Ranks, "gather", lambda self, items: [0.25, *items])
+    assert Ranks(index=1, count=2).from_main(lambda: calls.append("other")) == 0.25 and calls == ["main"]
+
+
 def test_shards_cover_every_item_once_in_order():
     items = list(range(7))
     for count in (1, 2, 3, 7, 9):

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from multiagent_rl.league import League, LeagueSettings, win_rate_interval
+from multiagent_rl.league import PFSP_WINDOW, League, LeagueSettings, win_rate_interval
 
 
 def make(seed=0, snapshots=("step-0", "step-10", "step-20"), **settings):
@@ -53,6 +53,21 @@ def test_pfsp_gives_unplayed_opponents_a_fair_chance():
         league.record("step-0", 0)
     counts = Counter(league.sample_opponents(1000))
     assert counts["step-10"] > 100  # prior p = 0.5: weight 0.25 against ~0.91
+
+
+def test_pfsp_follows_the_recent_games_not_a_snapshots_whole_life():
+    league = make(snapshots=("step-0", "step-10"), opponents="pfsp")
+    for _ in range(100):
+        league.record("step-0", 1)  # beaten for long by older live policies ...
+    for _ in range(PFSP_WINDOW):
+        league.record("step-0", 0)  # ... and never by the current one
+    assert league.pfsp_weights()[0] > 0.9  # over its whole life it would be p = 0.76, weight 0.06
+    assert league.tallies["step-0"] == [100, 0, PFSP_WINDOW]  # the tallies still count every game
+    league.record("step-0", 1)
+    league.record("step-0", 0.5)
+    assert league.recent["step-0"][-2:] == [1.0, 0.5] and len(league.recent["step-0"]) == PFSP_WINDOW
+    resumed = League.from_state(league.settings, json.loads(json.dumps(league.state_dict())))
+    assert resumed.pfsp_weights() == league.pfsp_weights()
 
 
 def test_pool_limit_drops_oldest_non_initial_and_keeps_step_0():

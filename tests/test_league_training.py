@@ -12,7 +12,7 @@ import torch
 from multiagent_rl.cli import main
 from multiagent_rl.config import ConfigError, ShapingConfig, load_config
 from multiagent_rl.league import outcome_score
-from multiagent_rl.records import Episode, Message, RewardEntry, Task, Turn
+from multiagent_rl.records import Episode, Message, RewardEntry, Task, Turn, read_episodes
 from multiagent_rl.registry import load_scenario
 from trainers.base import Returns
 from trainers.league_play import LeaguePlay, check_league
@@ -48,6 +48,7 @@ def test_pool_play_trains_the_learner_and_never_a_snapshot(single_thread, tmp_pa
         run.step = step
         record = run.train_step(step)
         assert record.update["update/optimizer_steps"] >= 1  # rewards differed within groups: real updates
+        assert run.league.metrics() == record.league  # reading the figures reset nothing
         played += sum(v for k, v in record.league.items() if k.startswith("league/vs/"))
     # The learner changed; the step-0 snapshot and the base weights are bit-identical.
     assert any(not torch.equal(a, b) for a, b in zip(at_zero.values(), lora_weights(run.model, "shared").values(), strict=True))
@@ -103,6 +104,11 @@ def test_mirror_play_is_one_adapter_in_every_seat(single_thread, tmp_path):
     metrics = [json.loads(x) for x in (tmp_path / "mirror" / "metrics.jsonl").open()]
     assert metrics[2]["league/vs/step-0/win"] + metrics[2]["league/vs/step-0/loss"] + metrics[2]["league/vs/step-0/draw"] == 2
     assert summary["after"]["n"] == 2 and "win_rate" in summary["after"]  # the learner against the base model
+    # The step-2 match's games are training compute: token_budget counts them.
+    log = tmp_path / "mirror" / "episodes" / "league-step-000002.msgpack"
+    match = sum(t.completion_tokens for ep in read_episodes(log).episodes for t in ep.turns)
+    assert match > 0 and [m["rollout/match_generated_tokens"] for m in metrics[1:]] == [0, match]
+    assert metrics[2]["rollout/generated_tokens_total"] == sum(m["rollout/generated_tokens"] for m in metrics[1:]) + match
 
 
 def test_eval_against_plays_every_seat_and_names_a_missing_snapshot(single_thread, tmp_path, capsys):
@@ -175,6 +181,22 @@ def test_outcome_score_reads_the_winner_else_the_final_lines():
     tie = Episode(episode_id="e", scenario="s", task=Task(key="t", prompt=""), turns=[shaped],
                   final=[RewardEntry(agent="a", value=0.0), RewardEntry(agent="b", value=0.0)], teams=teams)
     assert outcome_score(tie, "red", teams) == 0.5  # shaping is not play
+
+
+def test_reading_the_league_figures_changes_nothing():
+    from types import SimpleNamespace
+
+    from trainers.distributed import Ranks
+
+    team = SimpleNamespace(config=load_config(None, [*TINY, "league.mode=pool"]),
+                           scenario=load_scenario("tictactoe", opponent="model"))
+    play = LeaguePlay(team, Ranks(), seed=0)
+    play.league.add_snapshot("step-0")
+    play.league.record("step-0", 1)
+    first = play.metrics()
+    assert play.metrics() == first and first["league/vs/step-0/win"] == 1
+    play.reset_step()  # the loop's, once per step
+    assert play.metrics()["league/vs/step-0/win"] == 0
 
 
 def test_saved_pool_names_the_frozen_adapters(tmp_path):

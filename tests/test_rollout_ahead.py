@@ -16,7 +16,7 @@ from multiagent_rl import Role, Scenario, Task, complete, individual_rewards, re
 from multiagent_rl.config import ConfigError, load_config
 from multiagent_rl.seeds import step_seed
 from trainers.loop import Run
-from trainers.rollout_ahead import RolloutWorker, RolloutWorkerError
+from trainers.rollout_ahead import RolloutWorker, RolloutWorkerError, thread_shares
 
 
 def config(*overrides: str):
@@ -151,3 +151,43 @@ def test_an_error_in_the_worker_reaches_the_trainer_as_itself(tmp_path):
         worker.close()
     unpicklable = RuntimeError(lambda: None)
     assert sendable(unpicklable) is None and sendable(failure) is failure
+
+
+def test_the_worker_takes_its_share_of_the_threads_and_gives_it_back(monkeypatch):
+    import multiprocessing
+    from types import SimpleNamespace
+
+    specs = []
+
+    class Process:  # records the worker's spec instead of starting a process
+        def __init__(self, target, args, name, daemon):
+            specs.append(args[2])
+
+        def start(self):
+            pass
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+
+    spawn = multiprocessing.get_context("spawn")
+    monkeypatch.setattr("trainers.rollout_ahead.multiprocessing.get_context",
+                        lambda method: SimpleNamespace(Queue=spawn.Queue, Process=Process))
+    monkeypatch.setattr("trainers.rollout_ahead.policy_state", lambda run: {})
+    run = SimpleNamespace(config=config("rollout.max_staleness=1"), given_scenario=None, device="cpu",
+                          dtype="float32", accelerator=SimpleNamespace(mixed_precision="no"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        worker = RolloutWorker(run, staleness=1)
+        worker.start(version=0, first_step=1, last_step=0)
+        assert specs[0].threads == 2 and torch.get_num_threads() == 2  # 4 cores' worth, not 8
+        worker.close()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+    assert thread_shares(1, 1) == (1, 1) and thread_shares(5, 1) == (3, 2)
+    assert thread_shares(8, 1, holds_model=False) == (8, 1)  # through a server the worker runs no model
+    assert thread_shares(8, 0) == (8, 8)  # staleness 0: never at once

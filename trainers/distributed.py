@@ -12,7 +12,7 @@ adapter's gradients before each optimizer step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,11 @@ class Ranks:
         parts: list[list[Any] | None] = [None] * self.count
         torch.distributed.all_gather_object(parts, list(items))
         return [x for part in parts for x in (part or [])]
+
+    def from_main(self, compute: Callable[[], Any]) -> Any:
+        """`compute()` run on the main process alone, its result on every rank: for work whose
+        result would be the same on every rank (N copies of it would be N times the time)."""
+        return self.gather([compute()] if self.is_main else [])[0]
 
     def barrier(self) -> None:
         if self.distributed:

@@ -134,18 +134,21 @@ class LeaguePlay:
         if name in self.league.pool:
             self.team.freeze(frozen_name(name))
 
-    def after_update(self, step: int, sampling: Sampling, log) -> None:
-        """Every `snapshot_every` steps: a match against the pool, then a snapshot."""
+    def after_update(self, step: int, sampling: Sampling, log) -> int:
+        """Every `snapshot_every` steps: a match against the pool, then a snapshot. Returns the
+        tokens the match generated, every rank's (training compute: `token_budget` counts them)."""
         if step % self.settings.snapshot_every:
-            return
-        self.match(step, sampling, log)
+            return 0
+        tokens = self.match(step, sampling, log)
         self.snapshot(f"step-{step}")
+        return tokens
 
-    def match(self, step: int, sampling: Sampling, log) -> None:
-        """`match_games` held-out games against each pool member, seats alternating; recorded."""
+    def match(self, step: int, sampling: Sampling, log) -> int:
+        """`match_games` held-out games against each pool member, seats alternating; recorded.
+        Returns the tokens generated, every rank's."""
         per = self.settings.match_games
         if not per:
-            return
+            return 0
         plan = [game for opponent in self.league.pool for game in self.against(per, opponent)]
         tasks = self.team.scenario.heldout_tasks(len(plan), seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET))
         seatings = self.seatings(plan)
@@ -155,12 +158,16 @@ class LeaguePlay:
                                sampling=sampling, seed=step_seed(self.team.config.seed, step, MATCH_SEED_OFFSET + 1),
                                split="play", step=step, log=log)  # not held-out evaluation: kept apart in the report
         self.record(batch, plan)
+        (tokens,) = self.ranks.sum([batch.generated_tokens])
+        return int(tokens)
 
     def metrics(self) -> dict[str, float]:
-        """This step's league figures (then the step's tallies start again)."""
-        out = self.league.metrics()
+        """This step's league figures so far (reading them changes nothing)."""
+        return self.league.metrics()
+
+    def reset_step(self) -> None:
+        """A new step: its win/draw/loss tallies start from zero (the loop's, once per step)."""
         self.league.reset_step()
-        return out
 
     # ----- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

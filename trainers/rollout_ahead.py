@@ -80,6 +80,7 @@ class RolloutWorker:
         self.last_step = 0
         self.requested = 0  # the last step asked of the worker
         self.process = None
+        self.trainer_threads: int | None = None  # the trainer's torch threads before the worker took its share
         # Two queues, not one pipe: a put never blocks (a feeder thread writes), so the trainer
         # sending weights and the worker sending a batch cannot wait on each other.
         self.inbox = self.outbox = None
@@ -91,8 +92,11 @@ class RolloutWorker:
         run = self.run
         context = multiprocessing.get_context("spawn")  # a fork would copy torch's thread pools mid-use
         self.inbox, self.outbox = context.Queue(), context.Queue()
+        self.trainer_threads = torch.get_num_threads()
+        trainer_share, worker_share = thread_shares(self.trainer_threads, self.staleness, holds_model=not run.config.rollout.server)
+        torch.set_num_threads(trainer_share)
         spec = WorkerSpec(
-            config=run.config.model_dump(mode="json"), scenario=run.given_scenario, threads=torch.get_num_threads(),
+            config=run.config.model_dump(mode="json"), scenario=run.given_scenario, threads=worker_share,
             device=str(run.device), dtype=run.dtype, mixed_precision=run.accelerator.mixed_precision,
         )
         self.process = context.Process(target=worker_main, args=(self.inbox, self.outbox, spec), name="rollout-worker",
@@ -155,6 +159,24 @@ class RolloutWorker:
             q.cancel_join_thread()  # what is left in them was never going to be read
             q.close()
         self.process = None
+        torch.set_num_threads(self.trainer_threads)  # the worker's share back
+
+
+def thread_shares(threads: int, staleness: int, holds_model: bool = True) -> tuple[int, int]:
+    """(trainer, worker) torch threads out of the trainer's `threads`. With staleness >= 1 the
+    worker plays while the trainer updates, so each asking for every core would put twice as
+    many threads as cores to spin against each other: a worker with its own model copy gets
+    half (at least 1) and the trainer the rest; one playing through a shared server runs no
+    model (tokenising and waiting on HTTP), so 1 is enough and the trainer keeps its own. At
+    staleness 0 the two never run at once: each keeps every thread.
+
+    >>> thread_shares(8, 1), thread_shares(1, 1), thread_shares(8, 1, holds_model=False), thread_shares(8, 0)
+    ((4, 4), (1, 1), (8, 1), (8, 8))
+    """
+    if not staleness:
+        return threads, threads
+    worker = max(1, threads // 2) if holds_model else 1
+    return (max(1, threads - worker) if holds_model else threads), worker
 
 
 def check_sendable(scenario) -> None:
