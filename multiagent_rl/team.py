@@ -45,6 +45,12 @@ def server_client(config: TrainConfig, tokenizer, **options: Any):
                          keep_versions=rollout.max_staleness + 1, seed=config.seed, **options)
 
 
+def agent_adapter_map(config: TrainConfig, scenario: Scenario) -> dict[str, str]:
+    """Agent -> the adapter that plays it: one shared adapter in a league that seats one
+    learner in every seat (`league.mode` mirror or pool), else as `adapters:` says."""
+    return adapter_map(scenario, "shared" if config.league.mode in SEATED_LEAGUES else config.adapters)
+
+
 def frozen_name(snapshot: str) -> str:
     """The adapter a league snapshot ("step-20") is served under."""
     return f"frozen-{snapshot}"
@@ -79,7 +85,7 @@ class Team:
 
             check_server(config.rollout.server, resolve_model_path(config.model))
         base, tokenizer = load_model(config.model, dtype=dtype)
-        agent_adapters = adapter_map(scenario, "shared" if config.league.mode in SEATED_LEAGUES else config.adapters)
+        agent_adapters = agent_adapter_map(config, scenario)
         names = adapter_names(agent_adapters)
         model = attach_adapters(base, [*names, *frozen], LoraSettings.from_config(config.lora)).to(device)
         enable_training(model, names)
@@ -119,6 +125,7 @@ class Team:
             gpu_memory_utilization=engine.gpu_memory_utilization,
             tensor_parallel_size=engine.tensor_parallel_size,
             dtype=engine.dtype,
+            own_adapter_dirs=True,  # step-0 is deleted once step-1 replaces it, like every update's
         )
 
     def _server_backend(self, processes: int):
@@ -138,7 +145,7 @@ class Team:
 
         tokenizer = load_tokenizer(config.model)
         backend = server_client(config, tokenizer, is_main=False)
-        return cls(config, scenario, None, tokenizer, backend, adapter_map(scenario, config.adapters))
+        return cls(config, scenario, None, tokenizer, backend, agent_adapter_map(config, scenario))
 
     def _last_checkpoint(self) -> str:
         """Where a run that stops now resumes from (said when the shared server fails). A
@@ -155,12 +162,18 @@ class Team:
         self.backend.sync(self.model, self.policy_adapters, folder)
 
     def remove_stale_live_adapters(self) -> list[str]:
-        """Delete the folders under `live_dir` that the shared server's client no longer loads:
-        an earlier start's (the client deletes its own as it unloads them). Main process, under
-        the run's lock, before a rollout worker starts. Nothing to do for the other backends."""
-        if self.live_dir is None or not self.live_dir.is_dir() or not hasattr(self.backend, "served_versions"):
+        """Delete the folders under `live_dir` that the backend no longer serves: an earlier
+        start's (the shared server's client and the vLLM backend delete their own as they go).
+        Main process, under the run's lock, before a rollout worker starts. The HF backend
+        writes no such folders."""
+        if self.live_dir is None or not self.live_dir.is_dir():
             return []
-        in_use = {Path(path).parent for versions in self.backend.served_versions().values() for _, path in versions}
+        if hasattr(self.backend, "served_versions"):  # the shared server's client
+            in_use = {Path(path).parent for versions in self.backend.served_versions().values() for _, path in versions}
+        elif hasattr(self.backend, "adapter_folders"):  # vLLM in process
+            in_use = {folder.resolve() for folder in self.backend.adapter_folders()}
+        else:
+            return []
         stale = sorted(p for p in self.live_dir.iterdir() if p.is_dir() and p.resolve() not in in_use)
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)
@@ -182,9 +195,11 @@ class Team:
         self.serve_frozen([name])
 
     def add_frozen(self, names: Sequence[str]) -> None:
-        """Frozen adapters to be filled (by `freeze`, or a checkpoint's weights on resume)."""
-        add_adapters(self.model, names, LoraSettings.from_config(self.config.lora))
-        enable_training(self.model, self.policy_adapters)  # adding an adapter made every LoRA weight trainable
+        """Frozen adapters to be filled (by `freeze`, or a checkpoint's weights on resume); a
+        team without a model (`following_server`) only names them: the server serves them."""
+        if self.model is not None:
+            add_adapters(self.model, names, LoraSettings.from_config(self.config.lora))
+            enable_training(self.model, self.policy_adapters)  # adding an adapter made every LoRA weight trainable
         self.frozen += list(names)
 
     def serve_frozen(self, names: Sequence[str]) -> None:
@@ -192,11 +207,18 @@ class Team:
         for name in names:
             self.backend.sync(self.model, [name], self.live_dir / name if self.live_dir is not None else None)
 
-    def drop(self, name: str) -> None:
-        """Unload a frozen adapter that left the league's pool, here and from a shared server
-        (which then never gets it back after a restart)."""
-        self.model.delete_adapter(name)
+    def drop(self, name: str, unserve: bool = True) -> None:
+        """Unload a frozen adapter that left the league's pool, here and (unless `unserve` is
+        False: a rollout worker may still play a step planned with it; `unserve` it later)
+        from a shared server, which then never gets it back after a restart."""
+        if self.model is not None:
+            self.model.delete_adapter(name)
         self.frozen.remove(name)
+        if unserve:
+            self.unserve(name)
+
+    def unserve(self, name: str) -> None:
+        """Unload a dropped frozen adapter from a shared server and forget it there."""
         unload = getattr(self.backend, "unload", None)  # only a shared server holds a copy to unload
         if unload is not None:
             unload(name)

@@ -53,5 +53,11 @@ def test_a_league_serves_frozen_snapshots_beside_the_learner_in_vllm(tmp_path):
             assert sum(v for k, v in record.league.items() if k.startswith("league/vs/")) > 0
         assert run.team.frozen == ["frozen-step-0", "frozen-step-2"]  # pool_size 2: step-1 left, step-0 stays
         assert "frozen-step-2" in run.backend.adapters
+        assert "frozen-step-1" not in run.backend.adapters  # the dropped snapshot is no longer served
+        # The run folder keeps what is served: the newest update's adapters and the pool's, not
+        # one copy per update or per snapshot ever taken.
+        kept = sorted(p.name for p in (tmp_path / "run" / "live_adapters").iterdir())
+        assert "step-1" not in kept and "frozen-step-1" not in kept
+        assert kept == ["frozen-step-0", "frozen-step-2", "step-2"]
     finally:
         run.backend.close()

@@ -42,6 +42,7 @@ environment to change that; this module sets no environment variable.
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,8 @@ class VLLMBackend:
     `enforce_eager=True`). Unless `lora_target_modules` is given, LoRA is applied only to
     the modules that the `adapter_dirs` adapters target (all supported modules when there
     are none); a later adapter that targets other modules is refused with a clear error.
+    `own_adapter_dirs`: the `adapter_dirs` folders are the caller's copies (a run's
+    `live_adapters/step-0`), to be deleted once replaced, like the ones `sync` writes.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.3,
         max_model_len: int = 2048,
         dtype: str = "auto",
+        own_adapter_dirs: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         from ..models import TINY_ALIAS, resolve_model_path
@@ -152,6 +156,8 @@ class VLLMBackend:
         self._adapters: dict[str, _Adapter] = {}
         self._next_lora_id = 1
         adapter_dirs = dict(adapter_dirs or {})
+        # The folders this backend may delete once nothing it serves reads them: `sync`'s own.
+        self._written: set[str] = {str(Path(p).resolve().parent) for p in adapter_dirs.values()} if own_adapter_dirs else set()
         if "lora_target_modules" not in llm_kwargs:
             targets: set[str] | None = set()
             for name, path in adapter_dirs.items():
@@ -195,6 +201,10 @@ class VLLMBackend:
     def adapters(self) -> dict[str, str]:
         """Loaded adapters: name -> the versioned name vLLM serves it under."""
         return {name: a.versioned_name for name, a in sorted(self._adapters.items())}
+
+    def adapter_folders(self) -> set[Path]:
+        """The folders that hold the served adapters (each adapter's parent: an update's)."""
+        return {Path(a.path).parent for a in self._adapters.values()}
 
     @staticmethod
     def _check_dir(name: str, path: Path) -> Path:
@@ -270,11 +280,39 @@ class VLLMBackend:
 
     def sync(self, model, adapters, folder) -> None:
         """Save `model`'s `adapters` (a PeftModel's) under `folder` and serve them from there
-        under new versions."""
+        under new versions; the versions they replace are deleted (`_delete_unserved`)."""
         from ..adapters import save_adapters
 
         save_adapters(model, folder, adapters)
+        replaced = [self._adapters[name].path for name in adapters if name in self._adapters]
         self.sync_adapters(str(folder))
+        self._written.add(str(Path(folder).resolve()))
+        self._delete_unserved(replaced)
+
+    def unload(self, adapter: str) -> None:
+        """Stop serving `adapter` (a league snapshot that left the pool) and delete its folder
+        if `sync` wrote it."""
+        old = self._adapters.pop(adapter, None)
+        if old is not None:
+            self._forget(old.lora_id)
+            self._delete_unserved([old.path])
+
+    def _delete_unserved(self, paths: Sequence[str]) -> None:
+        """Delete the adapter folders among `paths` that `sync` wrote and no served version reads
+        any more, and their update's folder once it is empty: a run folder holds the adapters
+        being served, not a copy per update. Old versions are never requested again (generation
+        is synchronous here), so nothing can still need them."""
+        served = {a.path for a in self._adapters.values()}
+        for path in paths:
+            parent = str(Path(path).parent)
+            if path in served or parent not in self._written:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                Path(parent).rmdir()
+                self._written.discard(parent)
+            except OSError:  # another adapter of that update is still served
+                pass
 
     # -- generation --------------------------------------------------------------
 
