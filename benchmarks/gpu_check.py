@@ -19,7 +19,7 @@ On one GPU, in a few minutes, it
 
     python benchmarks/gpu_check.py [--steps 3] [--out gpu_check.json] [--skip-server]
 
-What it needs and how to install it offline: benchmarks/README.md ("GPU check").
+What it needs and how to install it offline: docs/scaling.md ("GPUs").
 """
 
 from __future__ import annotations
