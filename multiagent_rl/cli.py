@@ -1,14 +1,17 @@
 """The `multiagent-rl` command: scenarios, play, train, eval, analyse, serve.
 
-Bad input gets one line saying what is wrong and exit code 2, never a traceback.
+Bad input gets one line saying what is wrong and exit code 2, never a traceback (with
+`train --processes N`, once, by the launcher: not once per rank).
 This is the one runtime module that wires trainers, scenarios and analysis together.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,6 +26,7 @@ from .serve import add_serve_parser, cmd_serve, free_port
 from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
+RANK_ERRORS_ENV = "MULTIAGENT_RL_RANK_ERRORS"  # set by --processes: where each rank leaves its one-line error
 USER_ERRORS = (ScenarioError, TaskDataError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
 
 
@@ -121,16 +125,28 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("missing command; use one of: scenarios, play, train, eval, analyse, serve (see --help)")
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"multiagent-rl: error: {exc}", file=sys.stderr)
-        return 2
+        return say_error(str(exc))
     except _user_errors() as exc:
         if debug:  # --debug (or MULTIAGENT_RL_DEBUG=1): the whole traceback
             raise
-        print(f"multiagent-rl: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return say_error(one_line(exc))
     except KeyboardInterrupt:
         print("multiagent-rl: interrupted", file=sys.stderr)
         return 130
+
+
+def say_error(line: str) -> int:
+    """Print the one-line error; exit code 2. A rank that `--processes` launched leaves it for
+    the launcher instead, which says the first failed rank's once."""
+    folder = os.environ.get(RANK_ERRORS_ENV)
+    if folder:
+        try:
+            (Path(folder) / f"rank-{int(os.environ.get('RANK', '0'))}").write_text(line)
+            return 2
+        except OSError:
+            pass
+    print(f"multiagent-rl: error: {line}", file=sys.stderr)
+    return 2
 
 
 def cmd_scenarios(args) -> int:
@@ -250,13 +266,31 @@ def _scenario_overrides(overrides: list[str]):
 
 
 def cmd_train(args) -> int:
-    import yaml
-
     _positive(args.processes, "--processes")
     check_run_folder(args.out)
+    config, sources = _train_config(args)
     if args.processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch(args.processes, argv_without_processes(sys.argv[1:]))
+        if config.rollout.server:  # an unreachable or wrong server is said once, before any rank starts
+            from .backends.server import check_server
+            from .models import resolve_model_path
+
+            check_server(config.rollout.server, resolve_model_path(config.model))
+        return _launch(args.processes, argv_without_processes(sys.argv[1:]), config.mixed_precision)
     from trainers.loop import Run
+
+    # Loaded again by name in Run: a rollout worker process (rollout.max_staleness) builds it the same way.
+    run = Run(config, Path(args.out), allow_changes=args.allow_changes, config_sources=sources)
+    summary = run.train()
+    if run.ranks.is_main:
+        print_final_transcripts(run)
+        print_before_after(summary, run)
+    return 0
+
+
+def _train_config(args):
+    """(The run's resolved config, where each setting came from): the command line over the
+    run's own config.yaml when resuming, over the scenario's recommended settings."""
+    import yaml
 
     run_dir = Path(args.out)
     base = {}
@@ -273,13 +307,7 @@ def cmd_train(args) -> int:
     # under the run's own config.yaml, which already holds every setting).
     config = layers.resolve(scenario.train_defaults, sources)
     sources["scenario"] = "the command line"
-    # Loaded again by name in Run: a rollout worker process (rollout.max_staleness) builds it the same way.
-    run = Run(config, run_dir, allow_changes=args.allow_changes, config_sources=sources)
-    summary = run.train()
-    if run.ranks.is_main:
-        print_final_transcripts(run)
-        print_before_after(summary, run)
-    return 0
+    return config, sources
 
 
 def check_run_folder(out: str) -> None:
@@ -298,18 +326,62 @@ def check_run_folder(out: str) -> None:
         raise UsageError(f"--out {out!r} is not writable: {exc.strerror or exc}") from exc
 
 
-def _launch(processes: int, argv: list[str]) -> int:
+def _launch(processes: int, argv: list[str], mixed_precision: str) -> int:
     """Re-run this command under `accelerate launch` with N local processes: NCCL, one GPU
-    each, where there are enough GPUs; else gloo on the CPU, the cores split between them."""
-    import subprocess
+    each, where there are enough GPUs; else gloo on the CPU, the cores split between them.
+    A rank's one-line error is said once, here (the first failed rank's), in place of the
+    launcher's account of the failure; a crash keeps its output and that account (which rank,
+    its exit code), and the launcher exits with the rank's code."""
+    import tempfile
 
     import torch
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", os.environ.get("MASTER_PORT") or str(free_port())]
+    launch = ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--dynamo_backend", "no",
+              "--mixed_precision", mixed_precision,
+              "--main_process_port", os.environ.get("MASTER_PORT") or str(free_port())]
     if torch.cuda.device_count() < processes:
         launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
-    return subprocess.call([*launch, "-m", "multiagent_rl.cli", *argv])
+    args = launch_command_parser().parse_args([*launch, "-m", "multiagent_rl.cli", *argv])
+    with tempfile.TemporaryDirectory(prefix="multiagent-rl-") as errors, \
+            _held(logging.getLogger("torch.distributed.elastic")) as agent_log:  # the launcher's own account
+        os.environ[RANK_ERRORS_ENV] = errors  # the ranks inherit it
+        try:
+            launch_command(args)
+            return 0
+        except ChildFailedError as exc:
+            failed = exc
+            rank, first = failed.get_first_failure()
+            said = Path(errors) / f"rank-{rank}"
+            # The first rank to fail said a one-line error (its exit code may still be a signal:
+            # gloo's threads can abort an interpreter that exits with the process group open).
+            if said.is_file():
+                agent_log.clear()
+                print(f"multiagent-rl: error: {said.read_text()}", file=sys.stderr)
+                return 2
+        finally:
+            os.environ.pop(RANK_ERRORS_ENV, None)
+    print(failed, file=sys.stderr)  # after the agent's own records
+    return first.exitcode if first.exitcode > 0 else 1
+
+
+@contextlib.contextmanager
+def _held(logger: logging.Logger):
+    """Hold `logger`'s records (its children's too) until the context ends, then hand them on;
+    the list it yields can be cleared to drop them."""
+    records: list[logging.LogRecord] = []
+    holder = logging.Handler()
+    holder.emit = records.append
+    logger.addHandler(holder)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(holder)
+        logger.propagate = propagate
+        for record in records:
+            logger.handle(record)
 
 
 def argv_without_processes(argv: list[str]) -> list[str]:

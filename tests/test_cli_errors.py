@@ -1,7 +1,13 @@
 """Bad input at the command line: one line on stderr, exit code 2, no traceback; user code
-that fails names its file and line. `--debug` shows the traceback."""
+that fails names its file and line. `--debug` shows the traceback. With `--processes N`, a
+rank's one-line error is said once; a rank that crashes still shows the launcher's account."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +93,36 @@ def test_resuming_with_another_lora_rank_or_model_is_one_line(single_thread, cap
 def test_debug_shows_the_traceback(capsys, files):
     with pytest.raises(Exception, match="no scenario today"):
         main(["train", f"{files}/raises.py:make", "--out", str(files / "run"), "--debug", *TINY])
+
+
+def launched(*argv: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "multiagent-rl"
+    return subprocess.run([str(script), *argv, "--processes", "2"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_an_error_the_ranks_find_is_said_once_with_two_processes(tmp_path):
+    done = launched("train", "signalling", "--out", str(tmp_path / "run"), *TINY, "--set", "model=/no/such/model")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("multiagent-rl: error: cannot load a tokenizer"), done.stderr
+
+
+CRASHES_ON_RANK_1 = """
+import os
+
+from multiagent_rl.registry import load_scenario
+
+
+def make(**options):
+    if os.environ.get("RANK") == "1":
+        os._exit(3)
+    return load_scenario("signalling", **options)
+"""
+
+
+def test_a_rank_that_crashes_still_shows_the_launchers_account(tmp_path):
+    (tmp_path / "crash.py").write_text(CRASHES_ON_RANK_1)
+    done = launched("train", f"{tmp_path}/crash.py:make", "--out", str(tmp_path / "run"), *TINY)
+    assert done.returncode == 3, done.stderr
+    assert "multiagent_rl.cli FAILED" in done.stderr and "exitcode  : 3" in done.stderr, done.stderr
+    assert "multiagent-rl: error" not in done.stderr

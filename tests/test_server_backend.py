@@ -1,12 +1,20 @@
 """ServerBackend against a small fake of vLLM's OpenAI server in a thread: what each request
 carries, how answers are read, and the faults (unreachable, another model, a dropped
-connection, a restarted server, retries exhausted). The real server: test_server_slow.py."""
+connection, a restarted server, retries exhausted, a failure while the main process loads
+adapters with several processes). The real server: test_server_slow.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import queue
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +46,7 @@ class FakeVLLM(ThreadingHTTPServer):
         self.drop = 0  # the next `drop` completions close the connection unanswered
         self.short = 0  # the next `short` completions send half their body, then close
         self.runtime_lora = True  # False: no LoRA load/unload routes (VLLM_ALLOW_RUNTIME_LORA_UPDATING unset)
+        self.load_fails = False  # True: every adapter load answers 500 (a server failing)
         self.lora_posts = 0  # requests to the LoRA routes, answered or not
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -78,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             if not s.runtime_lora:  # the web framework's answer for a route the server lacks
                 return self._send(404, {"detail": "Not Found"})
         if self.path == "/v1/load_lora_adapter":
+            if s.load_fails:
+                return self._error(500, "the engine is dead")
             if body["lora_name"] in s.loras:
                 return self._error(400, f"The lora adapter '{body['lora_name']}' has already been loaded.")
             s.loras[body["lora_name"]] = body["lora_path"]
@@ -305,6 +316,107 @@ def test_other_ranks_use_the_names_main_loaded(fake, saved, tmp_path):
         b.sync(None, ["solver"], tmp_path / "step-1")
     assert other.adapters == main.adapters and len(saved) == 1  # saved once, by the main process
     assert fake.events == [("load", main.adapters["solver"])]
+
+
+def test_a_failed_load_on_the_main_process_stops_the_other_ranks_with_its_error(fake, saved, tmp_path):
+    fake.load_fails = True
+    handed: queue.Queue = queue.Queue()  # the main process's outcome, as `meet` hands it over
+
+    def main_meets(failure: str) -> str:
+        handed.put(failure)
+        return failure
+
+    main = backend(fake.url, retries=1, share=lambda value: "n0nce", meet=main_meets)
+    other = backend(fake.url, retries=1, share=lambda value: "n0nce", is_main=False,
+                    meet=lambda failure: handed.get(timeout=30))
+    raised: list[BaseException] = []
+
+    def sync_other() -> None:
+        try:
+            other.sync(None, ["solver"], tmp_path / "step-0")
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiting = threading.Thread(target=sync_other)
+    waiting.start()
+    with pytest.raises(ServerError, match="failed to load adapters after 1 retries") as caught:
+        main.sync(None, ["solver"], tmp_path / "step-0")
+    waiting.join(timeout=30)
+    assert [type(e) for e in raised] == [ServerError] and str(raised[0]) == str(caught.value)
+    assert fake.url in str(caught.value) and "\n" not in str(caught.value)
+    assert main.adapters == {} == other.adapters  # neither takes the names on
+
+
+RANK_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+import multiagent_rl.adapters
+from multiagent_rl.backends.server import ServerBackend, ServerError, process_group
+
+multiagent_rl.adapters.save_adapters = lambda model, folder, names: None  # no model here
+url, out = sys.argv[1], Path(sys.argv[2])
+dist.init_process_group("gloo")
+client = ServerBackend(url, "/models/base", None, timeout=2.0, retries=1, **process_group(2))
+try:
+    client.sync(None, ["solver"], out / "step-0")
+    outcome = "loaded"
+except ServerError as exc:
+    outcome = str(exc)
+(out / f"rank-{dist.get_rank()}.txt").write_text(outcome)
+dist.destroy_process_group()  # left open, gloo's threads now and then abort the exiting interpreter
+"""
+
+
+def test_two_processes_both_stop_with_the_error_when_the_main_one_fails_to_load(fake, tmp_path):
+    fake.load_fails = True
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(RANK_SCRIPT))
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no", "--num_cpu_threads_per_process",
+         "1", "--main_process_port", str(free_port()), str(script), fake.url, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # each rank said its outcome and ended on its own
+    outcomes = [(tmp_path / f"rank-{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0] == outcomes[1] and "failed to load adapters after 1 retries" in outcomes[0], outcomes
+    assert time.monotonic() - began < 90
+
+
+def cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "multiagent-rl"
+    return subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_two_processes_against_no_server_say_so_once_before_any_rank_starts(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    done = cli("train", "debate", "--out", str(tmp_path / "run"), "--processes", "2",
+               "--set", f"rollout.server={url}", "--set", "model=tiny", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"multiagent-rl: error: no vLLM server answers at {url}")
+
+
+def test_two_processes_stop_with_one_line_when_the_server_fails_as_adapters_load(tmp_path):
+    server = FakeVLLM(model="tiny")
+    server.load_fails = True
+    try:
+        began = time.monotonic()
+        done = cli("train", "debate", "--out", str(tmp_path / "run"), "--processes", "2", "--set", "model=tiny",
+                   "--set", f"rollout.server={server.url}", "--set", "rollout.server_retries=1",
+                   "--set", "rollout.server_timeout_seconds=5", "--set", "progress=false", "--set", "log_with=[]")
+        seconds = time.monotonic() - began
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # the launcher says the main process's error once
+    assert done.stderr.startswith(f"multiagent-rl: error: the vLLM server at {server.url} failed to load adapters")
+    assert seconds < 120
 
 
 def test_unknown_adapter_and_too_long_prompt_fail_before_sending(fake):

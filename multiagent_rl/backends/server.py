@@ -10,7 +10,8 @@ are exact), `return_token_ids` and the sampled token's log-prob (`logprobs: 0`; 
 with `--logprobs-mode processed_logprobs`); `/v1/load_lora_adapter` and
 `/v1/unload_lora_adapter` (the server runs with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). One
 HTTP request per generation request, so each carries its own seed (`request_seed`, as
-in-process), all sent at once so the server batches them.
+in-process), all sent at once so the server batches them, over one pool of kept-alive
+connections (httpx2: the maintained httpx, which huggingface_hub and the OpenAI client use).
 
 Adapters are served under versioned names, `solver@<run nonce>.<version>`: the nonce is drawn
 once per start by the main process and shared, so a name is never reused, not even by a
@@ -21,27 +22,27 @@ folders, so the run folder holds `keep_versions` updates' adapters, not one per 
 snapshot that leaves the pool is unloaded and forgotten (`unload`).
 
 Faults: a request that fails for want of the server (refused, reset, cut off mid-answer, timed
-out, a 5xx, or an adapter name a restarted server no longer knows) is retried `retries` times;
-before each retry the client waits up to `timeout` seconds for the server to answer again and
-re-loads the adapter versions it lost. Then the call fails with a `ServerError` naming the
-address. A refusal (4xx) is not retried; a server without the LoRA load routes (started
-without runtime LoRA loading) is said at once.
+out: httpx2's `TransportError`; a 5xx, or a 404 for an adapter name a restarted server no
+longer knows) is retried `retries` times; before each retry the client waits up to `timeout`
+seconds for the server to answer again and re-loads the adapter versions it lost. Then the call
+fails with a `ServerError` naming the address. A refusal (another 4xx) is not retried; a server
+without the LoRA load routes (started without runtime LoRA loading) is said at once. With
+several processes, a failure of the main process to load adapters is handed to every rank,
+so each stops with the same one-line error instead of waiting for the main one.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import random
 import secrets
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx2
 
 from .base import GenerationRequest, GenerationResult
 from .engine_requests import chat_prompt_ids, check_prompt_lengths, request_seed, sampling_settings
@@ -69,42 +70,42 @@ NO_RUNTIME_LORA = (
 )
 
 
-def _error_text(exc: urllib.error.HTTPError) -> tuple[str, bool]:
+def _error_text(response: httpx2.Response) -> tuple[str, bool]:
     """The error's one-line text, and whether vLLM itself answered (its `error` object), not
     the web framework (a route the server does not have: `{"detail": "Not Found"}`)."""
     try:
-        body = json.loads(exc.read().decode() or "{}")
-    except (ValueError, OSError, http.client.HTTPException):
-        return f"HTTP {exc.code}", False
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}", False
     error = body.get("error", body) if isinstance(body, dict) else body
     message = error.get("message") if isinstance(error, dict) else None
     from_vllm = isinstance(body, dict) and (isinstance(body.get("error"), dict) or body.get("object") == "error")
-    return f"HTTP {exc.code}: {message or body}", from_vllm
+    return f"HTTP {response.status_code}: {message or body}", from_vllm
 
 
-def call(url: str, path: str, payload: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
-    """GET (no payload) or POST JSON to `url + path`; the JSON (or text) answer. Raises
-    `_Transient` for what a live server may not repeat, `ServerError` for a refusal."""
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+def call(url: str, path: str, payload: dict[str, Any] | None = None, timeout: float = 30.0,
+         client: httpx2.Client | None = None) -> Any:
+    """GET (no payload) or POST JSON to `url + path` (through `client`'s kept-alive connections,
+    or a connection of its own); the JSON (or text) answer. Raises `_Transient` for what a live
+    server may not repeat, `ServerError` for a refusal."""
+    send = client.request if client is not None else httpx2.request
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            text = response.read().decode()
-    except urllib.error.HTTPError as exc:
-        message, from_vllm = _error_text(exc)
-        if exc.code == 404 and path in LORA_ROUTES and not from_vllm:  # no such route: retrying can't help
+        response = send("GET" if payload is None else "POST", url + path, json=payload, timeout=timeout)
+        response.raise_for_status()
+    except httpx2.HTTPStatusError as exc:
+        code = exc.response.status_code
+        message, from_vllm = _error_text(exc.response)
+        if code == 404 and path in LORA_ROUTES and not from_vllm:  # no such route: retrying can't help
             raise ServerError(f"the vLLM server at {url} has no {path} ({message}): {NO_RUNTIME_LORA}") from exc
-        if exc.code >= 500 or (exc.code == 404 and path not in LORA_ROUTES):  # 404: an adapter a restart lost
+        if code >= 500 or (code == 404 and path not in LORA_ROUTES):  # 404: an adapter a restart lost
             raise _Transient(message) from exc
         raise ServerError(f"the vLLM server at {url} refused {path}: {message}") from exc
-    # Refused, reset, timed out (URLError is an OSError), or cut off mid-answer (IncompleteRead
-    # and the other http.client errors are not OSErrors): a restarted server may answer.
-    except (OSError, http.client.HTTPException) as exc:
-        raise _Transient(str(getattr(exc, "reason", exc)) or type(exc).__name__) from exc
+    except httpx2.TransportError as exc:  # refused, reset, timed out, cut off mid-answer
+        raise _Transient(str(exc) or type(exc).__name__) from exc
     try:
-        return json.loads(text)
+        return response.json()
     except ValueError:
-        return text
+        return response.text
 
 
 def served_models(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -135,33 +136,34 @@ def check_server(url: str, model_path: str, timeout: float = 10.0) -> dict[str, 
 
 
 def process_group(processes: int) -> dict[str, Any]:
-    """`ServerBackend`'s is_main / barrier / share over torch.distributed's group of `processes`
+    """`ServerBackend`'s is_main / share / meet over torch.distributed's group of `processes`
     (nothing to do for one process)."""
     import torch.distributed as dist
 
     if processes < 2 or not (dist.is_available() and dist.is_initialized()):
         return {}
 
-    def share(value: str) -> str:
+    def share(value: str) -> str:  # the main process's value, on every rank
         values: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(values, value)
         return values[0]
 
-    return {"is_main": dist.get_rank() == 0, "barrier": dist.barrier, "share": share}
+    return {"is_main": dist.get_rank() == 0, "share": share, "meet": share}
 
 
 class ServerBackend:
     """`GenerationBackend` on a shared vLLM server at `url` serving `model_path`.
 
     `tokenizer`: the model's (the chat template is applied here). `keep_versions`: versions of
-    each adapter kept loaded (rollout.max_staleness + 1). `is_main` / `barrier` / `share`: the
-    process group (main loads adapters, every rank waits for it, `share` hands the main
-    process's value to every rank); one process by default. `where`: what a final failure
-    says about resuming (e.g. the last checkpoint)."""
+    each adapter kept loaded (rollout.max_staleness + 1). `is_main` / `share` / `meet`: the
+    process group, one process by default: the main process loads adapters; `share` hands the
+    main process's value to every rank (the run's nonce); `meet` is where every rank waits for
+    the main one to load adapters, and hands them its failure ('' for none). `where`: what a
+    final failure says about resuming (e.g. the last checkpoint)."""
 
     def __init__(self, url: str, model_path: str, tokenizer, *, timeout: float = 300.0, retries: int = 3,
                  keep_versions: int = 1, seed: int = 0, is_main: bool = True,
-                 barrier: Callable[[], None] = lambda: None, share: Callable[[str], str] = lambda value: value,
+                 share: Callable[[str], str] = lambda value: value, meet: Callable[[str], str] = lambda failure: failure,
                  where: Callable[[], str] = lambda: "") -> None:
         self.url = url.rstrip("/")
         self.model_path = model_path
@@ -170,13 +172,17 @@ class ServerBackend:
         self.retries = retries
         self.keep_versions = max(1, keep_versions)
         self.is_main = is_main
-        self._barrier = barrier
+        self._meet = meet
         self._where = where
         self._rng = random.Random(seed)  # call seeds as the in-process backend draws them
         base = check_server(self.url, model_path, min(timeout, 10.0))
         self.base_name = str(base.get("id"))
         self.max_model_len = int(base.get("max_model_len") or 2048)
         self.nonce = share(secrets.token_hex(4))  # the main process's, on every rank
+        # Idle connections are let go well before vLLM's own keep-alive ends (5 s), so none is
+        # reused just as the server closes it.
+        self._client = httpx2.Client(limits=httpx2.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS, keepalive_expiry=2.0))
         self._versions: dict[str, list[tuple[str, str]]] = {}  # adapter -> [(served name, folder)], oldest first
         self._next_version: dict[str, int] = {}
 
@@ -189,25 +195,36 @@ class ServerBackend:
 
     def sync(self, model, adapters: Sequence[str], folder) -> None:
         """Main process: save `model`'s `adapters` under `folder` (which the server must be able
-        to read) and load them under new names; every rank: use those names from now on."""
+        to read) and load them under new names; every rank: use those names from now on. If
+        the main process fails to load them, every rank raises its `ServerError`."""
         folder = Path(folder)
         added: dict[str, tuple[str, str]] = {}
         for name in adapters:  # every rank counts versions alike: the same names everywhere
             version = self._next_version.get(name, 0)
             self._next_version[name] = version + 1
             added[name] = (f"{name}@{self.nonce}.{version}", str((folder / name).resolve()))
+        failure: ServerError | None = None
         if self.is_main:
             from ..adapters import save_adapters
 
             save_adapters(model, folder, adapters)
-            self._with_retries("load adapters", lambda: [self._load(*added[name]) for name in adapters])
+            try:
+                self._with_retries("load adapters", lambda: [self._load(*added[name]) for name in adapters])
+            except ServerError as exc:
+                failure = exc
+        # Every rank waits here: none asks for a name before the server has it, and none waits
+        # on a main process that failed (each stops with the main process's one-line error).
+        failed = self._meet(str(failure) if failure else "")
+        if failure is not None:
+            raise failure
+        if failed:
+            raise ServerError(failed)
         for name, entry in added.items():
             self._versions.setdefault(name, []).append(entry)
         dropped = [entry for versions in self._versions.values() for entry in versions[: -self.keep_versions]]
         for name in self._versions:
             self._versions[name] = self._versions[name][-self.keep_versions :]
         self._discard(dropped)
-        self._barrier()  # no rank asks for a name before the server has it
 
     def unload(self, adapter: str) -> None:
         """Main process: unload every version of `adapter` (a league snapshot that left the
@@ -222,7 +239,7 @@ class ServerBackend:
             return
         for served, _ in entries:
             try:
-                call(self.url, "/v1/unload_lora_adapter", {"lora_name": served}, self.timeout)
+                call(self.url, "/v1/unload_lora_adapter", {"lora_name": served}, self.timeout, self._client)
             except (_Transient, ServerError):  # freeing a slot early is an optimisation only
                 pass
         kept = {path for versions in self._versions.values() for _, path in versions}
@@ -245,7 +262,7 @@ class ServerBackend:
 
     def _load(self, served: str, path: str) -> None:
         try:
-            call(self.url, "/v1/load_lora_adapter", {"lora_name": served, "lora_path": path}, self.timeout)
+            call(self.url, "/v1/load_lora_adapter", {"lora_name": served, "lora_path": path}, self.timeout, self._client)
         except ServerError as exc:
             if "already been loaded" not in str(exc):  # another rank re-loaded it first
                 raise
@@ -297,7 +314,7 @@ class ServerBackend:
         return {"model": model, "prompt": prompt_ids, "return_token_ids": True, **settings}
 
     def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
-        answer = call(self.url, "/v1/completions", payload, self.timeout)
+        answer = call(self.url, "/v1/completions", payload, self.timeout, self._client)
         try:
             return answer["choices"][0]
         except (KeyError, IndexError, TypeError) as exc:
@@ -351,4 +368,5 @@ class ServerBackend:
         )
 
     def close(self) -> None:
-        """Nothing to stop: the server outlives the run."""
+        """Close this client's connections (the server outlives the run)."""
+        self._client.close()
