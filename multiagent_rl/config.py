@@ -248,10 +248,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rollout_ahead_needs_a_worker(self) -> TrainConfig:
-        used = [f"league.mode={self.league.mode}"] * (self.league.mode != "off") + [f"backend={self.backend}"] * (self.backend != "hf")
-        if self.rollout.max_staleness and used:
+        if self.rollout.max_staleness and self.backend != "hf":
             raise ValueError(f"rollout.max_staleness={self.rollout.max_staleness} plays ahead in a worker process with the "
-                             f"hf backend or rollout.server, without a league; not with {used[0]} (use max_staleness 0)")
+                             f"hf backend or rollout.server; not with backend={self.backend} (use max_staleness 0)")
         return self
 
     @model_validator(mode="after")

@@ -210,7 +210,7 @@ class Team:
     def drop(self, name: str, unserve: bool = True) -> None:
         """Unload a frozen adapter that left the league's pool, here and (unless `unserve` is
         False: a rollout worker may still play a step planned with it; `unserve` it later)
-        from a shared server, which then never gets it back after a restart."""
+        from the backend's own copy: a shared server then never gets it back after a restart."""
         if self.model is not None:
             self.model.delete_adapter(name)
         self.frozen.remove(name)
@@ -218,8 +218,9 @@ class Team:
             self.unserve(name)
 
     def unserve(self, name: str) -> None:
-        """Unload a dropped frozen adapter from a shared server and forget it there."""
-        unload = getattr(self.backend, "unload", None)  # only a shared server holds a copy to unload
+        """Stop serving a dropped frozen adapter where the backend holds a copy of its own (a
+        shared server, vLLM in process) and forget it there."""
+        unload = getattr(self.backend, "unload", None)  # the HF backend reads the model: nothing to unload
         if unload is not None:
             unload(name)
 

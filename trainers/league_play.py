@@ -10,6 +10,9 @@ module turns it into seatings, frozen adapters and games. Modes (`league.mode`):
 Every `snapshot_every` steps the live policy plays `match_games` held-out games against each
 pool member (both seatings), which rates it, and is then frozen into the pool. Seats
 alternate by task group and step, so the learner plays every seat equally often.
+
+With `rollout.max_staleness` k >= 1 a step's plan is made k updates before its games are
+recorded (`rollout_ahead.plan_step`): a snapshot may leave the pool in between.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ class LeaguePlay:
         self.league = League(self.settings, seed=seed)
         self.sides = list(dict.fromkeys(r.team for r in team.scenario.roles))
         self.team_of = {r.name: r.team for r in team.scenario.roles}
+        rollout = team.config.rollout
+        # Through a shared server, a rollout worker k updates behind may still play a step planned
+        # with a snapshot the pool has dropped: the server keeps serving it k more updates.
+        self.serve_dropped_for = rollout.max_staleness if rollout.server else 0
+        self.unserve_after: list[tuple[int, str]] = []  # (update, frozen adapter): unserved once that update is done
 
     @property
     def on(self) -> bool:
@@ -116,31 +124,43 @@ class LeaguePlay:
 
     def record(self, batch: RolloutBatch, plan: Sequence[tuple[str, str]]) -> None:
         """Each played game's outcome for the learner, into the league (every rank's, in
-        group order, so every rank's league stays the same)."""
+        group order, so every rank's league stays the same). A game against a snapshot that
+        left the pool after the plan was made (a step played ahead) rates nothing: the
+        snapshot's rating and win estimate left with it."""
         shaping = self.team.config.shaping.terms
         mine = [(ep.group, outcome_score(ep, plan[ep.group][0], self.team_of, shaping))
                 for ep in batch.episodes if ep.failure is None]
         for group, score in sorted(self.ranks.gather(mine), key=lambda item: item[0]):
-            self.league.record(plan[group][1], score)
+            if plan[group][1] in self.league.pool:
+                self.league.record(plan[group][1], score)
 
     # ----- snapshots and matches -------------------------------------------------------
     def start(self, name: str = INITIAL) -> None:
         """A fresh run's pool: the step-0 adapters (equal to the base model: LoRA starts at zero)."""
         self.snapshot(name)
 
-    def snapshot(self, name: str) -> None:
+    def snapshot(self, name: str, step: int = 0) -> None:
+        """Freeze the live policy into the pool as `name` after update `step`, dropping what
+        the pool no longer holds."""
         for dropped in self.league.add_snapshot(name):
-            self.team.drop(frozen_name(dropped))
+            later = self.serve_dropped_for
+            self.team.drop(frozen_name(dropped), unserve=not later)
+            if later:  # the last step planned with it is step + k: its batch is taken before update step + k ends
+                self.unserve_after.append((step + later, frozen_name(dropped)))
         if name in self.league.pool:
             self.team.freeze(frozen_name(name))
 
     def after_update(self, step: int, sampling: Sampling, log) -> int:
         """Every `snapshot_every` steps: a match against the pool, then a snapshot. Returns the
-        tokens the match generated, every rank's (training compute: `token_budget` counts them)."""
+        tokens the match generated, every rank's (training compute: `token_budget` counts them).
+        First, dropped snapshots that no step still to be taken can meet stop being served."""
+        for name in [name for due, name in self.unserve_after if due <= step]:
+            self.team.unserve(name)
+        self.unserve_after = [(due, name) for due, name in self.unserve_after if due > step]
         if step % self.settings.snapshot_every:
             return 0
         tokens = self.match(step, sampling, log)
-        self.snapshot(f"step-{step}")
+        self.snapshot(f"step-{step}", step)
         return tokens
 
     def match(self, step: int, sampling: Sampling, log) -> int:

@@ -55,7 +55,7 @@ from .checkpoint import (
 from .distributed import Ranks
 from .league_play import LeaguePlay, check_league, learner_stats
 from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_reward_stats
-from .rollout_ahead import Played, check_sendable, make_rollouts
+from .rollout_ahead import check_sendable, make_rollouts
 from .run_folder import RunLock, check_resumed_settings, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 
@@ -249,34 +249,26 @@ class Run:
 
         1. draw the step's tasks from (seed, step); seed this rank's sampling stream;
         2. play this rank's shard of them, `group_size` episodes each (in a league, each group
-           seated as the league plans: the learner against a frozen snapshot), and log them;
+           seated as the league planned: the learner against a frozen snapshot), and log them;
            with `rollout.max_staleness` >= 1, take them from the rollout worker that played
-           them while the last update ran (`rollout_ahead.py`);
+           them while the last update ran (`rollout_ahead.py`); record a league's games;
         3. stop on failed user code past the allowed share; hand the trainer the rest, its
            shaping terms weighted by the schedule (`shaping:`);
         4. update the live adapters (the trainer: advantages, losses, optimizer);
-        5. sync the backend to the new adapters; a league's match and snapshot when due;
+        5. sync the backend to the new adapters; a league's match and snapshot when due; then
+           hand a rollout worker the committed policy and pool;
         6. return the step's record (rollout, update, league and timing figures, over all ranks).
         """
         cfg = self.config
         t0 = time.perf_counter()
         # steps 1-2
         torch.manual_seed(step_seed(cfg.seed, step, self.ranks.index))
-        if self.league is None:
-            played = self.rollouts.take(step)
-            batch, plan = played.batch, []
-        else:
+        if self.league is not None:
             self.league.reset_step()  # the step's tallies: its own games and its match's
-            tasks = self.tasks_for_step(step)
-            seatings, plan = self.league.plan(step, len(tasks))
-            options = self.play_options(step, tasks)
-            if seatings is not None:
-                seatings = seatings[options["first_group"]:options["first_group"] + len(options["tasks"])]
-            batch = self.team.play(**options, adapters=seatings, log=self.episode_log(f"step-{step:06d}"),
-                                   policy_version=step - 1)
-            played = Played(batch, step - 1, time.perf_counter() - t0)
-        if plan:
-            self.league.record(batch, plan)
+        played = self.rollouts.take(step)
+        batch = played.batch
+        if played.plan:  # against the plan made when the step was asked for
+            self.league.record(batch, played.plan)
         # step 3
         failed = self.check_failures(batch, step)
         t1 = time.perf_counter()
@@ -287,10 +279,12 @@ class Run:
         t2 = time.perf_counter()
         # step 5
         self.team.sync(step)
-        self.rollouts.updated(step)  # a rollout worker gets the new policy and the next step to play
         match_tokens = 0
         if self.league is not None:
             match_tokens = self.league.after_update(step, self.sampling, log=self.episode_log(f"league-step-{step:06d}"))
+        # After the snapshot: a rollout worker gets the policy with the pool it was committed
+        # with, and the next step to play (its league plan made now).
+        self.rollouts.updated(step)
         # step 6
         rollout_s, update_s, step_s = self.ranks.max([t1 - t0, t2 - t1, time.perf_counter() - t0])
         stats = {**rollout_metrics(batch, self.ranks), "shaping/weight": shaping}

@@ -1,14 +1,17 @@
 """Where a training step's episodes come from: played in place when the step starts
 (`rollout.max_staleness: 0`, the synchronous loop), or by a rollout worker process that
-plays step t+1 while the trainer updates on step t (k >= 1).
+plays step t+1 while the trainer updates on step t (k >= 1). Both play what `plan_step`
+asks for, a league's seatings included: the loop has one way to get a step's episodes.
 
 The worker holds its own copy of the model (base weights and LoRA adapters, built from
 the run's config as the trainer's was) and generates with the HF backend; with a shared
 vLLM server (`rollout.server`) it holds no model and plays through the server. After each
 update the trainer sends it the new policy, tagged with its version (the update count): the
-adapter weights, or the names the trainer loaded them under on the server. Requests and
-policies reach the worker in one ordered queue, so step s is always played with version
-max(start, s - 1 - k), whatever the timing: the run is deterministic.
+adapter weights, or the names the trainer loaded them under on the server; then, in a
+league, the snapshots that version's commit froze or dropped (`pool_changes`). Requests,
+policies and pool changes reach the worker in one ordered queue, so step s is always played
+with version max(start, s - 1 - k) and the pool that version was committed with, whatever
+the timing: the run is deterministic.
 
 >>> source = RolloutWorker(run, staleness=1)    # doctest: +SKIP
 >>> source.start(version=0, first_step=1, last_step=20)
@@ -17,8 +20,10 @@ max(start, s - 1 - k), whatever the timing: the run is deterministic.
 
 Resume: a checkpoint holds the committed adapters only, so the rollouts that were in
 flight when the run stopped are dropped; the resumed run plays them again from the
-checkpoint's adapters (step R+1..R+k at version R). A resumed run is deterministic, and
-differs from an uninterrupted one in those k steps' policy versions.
+checkpoint's adapters (step R+1..R+k at version R) and its league (pool and RNG as saved,
+the RNG already past the dropped steps' plans, so their new plans are drawn afresh). A
+resumed run is deterministic, and differs from an uninterrupted one in those k steps'
+policy versions and seatings.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import multiprocessing
 import queue
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +48,30 @@ class Played:
     batch: RolloutBatch
     version: int  # the update count of the adapters that played them
     seconds: float  # the rollout's own time (the worker's, when one plays ahead)
+    plan: list[tuple[str, str]] = field(default_factory=list)  # a league's (learner side, opponent) per group
+
+
+def plan_step(run, step: int, progress: bool | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """How this rank plays training step `step` (the team's `play` options, a league's
+    seatings of this rank's task groups included) and the league's plan for the step:
+    (learner side, opponent) per task group, [] without one that seats snapshots. The
+    trainer records the step's games against this plan when it takes them.
+
+    Made when the step is asked for: at k = 0 as the step starts, at k >= 1 when the worker
+    is asked for it, right after update max(R, step - 1 - k) and its league snapshot. So a
+    played-ahead step sees the league as that update left it, k updates behind like its
+    policy: the pool, PFSP's win estimates, the league's RNG. Steps are asked for one at a
+    time, in step order, by the trainer alone, so the RNG draws the same plans in the same
+    order on every run and every rank, whatever the worker's timing: deterministic."""
+    tasks = run.tasks_for_step(step)
+    options = run.play_options(step, tasks, progress)
+    if run.league is None:
+        return options, []
+    seatings, plan = run.league.plan(step, len(tasks))
+    if seatings is not None:  # this rank's groups' seatings (mirror: None, the learner everywhere)
+        first = options["first_group"]
+        options["adapters"] = seatings[first:first + len(options["tasks"])]
+    return options, plan
 
 
 class InlineRollouts:
@@ -55,9 +85,10 @@ class InlineRollouts:
 
     def take(self, step: int) -> Played:
         start = time.perf_counter()
+        options, plan = plan_step(self.run, step)
         log = self.run.episode_log(f"step-{step:06d}")
-        batch = self.run.team.play(**self.run.play_options(step), log=log, policy_version=step - 1)
-        return Played(batch, step - 1, time.perf_counter() - start)
+        batch = self.run.team.play(**options, log=log, policy_version=step - 1)
+        return Played(batch, step - 1, time.perf_counter() - start, plan)
 
     def updated(self, version: int) -> None:
         pass
@@ -79,6 +110,8 @@ class RolloutWorker:
         self.poll_seconds = poll_seconds
         self.last_step = 0
         self.requested = 0  # the last step asked of the worker
+        self.plans: dict[int, list[tuple[str, str]]] = {}  # a league's plan of each step asked for, till taken
+        self.held: list[str] = []  # the frozen adapters (league snapshots) the worker holds
         self.process = None
         self.trainer_threads: int | None = None  # the trainer's torch threads before the worker took its share
         # Two queues, not one pipe: a put never blocks (a feeder thread writes), so the trainer
@@ -103,22 +136,34 @@ class RolloutWorker:
                                        daemon=True)
         self.process.start()
         self.last_step = last_step
-        self.inbox.put(("policy", version, policy_state(run)))
+        self.held, self.plans = [], {}
+        self._send_policy(version)
         self.requested = first_step - 1
         for _ in range(self.staleness + 1):
             self._request_next()
 
+    def _send_policy(self, version: int) -> None:
+        """The trainer's policy `version`, then the snapshots its commit froze or dropped, both
+        tagged with it: the worker applies them in queue order, before any step asked for later."""
+        self.inbox.put(("policy", version, policy_state(self.run)))
+        changes = pool_changes(self.run, self.held)
+        if changes is not None:
+            self.inbox.put(("pool", version, changes))
+            self.held = list(self.run.team.frozen)
+
     def _request_next(self) -> None:
         if self.requested < self.last_step:
             self.requested += 1
-            self.inbox.put(("play", self.requested, self.run.play_options(self.requested, progress=False)))
+            options, self.plans[self.requested] = plan_step(self.run, self.requested, progress=False)
+            self.inbox.put(("play", self.requested, options))
 
     def updated(self, version: int) -> None:
-        """The trainer's update `version` is done: send the new policy, then ask for the step
-        that will be played with it (version + k + 1)."""
+        """The trainer's update `version` is committed (in a league, its snapshot taken too):
+        send the new policy and pool, then ask for the step that will be played with them
+        (version + k + 1)."""
         if not self.process.is_alive():
             raise self._exited(f"after update {version}")
-        self.inbox.put(("policy", version, policy_state(self.run)))
+        self._send_policy(version)
         self._request_next()
 
     def take(self, step: int) -> Played:
@@ -140,7 +185,7 @@ class RolloutWorker:
             raise RolloutWorkerError(f"the rollout worker sent step {got} where step {step} was due")
         batch, version, seconds = payload
         self.run.episode_log(f"step-{step:06d}").extend(batch.episodes)  # logged once the trainer takes them
-        return Played(batch, version, seconds)
+        return Played(batch, version, seconds, self.plans.pop(step))
 
     def _exited(self, when: str) -> RolloutWorkerError:
         self.process.join(timeout=5)
@@ -208,6 +253,33 @@ def policy_state(run) -> dict[str, Any]:
     return {"weights": adapter_weights(run.model, run.team.policy_adapters)}
 
 
+def pool_changes(run, held: Sequence[str]) -> dict[str, Any] | None:
+    """The league snapshots the trainer's team froze or dropped since the worker's `held`
+    (None: none): the names dropped and each added one's weights (with a shared server, None:
+    the worker plays it by the name the server serves it under)."""
+    frozen = run.team.frozen
+    dropped = [name for name in held if name not in frozen]
+    added = [name for name in frozen if name not in held]
+    if not (dropped or added):
+        return None
+    weights = dict.fromkeys(added) if run.config.rollout.server else adapter_weights(run.model, added)
+    return {"drop": dropped, "add": weights}
+
+
+def apply_pool_changes(team, changes: dict[str, Any]) -> None:
+    """The worker's side of `pool_changes`: drop, then add and fill, the team's frozen adapters
+    (a team following a server only names them: the server serves them)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load
+
+    for name in changes["drop"]:
+        team.drop(name)
+    team.add_frozen(list(changes["add"]))
+    for name, data in changes["add"].items():
+        if data is not None:
+            set_peft_model_state_dict(team.model, load(data), adapter_name=name)
+
+
 def adapter_weights(model, adapters) -> dict[str, bytes]:
     """Each adapter's LoRA weights as safetensors bytes: what the worker loads, bit for bit."""
     from peft import get_peft_model_state_dict
@@ -258,6 +330,12 @@ def worker_main(inbox, outbox, spec: WorkerSpec) -> None:
                     team.backend.follow(state["served"])
                 for name, data in state.get("weights", {}).items():
                     set_peft_model_state_dict(team.model, load(data), adapter_name=name)
+                continue
+            if message[0] == "pool":
+                _, tag, changes = message
+                if tag != version:
+                    raise RuntimeError(f"pool changes of update {tag} arrived with policy version {version}")
+                apply_pool_changes(team, changes)
                 continue
             _, step, options = message
             start = time.perf_counter()
