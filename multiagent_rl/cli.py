@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import functools
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -20,13 +19,13 @@ from .config import ConfigError, ConfigLayers, load_config
 from .console import print_before_after, print_final_transcripts, print_transcripts
 from .errors import ScenarioError
 from .graph import GraphError
+from .launch import launch, say_error
 from .models import ModelError
 from .registry import list_scenarios, load_scenario
-from .serve import add_serve_parser, cmd_serve, free_port
+from .serve import add_serve_parser, cmd_serve
 from .task_sources import TaskDataError
 
 DEBUG_ENV = "MULTIAGENT_RL_DEBUG"
-RANK_ERRORS_ENV = "MULTIAGENT_RL_RANK_ERRORS"  # set by --processes: where each rank leaves its one-line error
 USER_ERRORS = (ScenarioError, TaskDataError, ConfigError, ModelError, GraphError, FileNotFoundError, NotADirectoryError)
 
 
@@ -133,20 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multiagent-rl: interrupted", file=sys.stderr)
         return 130
-
-
-def say_error(line: str) -> int:
-    """Print the one-line error; exit code 2. A rank that `--processes` launched leaves it for
-    the launcher instead, which says the first failed rank's once."""
-    folder = os.environ.get(RANK_ERRORS_ENV)
-    if folder:
-        try:
-            (Path(folder) / f"rank-{int(os.environ.get('RANK', '0'))}").write_text(line)
-            return 2
-        except OSError:
-            pass
-    print(f"multiagent-rl: error: {line}", file=sys.stderr)
-    return 2
 
 
 def cmd_scenarios(args) -> int:
@@ -275,7 +260,7 @@ def cmd_train(args) -> int:
             from .models import resolve_model_path
 
             check_server(config.rollout.server, resolve_model_path(config.model))
-        return _launch(args.processes, argv_without_processes(sys.argv[1:]), config.mixed_precision)
+        return launch(args.processes, sys.argv[1:], config.mixed_precision)
     from trainers.loop import Run
 
     # Loaded again by name in Run: a rollout worker process (rollout.max_staleness) builds it the same way.
@@ -284,6 +269,13 @@ def cmd_train(args) -> int:
     if run.ranks.is_main:
         print_final_transcripts(run)
         print_before_after(summary, run)
+    if run.ranks.distributed:
+        import torch.distributed
+
+        # A rank that exits with its gloo group still open can be aborted by gloo's threads at
+        # interpreter exit; accelerate closes it only where trackers are on (end_training).
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
@@ -324,77 +316,6 @@ def check_run_folder(out: str) -> None:
         probe.unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out!r} is not writable: {exc.strerror or exc}") from exc
-
-
-def _launch(processes: int, argv: list[str], mixed_precision: str) -> int:
-    """Re-run this command under `accelerate launch` with N local processes: NCCL, one GPU
-    each, where there are enough GPUs; else gloo on the CPU, the cores split between them.
-    A rank's one-line error is said once, here (the first failed rank's), in place of the
-    launcher's account of the failure; a crash keeps its output and that account (which rank,
-    its exit code), and the launcher exits with the rank's code."""
-    import tempfile
-
-    import torch
-    from accelerate.commands.launch import launch_command, launch_command_parser
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    launch = ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--dynamo_backend", "no",
-              "--mixed_precision", mixed_precision,
-              "--main_process_port", os.environ.get("MASTER_PORT") or str(free_port())]
-    if torch.cuda.device_count() < processes:
-        launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
-    args = launch_command_parser().parse_args([*launch, "-m", "multiagent_rl.cli", *argv])
-    with tempfile.TemporaryDirectory(prefix="multiagent-rl-") as errors, \
-            _held(logging.getLogger("torch.distributed.elastic")) as agent_log:  # the launcher's own account
-        os.environ[RANK_ERRORS_ENV] = errors  # the ranks inherit it
-        try:
-            launch_command(args)
-            return 0
-        except ChildFailedError as exc:
-            failed = exc
-            rank, first = failed.get_first_failure()
-            said = Path(errors) / f"rank-{rank}"
-            # The first rank to fail said a one-line error (its exit code may still be a signal:
-            # gloo's threads can abort an interpreter that exits with the process group open).
-            if said.is_file():
-                agent_log.clear()
-                print(f"multiagent-rl: error: {said.read_text()}", file=sys.stderr)
-                return 2
-        finally:
-            os.environ.pop(RANK_ERRORS_ENV, None)
-    print(failed, file=sys.stderr)  # after the agent's own records
-    return first.exitcode if first.exitcode > 0 else 1
-
-
-@contextlib.contextmanager
-def _held(logger: logging.Logger):
-    """Hold `logger`'s records (its children's too) until the context ends, then hand them on;
-    the list it yields can be cleared to drop them."""
-    records: list[logging.LogRecord] = []
-    holder = logging.Handler()
-    holder.emit = records.append
-    logger.addHandler(holder)
-    propagate, logger.propagate = logger.propagate, False
-    try:
-        yield records
-    finally:
-        logger.removeHandler(holder)
-        logger.propagate = propagate
-        for record in records:
-            logger.handle(record)
-
-
-def argv_without_processes(argv: list[str]) -> list[str]:
-    """The command line minus `--processes N` (the launched workers must not launch again)."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--processes":
-            skip = True
-        elif not item.startswith("--processes="):
-            out.append(item)
-    return out
 
 
 def cmd_eval(args) -> int:
@@ -438,8 +359,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_analyse(args) -> int:
-    import contextlib
-
     from trainers.run_folder import RunLock
 
     from .analysis import run_analysis

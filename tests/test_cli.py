@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from multiagent_rl.cli import argv_without_processes, main
+from multiagent_rl.cli import main
+from multiagent_rl.launch import argv_without_processes
 
 SCENARIOS = ["debate", "division_of_labour", "negotiation", "signalling"]
 TINY = [

@@ -16,7 +16,7 @@ LAYERS = {  # DESIGN.md: lowest first
     "env": 4, "games": 4, "backends": 4,
     "team": 5, "rollout": 5, "analysis": 5,
     "trainers": 6,
-    "cli": 7, "serve": 7,  # serve.py: the `serve` command
+    "cli": 7, "serve": 7, "launch": 7,  # serve.py: the `serve` command; launch.py: `train --processes N`
 }
 # Imports inside a function that go up a layer on purpose, each with its reason.
 UPWARD_ON_USE = {
