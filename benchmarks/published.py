@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -28,6 +27,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from benchmarks.common import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "benchmarks" / "published.yaml"
@@ -291,15 +292,8 @@ def rerun(row: Row, timeout: float | None = None) -> tuple[float, str]:
 
 
 def this_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, no GPU" if not _cuda_name() else f"{_cuda_name()}"
+    gpu = _cuda_name()
+    return gpu if gpu else f"{os.cpu_count()}-core {cpu_name()}, no GPU"
 
 
 def _cuda_name() -> str | None:
