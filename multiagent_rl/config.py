@@ -116,7 +116,8 @@ class TrainConfig(BaseModel):
     )
     token_budget: int | None = Field(
         None, ge=1, description="Stop training once the run has generated this many tokens, every process's every "
-        "turn counted, evaluation excluded (after the step that reaches it), even before `steps`.",
+        "turn counted (a league's match games too), evaluation excluded (after the step that reaches it), even "
+        "before `steps`.",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="Seeds every random stream of the run (0 <= seed < 2**32).")
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")

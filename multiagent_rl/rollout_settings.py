@@ -49,6 +49,7 @@ class RolloutConfig(BaseModel):
     )
     max_staleness: int = Field(
         0, ge=0, description="0: rollout, then update (synchronous). k >= 1: step t+1's rollout runs while step t "
-        "updates, with adapters at most k updates old (a rollout worker process with the hf backend); the "
+        "updates, with adapters at most k updates old (a rollout worker process with the hf backend or "
+        "rollout.server; a league's step meets the pool its policy version was committed with); the "
         "policy loss corrects for the stale sampler with importance_sampling_cap.",
     )
