@@ -166,14 +166,10 @@ class Team:
         start's (the shared server's client and the vLLM backend delete their own as they go).
         Main process, under the run's lock, before a rollout worker starts. The HF backend
         writes no such folders."""
-        if self.live_dir is None or not self.live_dir.is_dir():
+        folders = getattr(self.backend, "adapter_folders", None)  # the server's client, vLLM in process
+        if self.live_dir is None or not self.live_dir.is_dir() or folders is None:
             return []
-        if hasattr(self.backend, "served_versions"):  # the shared server's client
-            in_use = {Path(path).parent for versions in self.backend.served_versions().values() for _, path in versions}
-        elif hasattr(self.backend, "adapter_folders"):  # vLLM in process
-            in_use = {folder.resolve() for folder in self.backend.adapter_folders()}
-        else:
-            return []
+        in_use = {folder.resolve() for folder in folders()}
         stale = sorted(p for p in self.live_dir.iterdir() if p.is_dir() and p.resolve() not in in_use)
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)

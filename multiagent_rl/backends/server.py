@@ -255,6 +255,10 @@ class ServerBackend:
         follower (`follow`) needs to generate with the newest."""
         return {name: list(versions) for name, versions in self._versions.items()}
 
+    def adapter_folders(self) -> set[Path]:
+        """The folders that hold the loaded versions (each adapter's parent: an update's)."""
+        return {Path(path).resolve().parent for versions in self._versions.values() for _, path in versions}
+
     def follow(self, versions: dict[str, list[tuple[str, str]]]) -> None:
         """Generate with the newest of `versions` (another process's `served_versions`), never
         loading adapters itself except to restore what a restarted server lost."""
