@@ -152,6 +152,7 @@ def make_scenario(opponent: str = "random", min_stones: int = 5, max_stones: int
         turn_order=turn_order,
         observe=observe,
         act=make_act(legal_move_reward),
+        legal_moves=lambda view, agent: [str(m) for m in legal_moves(view.state)],  # the exact move policy's moves
         max_turns=max_stones,  # a game ends within one turn per stone
         team_answer=lambda episode: episode.winner,
         max_new_tokens=4,

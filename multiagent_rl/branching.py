@@ -50,6 +50,25 @@ class Fork(BaseModel):
         return f"step {self.step}" if self.step is not None else f"{self.agent}'s first turn"
 
 
+class MoveForks(BaseModel):
+    """Forks per legal move (`rollout.move_forks`): at a decision of a trainable agent in a
+    game that lists its legal moves (`Scenario(legal_moves=...)`), the episode forks once per
+    legal move, each branch playing its move (forced: nothing is generated), and every branch
+    goes on with the current policies. The leaves below a decision give each move's value
+    there under today's policy; the `all_actions` trainer learns from them. Where several
+    model agents act at once, or one move is legal, the decision is sampled as usual."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    probability: float = Field(
+        1.0, gt=0, le=1, description="Each eligible decision forks with this probability (1: every decision); "
+        "the others are sampled. Below 1 the tree stays small in long games."
+    )
+    max_forks: int | None = Field(
+        None, ge=1, description="At most this many move forks along one path from the root (None: no bound). "
+        "A tree has at most (legal moves)^max_forks leaves per episode."
+    )
+
+
 def leaves_per_task(plan: Sequence[Fork], group_size: int) -> int:
     """Finished episodes per task when every fork is reached: group_size x every fork's n
     (fewer where an episode ends before a fork)."""

@@ -27,7 +27,7 @@ from pydantic import (
 from .branching import leaves_per_task
 from .league import LeagueSettings
 from .rollout_settings import RolloutConfig, VLLMConfig
-from .trainer_settings import CriticConfig, GRPOConfig, LoraConfig, ShapingConfig
+from .trainer_settings import AllActionsConfig, CriticConfig, GRPOConfig, LoraConfig, ShapingConfig
 
 
 class ConfigError(ValueError):
@@ -73,7 +73,10 @@ class TrainConfig(BaseModel):
         description="accelerate's mixed precision: autocast matmuls to bfloat16 in rollout and update "
         "(about 2x faster on CPUs with AVX512-BF16; the usual choice on GPUs).",
     )
-    trainer: str = Field("grpo", description="Training algorithm: grpo, critic, or a registered one (trainers/base.py).")
+    trainer: str = Field(
+        "grpo", description="Training algorithm: grpo, critic, all_actions (games that list their legal moves), or a "
+        "registered one (trainers/base.py)."
+    )
     grpo: GRPOConfig = Field(
         default_factory=GRPOConfig,
         description="Settings of trainer=grpo: group-relative advantages from each episode's outcome (GRPO, "
@@ -83,6 +86,11 @@ class TrainConfig(BaseModel):
         default_factory=CriticConfig,
         description="Settings of trainer=critic: a centralised value model over the global state and GAE "
         "advantages per turn (PPO-style actor-critic).",
+    )
+    all_actions: AllActionsConfig = Field(
+        default_factory=AllActionsConfig,
+        description="Settings of trainer=all_actions: every legal move's value from move forks "
+        "(rollout.move_forks), the policy's expected advantage over them, a magnet KL (MMD).",
     )
     shaping: ShapingConfig = Field(
         default_factory=ShapingConfig,
@@ -156,7 +164,13 @@ class TrainConfig(BaseModel):
         None, description="Upper clip range (DAPO clip-higher: 0.28 against clip_eps 0.2, room for unlikely "
         "tokens to gain probability); None = clip_eps."
     )
-    beta: float = Field(0.0, ge=0, description="KL(policy || base) coefficient; 0 skips the reference pass.")
+    beta: float = Field(
+        0.0, ge=0, description="Weight of a penalty on KL(policy || base model) per completion token: the loss adds "
+        "beta x (log pi - log pi_base)^2 / 2 (k2), whose gradient on the policy's own samples is that of "
+        "KL(policy || base); metric loss/kl is the k3 estimate of that KL. It acts on every sampled turn, tied "
+        "groups included, so an update is skipped only when no turn has an advantage and beta is 0. "
+        "0 skips the reference pass."
+    )
     importance_sampling_cap: float | None = Field(2.0, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
         "cap): the sampler's own log-probs correct for a stale sampler (rollout.max_staleness) or another engine's "
         "kernels (None: off; 2 as TRL and verl).")
@@ -233,6 +247,16 @@ class TrainConfig(BaseModel):
             raise ValueError(f"rollout.branching does not combine with league.mode={self.league.mode}; use one or the other")
         if self.grpo.credit == "discounted":
             raise ValueError("grpo.credit=discounted with grpo.advantage=tree: each turn already has its own advantage")
+        return self
+
+    @model_validator(mode="after")
+    def _move_forks_with_all_actions(self) -> TrainConfig:
+        # A forced move has no generated tokens: only a trainer that scores the moves learns there.
+        if (self.rollout.move_forks is not None) != (self.trainer == "all_actions"):
+            raise ValueError(
+                "trainer=all_actions learns from rollout.move_forks and nothing else does: set both "
+                f"(it is trainer={self.trainer}, rollout.move_forks={self.rollout.move_forks})"
+            )
         return self
 
     @model_validator(mode="after")
@@ -418,8 +442,8 @@ def changed_settings(before: dict[str, Any], after: TrainConfig) -> dict[str, di
     now = after.model_dump()
     try:
         before = move_flat_keys(before)  # a folder written before the trainer sections
-        sections = (("grpo", GRPOConfig), ("critic", CriticConfig), ("league", LeagueSettings), ("shaping", ShapingConfig),
-                    ("rollout", RolloutConfig))
+        sections = (("grpo", GRPOConfig), ("critic", CriticConfig), ("all_actions", AllActionsConfig),
+                    ("league", LeagueSettings), ("shaping", ShapingConfig), ("rollout", RolloutConfig))
         for key, section in sections:  # missing or partial (a folder from before the section): the defaults
             before[key] = section.model_validate(before.get(key) or {}).model_dump()
     except (ConfigError, ValidationError):

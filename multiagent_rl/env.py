@@ -301,6 +301,20 @@ class TeamEnv(ParallelEnv):
         """The acting agents a model plays (scripted roles act inside `step`)."""
         return [a for a in self.acting_agents() if not self.scenario.role(a).scripted]
 
+    def legal_moves(self, agent: str) -> list[str] | None:
+        """The replies that are `agent`'s legal moves now (the scenario's `legal_moves` hook),
+        or None where the scenario lists none. Refuses an empty or repeated list: a decision
+        with no move to choose cannot be scored."""
+        if self.scenario.legal_moves is None:
+            return None
+        moves = self._user("legal_moves", lambda: [str(m) for m in self.scenario.legal_moves(self.view, agent)])
+        if moves is None:
+            return None  # the hook failed: the episode is marked failed (contained) or raised
+        if not moves or len(set(moves)) != len(moves):
+            raise ScenarioError(f"scenario {self.scenario.name!r}: legal_moves for {agent} gave {moves}; "
+                                "list each legal move once, at least one")
+        return moves
+
     def chat(self, agent: str) -> list[dict[str, str]]:
         """The agent's view as chat messages: system prompt, then one user message per
         round it acted in (task on the first, new inbox messages after) and its replies.

@@ -8,6 +8,7 @@ episode, whatever their lengths: a batch takes as many calls as its longest epis
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .actions import Action
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from .branching import Fork
+from .branching import Fork, MoveForks
 from .env import TeamEnv
 from .records import Episode, EpisodeLog, Task
 from .scenario import Role, Scenario
@@ -60,9 +61,26 @@ class TurnSample:
 
 
 @dataclass
+class Decision:
+    """A decision forked once per legal move (`rollout.move_forks`): nothing was generated
+    there; the branch playing move i is the tree node `node + (i,)`, so the leaves below each
+    child give that move's value under the policies that played on."""
+
+    group: int
+    agent: str
+    adapter: str  # the live adapter whose policy over `moves` it is
+    round: int
+    node: tuple[int, ...]  # its place in the task's tree (as `TurnSample.branch`)
+    chat: list[dict[str, str]]  # what the agent was shown, as a chat
+    moves: list[str]  # the legal moves, each as the reply that plays it
+    temperature: float  # the player's sampling temperature: its policy over moves is read at it
+
+
+@dataclass
 class RolloutBatch:
     episodes: list[Episode] = field(default_factory=list)
     samples: list[TurnSample] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)  # move-forked decisions (rollout.move_forks)
     # (episode, round) -> the global state (TeamEnv.state()) before that turn step, when asked
     states: dict[tuple[int, int], str] = field(default_factory=dict)
     generated_tokens: int = 0
@@ -81,6 +99,7 @@ class RolloutBatch:
         return RolloutBatch(
             episodes=[self.episodes[e] for e in kept],
             samples=[replace(s, episode=new_index[s.episode]) for s in self.samples if s.episode in new_index],
+            decisions=[d for d in self.decisions if d.group not in broken],
             states={(new_index[e], r): text for (e, r), text in self.states.items() if e in new_index},
             generated_tokens=self.generated_tokens, generate_seconds=self.generate_seconds, backend_calls=self.backend_calls,
         )
@@ -112,6 +131,7 @@ def rollout(
     frozen: Collection[str] = (),
     branching: Sequence[Fork] = (),
     policy_version: int | None = None,
+    move_forks: MoveForks | None = None,
 ) -> RolloutBatch:
     """Play every task `group_size` times; episodes finish together and are appended to `log`.
 
@@ -127,6 +147,8 @@ def rollout(
     fork, all branches in the same lockstep calls; each episode's `branch` is its path in its
     task's tree, each sample's `branch` the node its turn belongs to (made once, shared below).
     `policy_version`: the update count of the adapters playing, recorded in every sample and episode.
+    `move_forks`: fork trainable decisions once per legal move, the move forced
+    (`RolloutBatch.decisions`); see `multiagent_rl.branching.MoveForks`.
     """
     sampling = sampling or Sampling()
     if adapters is None:
@@ -151,6 +173,9 @@ def rollout(
     while any(slot.env.agents for slot in slots):
         for slot in [s for s in slots if s.env.agents]:
             slots.extend(slot.branch(branching, seed))
+        if move_forks is not None:
+            for slot in [s for s in slots if s.env.agents]:
+                slots.extend(slot.fork_moves(move_forks, seed, frozen, batch.decisions))
         requests: list[GenerationRequest] = []
         for e, slot in enumerate(slots):
             env = slot.env
@@ -159,8 +184,8 @@ def rollout(
             if record_states:
                 batch.states[(id(slot), env.round)] = env.state()
             for agent in env.model_agents():
-                if agent in slot.held:
-                    continue  # this branch takes its sibling's reply (a counterfactual fork)
+                if agent in slot.held or agent in slot.forced:
+                    continue  # this branch takes its sibling's reply (a counterfactual fork), or plays a forced move
                 player = slot.players[agent]
                 requests.append(
                     GenerationRequest(
@@ -184,6 +209,7 @@ def rollout(
             own = generated[id(slot)]
             replies = {**{a: generated[id(slot.source_of(a))][a] for a in slot.held}, **own}
             actions = {agent: slot.players[agent].action(result) for agent, result in replies.items()}
+            actions.update({agent: slot.players[agent].forced(move) for agent, move in slot.forced.items()})
             made = env.advance(actions)
             first = len(env.turns) - len(made)
             for i, turn in enumerate(made, start=first):
@@ -234,6 +260,8 @@ class Slot:
     # counterfactual fork), and agent -> the depth of the tree node its own turn belongs to.
     held: dict[str, Slot] = field(default_factory=dict)
     node_depth: dict[str, int] = field(default_factory=dict)
+    forced: dict[str, str] = field(default_factory=dict)  # agent -> the move this branch plays (a move fork)
+    move_forks: int = 0  # move forks passed on this slot's path
 
     def branch(self, plan: Sequence[Fork], seed: int) -> list[Slot]:
         """Apply every fork of `plan` due now: this slot goes on as alternative 0 and the new
@@ -262,6 +290,36 @@ class Slot:
                 slot.path = (*slot.path, 0)
         return new
 
+    def fork_moves(self, forks: MoveForks, seed: int, frozen: Collection[str], decisions: list[Decision]) -> list[Slot]:
+        """Fork this slot once per legal move of its one acting model agent, when that agent
+        plays a live adapter, the scenario lists more than one move and `forks` says so here:
+        this slot plays move 0 and the new slots (one per other move) are returned; the
+        decision is appended to `decisions`."""
+        acting = self.env.model_agents()
+        if len(acting) != 1 or (forks.max_forks is not None and self.move_forks >= forks.max_forks):
+            return []
+        (agent,) = acting
+        player = self.players[agent]
+        if player.adapter is None or player.adapter in frozen or agent in self.held:
+            return []
+        draw = random.Random(branch_seed(seed, self.group, self.path) * 31 + self.env.round).random()
+        if forks.probability < 1 and draw >= forks.probability:
+            return []
+        moves = self.env.legal_moves(agent)
+        if moves is None or len(moves) < 2:
+            return []
+        decisions.append(Decision(group=self.group, agent=agent, adapter=player.adapter, round=self.env.round,
+                                  node=self.path, chat=self.env.chat(agent), moves=moves,
+                                  temperature=player.temperature))
+        new = [
+            Slot(env=self.env.fork(branch_seed(seed, self.group, (*self.path, i))), group=self.group,
+                 players=self.players, path=(*self.path, i), forks_passed=self.forks_passed,
+                 forced={agent: move}, move_forks=self.move_forks + 1)
+            for i, move in enumerate(moves[1:], start=1)
+        ]
+        self.path, self.forced, self.move_forks = (*self.path, 0), {agent: moves[0]}, self.move_forks + 1
+        return new
+
     def source_of(self, agent: str) -> Slot:
         """The slot whose generated reply `agent` plays this turn step."""
         slot = self
@@ -275,7 +333,7 @@ class Slot:
         return self.path[: self.node_depth.get(agent, len(self.path))]
 
     def end_turn_step(self) -> None:
-        self.held, self.node_depth = {}, {}
+        self.held, self.node_depth, self.forced = {}, {}, {}
 
 
 @dataclass(frozen=True)
@@ -287,6 +345,10 @@ class Player:
     temperature: float
     top_p: float
     max_new_tokens: int
+
+    def forced(self, move: str) -> Action:
+        """A move this player plays in a move-forked branch: nothing generated, nothing to train."""
+        return Action(text=move, adapter=self.adapter, finish_reason="forced", temperature=self.temperature)
 
     def action(self, result: GenerationResult) -> Action:
         """A generation of this player's as the env's typed action."""

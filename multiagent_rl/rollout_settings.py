@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .branching import Fork
+from .branching import Fork, MoveForks
 
 
 class VLLMConfig(BaseModel):
@@ -34,6 +34,12 @@ class RolloutConfig(BaseModel):
         default_factory=list,
         description="Forks of every training episode (multiagent_rl/branching.py), e.g. [{step: 1, n: 2}]: each "
         "continues n times from there; needs grpo.advantage=tree. Held-out evaluation never branches.",
+    )
+    move_forks: MoveForks | None = Field(
+        None,
+        description="Fork every trainable decision of a game that lists its legal moves once per move, the move "
+        "forced (multiagent_rl/branching.py MoveForks), e.g. {probability: 1.0}: what trainer=all_actions learns "
+        "from. Held-out evaluation never forks.",
     )
     server: str | None = Field(
         None,

@@ -115,6 +115,10 @@ class Scenario:
         openspiel_game: the OpenSpiel game it plays, if any: its exploitability is computable.
         fork: state -> an independent copy of an episode's state, for branched rollouts
             (`rollout.branching`) where a deep copy would not do (an engine's `clone()`).
+        legal_moves: (EpisodeView, agent) -> the acting agent's legal moves now, each exactly
+            as a model should reply it ("Bet", "4"). A game that lists its moves gets its
+            exact policy over them (`multiagent_rl.move_policy`) and forks per move
+            (`rollout.move_forks`, the `all_actions` trainer).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Scenario:
         reference_players: Mapping[str, Callable[[Any, str], str]] | None = None,
         openspiel_game: str | None = None,
         fork: Callable[[Any], Any] | None = None,
+        legal_moves: Callable[[Any, str], Sequence[str]] | None = None,
     ):
         self.name = name
         self.description = description
@@ -167,6 +172,7 @@ class Scenario:
         self.reference_players = dict(reference_players or {})
         self.openspiel_game = openspiel_game
         self.fork = fork
+        self.legal_moves = legal_moves
         self.validate()
 
     # ----- declaration checks -------------------------------------------------
@@ -186,7 +192,7 @@ class Scenario:
         for role in self.roles:
             if not role.adapter_name:
                 raise ScenarioError(f"role {role.name!r} has no adapter name (use None for its own)")
-        for hook in ("turn_order", "init_state", "observe", "act", "fork"):
+        for hook in ("turn_order", "init_state", "observe", "act", "fork", "legal_moves"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ScenarioError(f"scenario {self.name!r}: {hook} must be a function, got {getattr(self, hook)!r}")
         if self.max_turns is not None and (not isinstance(self.max_turns, int) or self.max_turns < 1):

@@ -34,7 +34,11 @@ class GRPOConfig(BaseModel):
         "estimation: zero-sum self-play) or tree (each turn "
         "against its siblings in a branched rollout, rollout.branching)."
     )
-    scale_rewards: bool = Field(True, description="Divide advantages by the group std (False: Dr. GRPO).")
+    scale_rewards: bool = Field(
+        True, description="Divide advantages by the group std (False: Dr. GRPO). With advantage=tree, by one "
+        "spread per stream for the whole batch (the root mean square of each node's difference from its "
+        "siblings' mean, over untied sibling sets), so a sibling pair's margin still counts."
+    )
     baseline_decay: float = Field(
         0.95, ge=0, lt=1, description="advantage=role_baseline: the decay of each role's moving-average return."
     )
@@ -108,3 +112,24 @@ class ShapingConfig(BaseModel):
     def weight(self, step: int, started: int | None) -> float:
         """The shaping terms' weight at `step`, the anneal having started at step `started`."""
         return 1.0 if started is None else max(0.0, 1.0 - (step - started) / self.anneal_steps)
+
+
+class AllActionsConfig(BaseModel):
+    """`trainer: all_actions`: for games that list their legal moves, the expected advantage
+    over every legal move at each forked decision (`rollout.move_forks`), with a KL to a
+    magnet policy (magnetic mirror descent) and a term that keeps replies legal."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    magnet: Literal["snapshot", "base", "none"] = Field(
+        "snapshot", description="The policy the KL pulls toward: snapshot (a frozen copy of each adapter, refreshed "
+        "every magnet_every steps: a moving magnet, MMD's last-iterate convergence), base (the base model: a fixed "
+        "magnet) or none (no regulariser)."
+    )
+    magnet_every: int = Field(10, ge=1, description="magnet=snapshot: steps between refreshes of the magnet.")
+    magnet_coef: float = Field(
+        0.05, ge=0, description="Weight of KL(policy || magnet) over the legal moves, on every decision, tied or not."
+    )
+    legal_coef: float = Field(
+        0.05, ge=0, description="Weight of -(mean over the legal moves of log P(the reply is exactly that move)): "
+        "renormalising over the legal moves leaves the illegal mass untrained, so this term keeps it small."
+    )

@@ -138,7 +138,7 @@ def test_running_norm_matches_the_whole_data():
 
 # ----- the registry --------------------------------------------------------------------------
 def test_unknown_trainer_is_one_line_naming_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown trainer 'ppo'; known: critic, grpo"):
+    with pytest.raises(ConfigError, match="unknown trainer 'ppo'; known: all_actions, critic, grpo"):
         trainer_class("ppo")
 
 

@@ -22,14 +22,14 @@ def returns(values, branches, groups=None) -> Returns:
 
 
 def test_leave_one_out_without_scaling_is_c3s_difference():
-    tree = advantage_estimator("tree")
+    tree = advantage_estimator("tree")()
     settings = type("S", (), {"scale_rewards": False})()
     est = tree(returns([3.0, 0.0, 0.0], [(0,), (1,), (2,)]), settings)
     assert [round(float(est.nodes[(0, (k,))][0]), 6) for k in range(3)] == [3.0, -1.5, -1.5]
 
 
 def test_a_node_is_valued_by_its_whole_subtree():
-    tree = advantage_estimator("tree")
+    tree = advantage_estimator("tree")()
     settings = type("S", (), {"scale_rewards": False})()
     # node (0,) has leaves 1 and 0 (mean 0.5); node (1,) one leaf worth 0: the leaf counts, not the branch
     est = tree(returns([1.0, 0.0, 0.0], [(0, 0), (0, 1), (1,)]), settings)
@@ -39,7 +39,7 @@ def test_a_node_is_valued_by_its_whole_subtree():
 
 
 def test_tied_siblings_and_lone_nodes_get_zero_and_are_counted():
-    tree = advantage_estimator("tree")
+    tree = advantage_estimator("tree")()
     est = tree(returns([1.0, 1.0, 2.0], [(0, 0), (0, 1), (1, 0)]), None)
     assert float(est.nodes[(0, (1, 0))][0]) == 0.0 and float(est.nodes[(0, (0, 1))][0]) == 0.0
     assert est.counts == {"groups": 3.0, "singleton_groups": 1.0, "equal_reward_groups": 1.0}
@@ -47,7 +47,7 @@ def test_tied_siblings_and_lone_nodes_get_zero_and_are_counted():
 
 def test_without_forks_it_is_group_relative_like_grpo():
     rewards = [1.0, 0.0, 0.5, 0.25]
-    tree = advantage_estimator("tree")(returns(rewards, [(k,) for k in range(4)]), None)
+    tree = advantage_estimator("tree")()(returns(rewards, [(k,) for k in range(4)]), None)
     group = advantage_estimator("group")(returns(rewards, [(k,) for k in range(4)]), None)
     assert torch.allclose(torch.stack([tree.nodes[(0, (k,))] for k in range(4)]), group.advantages, atol=1e-6)
 
@@ -105,6 +105,7 @@ def test_a_branched_step_trains_the_adapters_and_not_the_base_model(single_threa
     metrics = run.train_step(1).metrics()
     assert metrics["update/skipped"] == 0.0 and metrics["update/informative_samples"] > 0
     assert metrics["tree/leaves_per_task"] == 3.0 and metrics["tree/depth"] == 1.0
+    assert metrics["tree/untrained_turn_fraction"] == 0.0  # forked before the first turn: every turn has siblings
     assert "tree/advantage_std/solver" in metrics and "tree/advantage_mean/critic/step0" in metrics
     for adapter, before in initial.items():
         after = lora_state(run.model, adapter)

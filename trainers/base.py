@@ -94,7 +94,7 @@ class Trainer(abc.ABC):
 
 
 TRAINERS: dict[str, type[Trainer]] = {}
-BUILT_IN = {"grpo": "trainers.grpo", "critic": "trainers.critic"}
+BUILT_IN = {"grpo": "trainers.grpo", "critic": "trainers.critic", "all_actions": "trainers.all_actions"}
 ENTRY_POINTS = "multiagent_rl.trainers"
 
 
@@ -138,6 +138,7 @@ class Returns:
     groups: torch.Tensor  # (P,) long: the task group of each point's episode
     values: torch.Tensor | None = None  # (P, S): V at each point (None: no critic)
     branches: list[tuple[int, ...]] | None = None  # per point: its episode's path in its task's tree
+    learner: torch.Tensor | None = None  # (P, S) bool: the learner played this stream at this point
 
 
 @dataclass

@@ -108,17 +108,26 @@ def group_estimate(returns: Returns, settings) -> Estimate:
 
 def episode_returns(batch: RolloutBatch, streams: list[str], reward_source: str = "agent") -> Returns:
     """One point per episode (GRPO judges the whole episode): each agent's return from the
-    ledger (`streams` are agents), or the team's (`reward_source="team"`: one stream)."""
+    ledger (`streams` are agents), or the team's (`reward_source="team"`: one stream). An
+    agent's stream of an episode is the learner's where a trainable turn of it is that agent's
+    (not a frozen snapshot's, a scripted or the base model's)."""
     if reward_source == "team":
         rewards = [[ep.team_reward()] for ep in batch.episodes]
     else:
         rewards = [[ep.returns().get(agent, 0.0) for agent in streams] for ep in batch.episodes]
     # Host-side bookkeeping: advantages reach the model as floats in each Sample.
+    stream_of = {agent: 0 if reward_source == "team" else k for k, agent in enumerate(streams)}
+    width = 1 if reward_source == "team" else len(streams)
+    learner = torch.zeros((len(rewards), width), dtype=torch.bool, device="cpu")  # (E, S)
+    for s in batch.samples:
+        if s.trainable:
+            learner[s.episode, stream_of[s.agent]] = True
     return Returns(
         rewards=torch.tensor(rewards, dtype=torch.float32, device="cpu").reshape(len(batch.episodes), -1),
         episodes=torch.arange(len(batch.episodes), device="cpu"),
         groups=torch.tensor([ep.group for ep in batch.episodes], dtype=torch.long, device="cpu"),
         branches=[tuple(ep.branch) or (0,) for ep in batch.episodes],
+        learner=learner,
     )
 
 
@@ -134,7 +143,7 @@ class GRPOTrainer(Trainer):
         estimator = advantage_estimator(ctx.config.grpo.advantage)
         if estimator.needs_values:
             raise ConfigError(f"grpo.advantage={ctx.config.grpo.advantage} needs a value model; use trainer=critic")
-        self.estimator = estimator(ctx.ranks) if isinstance(estimator, type) else estimator  # a class keeps state
+        self.estimator = estimator(ctx.ranks) if isinstance(estimator, type) else estimator  # a class: ranks, state
 
     def save(self, folder: Path) -> None:
         """A stateful estimator's state (JSON), beside the optimizer the loop saves."""

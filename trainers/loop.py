@@ -58,6 +58,7 @@ from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_
 from .rollout_ahead import check_sendable, make_rollouts
 from .run_folder import RunLock, check_resumed_settings, restore_committed_state
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
+from .tree import check_tree_plan
 
 
 class Run:
@@ -80,6 +81,7 @@ class Run:
         trainer = trainer_class(config.trainer)  # an unknown name fails before any model work is wasted
         check_league(config.league.mode, scenario)
         check_plan(config.rollout.branching, scenario)
+        check_tree_plan(config, scenario)
         if config.rollout.max_staleness:
             check_sendable(given_scenario)  # the rollout worker process builds the same scenario
         # Before any weights load or an engine starts: a generate batch too big for this machine.
@@ -242,7 +244,8 @@ class Run:
         if progress is not None:
             shard["progress"] = progress
         return {**shard, "seed": step_seed(cfg.seed, step, self.ranks.index), "step": step, "group_size": cfg.group_size,
-                "sampling": self.sampling, "record_states": self.trainer.needs_states, "branching": cfg.rollout.branching}
+                "sampling": self.sampling, "record_states": self.trainer.needs_states, "branching": cfg.rollout.branching,
+                "move_forks": cfg.rollout.move_forks}
 
     def train_step(self, step: int) -> StepRecord:
         """One training step, in run order:
@@ -337,7 +340,8 @@ class Run:
 
             # Every rank holds the same adapters, so every rank would compute the same figure.
             stats["exploitability"] = self.ranks.from_main(
-                lambda: team_exploitability(self.team, game_name=self.scenario.openspiel_game)["exploitability"])
+                lambda: team_exploitability(self.team, game_name=self.scenario.openspiel_game,
+                                            temperature=self.sampling.temperature)["exploitability"])
         return stats
 
     # ----- persistence ------------------------------------------------------------------

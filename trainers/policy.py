@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -68,9 +68,22 @@ def importance_weights(old_logps: torch.Tensor, sampler_logps: torch.Tensor, cap
 
 
 def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(policy || reference), always >= 0. (B, T) -> (B, T)."""
+    """Per-token k3 estimate of KL(policy || reference) on tokens the policy sampled: unbiased
+    and always >= 0, so it is what `loss/kl` reports. Not the loss: its gradient on such tokens
+    is that of KL(reference || policy) (`kl_penalty`). (B, T) -> (B, T)."""
     delta = ref_logps - logps
     return torch.exp(delta) - delta - 1
+
+
+def kl_penalty(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k2 = (log pi - log ref)^2 / 2, the KL term of the loss: its gradient,
+    (log pi - log ref) * grad log pi, is on tokens the policy sampled (in expectation) the
+    gradient of KL(policy || reference). (B, T) -> (B, T).
+
+    >>> kl_penalty(torch.tensor([[0.0, -1.0]]), torch.tensor([[0.0, -3.0]])).tolist()
+    [[0.0, 2.0]]
+    """
+    return 0.5 * (logps - ref_logps) ** 2
 
 
 @dataclass
@@ -179,11 +192,21 @@ class UpdateSettings:
 
 def policy_update(
     model, optimizer, samples: Sequence[Sample], settings: UpdateSettings, pad_id: int,
-    backward=None, scheduler=None, ranks: Ranks = SINGLE,
+    backward=None, scheduler=None, ranks: Ranks = SINGLE, reference_adapters: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Update every adapter from its samples. An adapter shared by several roles gets all
     their samples; the others' LoRA weights get no gradient (only the active one trains).
 
+    The clipped policy-gradient term learns from samples with a nonzero advantage
+    (`update/informative_samples`; `policy/clip_fraction` is over their tokens). With
+    `beta > 0` the KL term (`kl_penalty`; `loss/kl` logs `kl_to_reference`) acts on every
+    sample with a completion, tied ones included, so a batch whose rewards all tie still
+    pulls the policy back toward its reference; the loss normalisers then count every such
+    sample. The update is skipped (`update/skipped` 1) only when there is nothing to learn
+    from: no nonzero advantage and `beta` 0 (or no completion at all).
+
+    `reference_adapters`: adapter -> the adapter whose log-probs are its KL reference (a frozen
+    copy of it, say); an adapter not in it is held to the base model.
     `model` is a PeftModel; `backward(loss)` defaults to loss.backward() (accelerate's otherwise).
     With several processes (`ranks`), each passes its own samples: loss normalisers count
     every rank's samples and gradients are summed over ranks before each optimizer step,
@@ -193,19 +216,22 @@ def policy_update(
 
     backward = backward or (lambda loss: loss.backward())
     device = _device(model)
+    regularised = settings.beta > 0
     # Numbered here: the old-log-prob and reference caches are keyed by place, not identity.
-    informative = [replace(s, key=i) for i, s in enumerate(x for x in samples if x.advantage != 0.0 and x.completion_ids)]
+    trained = [replace(s, key=i) for i, s in enumerate(
+        x for x in samples if x.completion_ids and (x.advantage != 0.0 or regularised))]
     metrics: dict[str, float] = defaultdict(float)
-    total_samples, total_informative = ranks.sum([len(samples), len(informative)])
+    total_samples, total_informative, total_trained = ranks.sum(
+        [len(samples), sum(s.advantage != 0.0 for s in trained), len(trained)])
     metrics["update/samples"] = total_samples
     metrics["update/informative_samples"] = total_informative
-    if not total_informative:
-        # Nothing to learn from (all advantages zero): say so instead of stepping on noise.
+    if not total_trained:
+        # Nothing to learn from (all advantages zero, no KL term): say so instead of stepping on noise.
         metrics.update({"update/skipped": 1.0, "loss/policy": 0.0, "loss/kl": 0.0, "policy/clip_fraction": 0.0,
                         "grad_norm": 0.0, "update/optimizer_steps": 0.0, "perf/grad_sync_seconds": 0.0})
         return dict(metrics)
     by_adapter: dict[str, list[Sample]] = defaultdict(list)
-    for s in informative:
+    for s in trained:
         by_adapter[s.adapter].append(s)
     # Old log-probs: with one pass over the batch the policy is unchanged when each
     # sample is first seen, so the ratio is exactly 1 (old = current, detached).
@@ -214,22 +240,29 @@ def policy_update(
     old_cache: dict[Hashable, torch.Tensor] = {}
     ref_cache: dict[Hashable, torch.Tensor] = {}
     model.train()
-    if not one_pass or settings.beta > 0:
-        with torch.no_grad():
+
+    def remember(cache: dict[Hashable, torch.Tensor], group: list[Sample]) -> None:
+        for chunk in _chunks(group, settings.micro_batch_size):
+            batch = pad_batch(chunk, pad_id, device)
+            _remember(cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
+
+    if not one_pass or regularised:
+        with torch.no_grad(), precision:
             for adapter, group in by_adapter.items():
-                model.set_adapter(adapter)
-                for chunk in _chunks(group, settings.micro_batch_size):
-                    batch = pad_batch(chunk, pad_id, device)
-                    with precision:
-                        if not one_pass:
-                            _remember(old_cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
-                        if settings.beta > 0:
-                            with model.disable_adapter():
-                                ref = window_logprobs(model, batch, _temperatures(chunk, device))
-                            _remember(ref_cache, chunk, ref)
+                if not one_pass:
+                    model.set_adapter(adapter)
+                    remember(old_cache, group)
+                if regularised:
+                    reference = (reference_adapters or {}).get(adapter)
+                    if reference is None:
+                        with model.disable_adapter():  # the base model
+                            remember(ref_cache, group)
+                    else:
+                        model.set_adapter(reference)
+                        remember(ref_cache, group)
     counts = defaultdict(float)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    minibatches = _split(informative, settings.minibatches)
+    minibatches = _split(trained, settings.minibatches)
     # Every rank takes the same number of optimizer steps, one with fewer samples on empty minibatches.
     (steps_per_epoch,) = ranks.max([len(minibatches)])
     minibatches += [[]] * (int(steps_per_epoch) - len(minibatches))
@@ -266,16 +299,16 @@ def policy_update(
                         per_token = per_token * weights
                         counts["truncated"] += float(((weights >= settings.importance_cap) * mask).sum())
                         counts["weight_sum"] += float((weights * mask).sum())
-                    if settings.beta > 0:
-                        ref = _recall(ref_cache, chunk, batch.window, device)
-                        kl = kl_to_reference(logps, ref)  # (B, L-1)
-                        per_token = per_token + settings.beta * kl
-                        counts["kl_sum"] += float((kl.detach() * mask).sum())
+                    if regularised:
+                        ref = _recall(ref_cache, chunk, batch.window, device)  # (B, K)
+                        per_token = per_token + settings.beta * kl_penalty(logps, ref)
+                        counts["kl_sum"] += float((kl_to_reference(logps.detach(), ref) * mask).sum())
                     loss = aggregate(per_token, mask, settings.loss_aggregation, norm)
                     backward(loss)
                     counts["loss"] += float(loss.detach())
                     counts["clipped"] += float((clipped * mask).sum())
                     counts["tokens"] += float(mask.sum())
+                    counts["pg_tokens"] += float((mask * (adv != 0).unsqueeze(1)).sum())  # those the clip may touch
             sync_start = time.perf_counter()
             ranks.sum_gradients(trainable)
             counts["sync_seconds"] += time.perf_counter() - sync_start
@@ -288,13 +321,13 @@ def policy_update(
             counts["optimizer_steps"] += 1
     enable_training(model, list(model.peft_config))
     # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
-    summed = ("loss", "clipped", "tokens", "kl_sum", "gap_sum", "gap_tokens", "truncated", "weight_sum")
+    summed = ("loss", "clipped", "tokens", "pg_tokens", "kl_sum", "gap_sum", "gap_tokens", "truncated", "weight_sum")
     for name, value in zip(summed, ranks.sum([counts[name] for name in summed]), strict=True):
         counts[name] = value
     (counts["gap_max"],) = ranks.max([counts["gap_max"]])
     steps = max(counts["optimizer_steps"], 1)
     metrics["loss/policy"] = counts["loss"] / steps
-    metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["tokens"], 1)
+    metrics["policy/clip_fraction"] = counts["clipped"] / max(counts["pg_tokens"], 1)
     metrics["loss/kl"] = counts["kl_sum"] / max(counts["tokens"], 1)
     metrics["grad_norm"] = counts["grad_norm"] / steps
     metrics["update/optimizer_steps"] = counts["optimizer_steps"]

@@ -99,7 +99,7 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.mixed_precision = mixed_precision
-        self.end_ids = _end_token_ids(model, tokenizer)
+        self.end_ids = end_token_ids(model, tokenizer)
 
     @property
     def adapters(self) -> list[str]:
@@ -215,7 +215,9 @@ class HFBackend:
         return GenerationResult(text=text, prompt_ids=prompt, completion_ids=ids, logprobs=lps, finish_reason=finish, tag=req.tag)
 
 
-def _end_token_ids(model, tokenizer) -> list[int]:
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a reply: the model's and tokenizer's end-of-sequence ids and the
+    chat template's end of turn."""
     ids = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
         eos = getattr(source, "eos_token_id", None)

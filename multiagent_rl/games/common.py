@@ -125,12 +125,14 @@ def game_scenario(
     reference_players: Mapping[str, Policy] | None = None,
     openspiel_game: str | None = None,
     fork: Callable[[Any], Any] | None = None,
+    legal_moves: Callable[[EpisodeView, str], Sequence[str]] | None = None,
 ) -> Scenario:
     """A game engine as a Scenario, the same way for every wrapper: the engine's players
     `agents` (each its own team; those `scripted` names are played by their policy), the
     table graph, each task a seed, the engine's result as the reward and its winner as the
     team answer; the hooks drive the engine. `default_prompt` may name `{agent}`; `fork` copies
-    an episode's engine state for branched rollouts where a deep copy would not do."""
+    an episode's engine state for branched rollouts where a deep copy would not do;
+    `legal_moves` lists the acting player's moves as replies (the exact move policy)."""
     agents = list(agents)
     unknown = [a for a in scripted or {} if a not in agents]
     if unknown:
@@ -155,4 +157,5 @@ def game_scenario(
         reference_players=reference_players,
         openspiel_game=openspiel_game,
         fork=fork,
+        legal_moves=legal_moves,
     )

@@ -55,6 +55,10 @@ def random_action(view: EpisodeView, agent: str) -> str:
     return names[view.rng.choice(sorted(names))]
 
 
+# What exploitability reads for a seat this player takes: each legal move equally likely.
+random_action.move_probabilities = lambda names: [1.0 / len(names)] * len(names)
+
+
 def openspiel_scenario(
     game_name: str,
     *,
@@ -102,6 +106,9 @@ def openspiel_scenario(
         return (f"You are {agent} in {game_name}. {known}\n"
                 f"Legal moves: {', '.join(names.values())}\nReply with one legal move.")
 
+    def legal_moves(view: EpisodeView, agent: str) -> list[str]:
+        return list(move_names(view.state.state, agents.index(agent)).values())
+
     def act(view: EpisodeView, agent: str, text: str) -> Outcome:
         s: SpielState = view.state
         player = agents.index(agent)
@@ -136,4 +143,5 @@ def openspiel_scenario(
         reference_players={"random": random_action, **(reference_players or {})},
         openspiel_game=game_name,
         fork=fork,
+        legal_moves=legal_moves,
     )

@@ -135,11 +135,13 @@ def aec_scenario(
         state: GameState = view.state
         return [] if state.over() else [state.env.agent_selection]
 
+    def listed_moves(view: EpisodeView, agent: str) -> list[str]:
+        legal = legal_moves(view.state.env, agent)
+        return [move_names[i] for i in legal] if move_names else [str(i) for i in legal]
+
     def observe(view: EpisodeView, agent: str) -> str:
-        state: GameState = view.state
-        legal = legal_moves(state.env, agent)
-        shown = [move_names[i] for i in legal] if move_names else [str(i) for i in legal]
-        return f"{render(state.env, agent)}\nLegal moves: {', '.join(shown)}\nReply with one legal move."
+        shown = listed_moves(view, agent)
+        return f"{render(view.state.env, agent)}\nLegal moves: {', '.join(shown)}\nReply with one legal move."
 
     def act(view: EpisodeView, agent: str, text: str) -> Outcome:
         state: GameState = view.state
@@ -183,6 +185,7 @@ def aec_scenario(
         temperature=temperature,
         train_defaults=train_defaults,
         reference_players=reference_players,
+        legal_moves=listed_moves,
     )
 
 
