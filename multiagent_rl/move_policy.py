@@ -52,35 +52,50 @@ def move_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], pa
     """log p(reply is exactly move m, then an end-of-turn token) for every legal move of every
     choice: one (moves,) tensor per choice, differentiable.
 
-    All (choice, move) rows go through the model in one left-padded batch; only the last
-    (longest move + 1) positions reach the LM head. The model's active adapter scores them,
-    or `adapter_name` for this pass only (peft's per-request `adapter_names`, in eval mode:
-    the active adapter and its trainable weights are left as they are)."""
-    rows = [(c, m) for c in choices for m in c.moves]
-    if not rows:
+    Each prompt is run once (left-padded, one batch), its last position scoring every move's
+    first token; its key-value cache is then repeated once per move and the moves run on it
+    (right-padded), so a decision with M moves costs one prompt and M short replies rather
+    than M prompts. Only those positions reach the LM head. The model's active adapter scores
+    them, or `adapter_name` for this call only (peft's per-request `adapter_names`, in eval
+    mode: the active adapter and its trainable weights are left as they are)."""
+    from transformers import DynamicCache
+
+    if not choices:
         return []
-    forward = {"adapter_names": [adapter_name] * len(rows)} if adapter_name is not None else {}
     device = next(model.parameters()).device
-    window = max(len(m) for _, m in rows)
-    width = max(len(c.prompt_ids) + len(m) for c, m in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    targets = torch.zeros((len(rows), window), dtype=torch.long)  # each move's tokens, right-aligned
-    mask = torch.zeros((len(rows), window))
-    for r, (choice, move) in enumerate(rows):
-        seq = [*choice.prompt_ids, *move]
-        ids[r, width - len(seq):] = torch.tensor(seq)
-        attention[r, width - len(seq):] = 1
-        targets[r, window - len(move):] = torch.tensor(move)
-        mask[r, window - len(move):] = 1
+    select = (lambda n: {"adapter_names": [adapter_name] * n}) if adapter_name is not None else (lambda n: {})
+    width = max(len(c.prompt_ids) for c in choices)
+    ids = torch.full((len(choices), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(choices), width), dtype=torch.long)
+    for r, choice in enumerate(choices):
+        ids[r, width - len(choice.prompt_ids):] = torch.tensor(choice.prompt_ids)
+        attention[r, width - len(choice.prompt_ids):] = 1
     positions = (attention.cumsum(1) - 1).clamp_min(0)
-    temperature = torch.tensor([c.temperature for c, _ in rows]).view(-1, 1, 1)
-    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                   logits_to_keep=window + 1, **forward).logits  # (R, window + 1, V): position t predicts t+1
-    logps = torch.log_softmax(logits.float() / temperature.to(device), dim=-1)
-    said = logps[:, :-1].gather(2, targets.to(device).unsqueeze(2)).squeeze(2)  # (R, window)
-    said = (said * mask.to(device)).sum(1)  # (R,)
-    ended = torch.logsumexp(logps[:, -1, list(end_ids)], dim=1)  # (R,): any end-of-turn token stops the reply
+    cache = DynamicCache()
+    first = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                  past_key_values=cache, use_cache=True, logits_to_keep=1, **select(len(choices))).logits[:, -1]  # (C, V)
+    rows = [(c, m) for c, choice in enumerate(choices) for m in choice.moves]
+    owner = torch.tensor([c for c, _ in rows])
+    temperature = torch.tensor([choices[c].temperature for c, _ in rows], device=device)  # (R,)
+    cache.reorder_cache(owner.to(device))  # each prompt's keys and values, once per move
+    longest = max(len(m) for _, m in rows)
+    moves = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    lengths = torch.tensor([len(m) for _, m in rows])
+    for r, (_, move) in enumerate(rows):
+        moves[r, :len(move)] = torch.tensor(move)
+    # Pads after a move are never attended by its own tokens (causal), so masking them is not needed.
+    mask = torch.cat([attention[owner], torch.ones((len(rows), longest), dtype=torch.long)], dim=1)
+    move_positions = positions[owner, -1:] + 1 + torch.arange(longest)
+    logits = model(input_ids=moves.to(device), attention_mask=mask.to(device), position_ids=move_positions.to(device),
+                   past_key_values=cache, use_cache=True, **select(len(rows))).logits  # (R, longest, V)
+    # Position j of a move predicts its token j + 1; the prompt's last position its token 0.
+    logps = torch.log_softmax(torch.cat([first[owner.to(device)].unsqueeze(1), logits], 1).float()
+                              / temperature.view(-1, 1, 1), dim=-1)  # (R, longest + 1, V)
+    said = logps[:, :-1].gather(2, moves.to(device).unsqueeze(2)).squeeze(2)  # (R, longest)
+    inside = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
+    said = (said * inside).sum(1)
+    last = logps[torch.arange(len(rows), device=device), lengths.to(device)]  # (R, V): after each move's last token
+    ended = torch.logsumexp(last[:, list(end_ids)], dim=1)  # any end-of-turn token stops the reply
     scores = said + ended
     out, start = [], 0
     for choice in choices:

@@ -4,9 +4,10 @@ that picks a random legal move (or another model, `opponent="model"`: self-play)
 
 Three cards (Jack < Queen < King), one each, an ante of 1 chip. Players take turns to Pass
 or Bet 1 chip; facing a bet, Bet calls and Pass folds. The reward is the chips won or lost
-(+-1 or +-2); a reply that is no legal move forfeits (-1). Kuhn poker has 12 information
-states, so a policy's exploitability is computed exactly (`multiagent_rl.games.exploitability`):
-the uniform random policy's is 0.458, a Nash equilibrium's 0.
+(+-1 or +-2); a reply that is no legal move forfeits at the worst loss (-2, the other player
++2), so it is never cheaper than a legal move. Kuhn poker has 12 information states, so a
+policy's exploitability is computed exactly (`multiagent_rl.games.exploitability`): the
+uniform random policy's is 0.458, a Nash equilibrium's 0.
 
 Worked example of: an OpenSpiel game with a readable rendering of what a player knows
 (`render`), the seat a league alternates, and play measured by exploitability.

@@ -8,8 +8,9 @@ raise is 2 chips in round 1 and 4 in round 2, at most 2 raises a round; Call mat
 opponent (with nothing to match, it checks); Fold, legal only facing a raise, gives up the
 pot. At the showdown a card that pairs the board wins, else the higher card; equal ranks
 split. The reward is the chips won or lost (at most 13); a reply that is no legal move
-forfeits (-1). Leduc has 936 information states, so a policy's exploitability is computed
-exactly (`multiagent_rl.games.exploitability`): the uniform random policy's is 2.374.
+forfeits at the worst loss (-13, the other player +13), so it is never cheaper than folding.
+Leduc has 936 information states, so a policy's exploitability is computed exactly
+(`multiagent_rl.games.exploitability`): the uniform random policy's is 2.374.
 
 Worked example of: rendering a game from OpenSpiel's information state string alone, so the
 model is shown one thing per information state and nothing the player does not know.

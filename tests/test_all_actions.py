@@ -141,3 +141,39 @@ def test_all_actions_refuses_a_game_without_listed_moves(tmp_path):
     with pytest.raises(ConfigError, match="needs a game that lists its legal moves"):
         Run(load_config(None, ["model=tiny", "scenario=debate", "trainer=all_actions", "rollout.move_forks={}",
                                "log_with=[]", "mixed_precision=no"]), tmp_path / "r")
+
+
+def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(single_thread):
+    """The shared-prompt forward gives each move's log-prob, and its gradient, as a whole
+    prompt + reply sequence does (moves of different lengths, prompts of different lengths)."""
+    from multiagent_rl.adapters import LoraSettings, attach_adapters
+    from multiagent_rl.backends.hf import end_token_ids
+    from multiagent_rl.models import load_model
+    from multiagent_rl.move_policy import MoveChoice, move_scores
+
+    model, tokenizer = load_model("tiny")
+    model = attach_adapters(model, ["a"], LoraSettings(rank=2, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+    end = end_token_ids(model, tokenizer)
+    choices = [MoveChoice((5, 6, 7, 8, 9), ((11,), (12, 13, 14)), 1.0), MoveChoice((21, 22), ((31, 32), (33,), (34,)), 0.7)]
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    shared = move_scores(model, choices, end, tokenizer.pad_token_id)
+    grads = torch.autograd.grad(sum((s * torch.arange(1.0, len(s) + 1)).sum() for s in shared), params)
+    whole = []
+    for choice in choices:
+        row = []
+        for move in choice.moves:
+            ids = torch.tensor([[*choice.prompt_ids, *move]])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, len(choice.prompt_ids) - 1:].float() / choice.temperature, -1)
+            said = logp[torch.arange(len(move)), torch.tensor(move)].sum()
+            row.append(said + torch.logsumexp(logp[-1, end], 0))
+        whole.append(torch.stack(row))
+    expected = torch.autograd.grad(sum((s * torch.arange(1.0, len(s) + 1)).sum() for s in whole), params)
+    for a, b in zip(shared, whole, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(grads, expected, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), float((a - b).abs().max())

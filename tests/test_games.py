@@ -48,7 +48,8 @@ def test_200_random_kuhn_games_give_the_bare_engines_returns(kuhn):
         assert [e.term for e in episode.final] == ["result", "result"]  # the result, written once
         if end.get("forfeit"):
             seen["forfeit"] += 1
-            assert episode.rewards[end["agent"]] == -1.0
+            # the game's worst loss (min_utility), the other player its opposite
+            assert episode.rewards == {a: (-2.0 if a == end["agent"] else 2.0) for a in episode.rewards}
             continue
         seen["played"] += 1
         bare = game.new_initial_state()
@@ -223,3 +224,22 @@ def test_a_forfeit_is_the_same_rule_in_every_wrapper():
     assert outcome.event == {"invalid": "x" * 200, "forfeit": True}
     assert outcome.result == {"a": 1.0, "b": -1.0, "c": 1.0}
     assert forfeit(["a", "b"], "a", "?").winner == "b"
+    staked = forfeit(["a", "b", "c"], "a", "?", loss=4.0, gain=2.0)  # a game with stakes: zero-sum
+    assert staked.result == {"a": -4.0, "b": 2.0, "c": 2.0} and staked.winner == "draw"
+
+
+@pytest.mark.parametrize(("game", "loss"), [("kuhn_poker", 2.0), ("leduc_poker", 13.0),
+                                            ("kuhn_poker(players=3)", 2.0)])
+def test_an_openspiel_forfeit_costs_the_games_worst_loss(game, loss):
+    # Folding after raises costs Leduc up to 7 chips: a forfeit at -1 would make junk the cheaper reply.
+    pytest.importorskip("pyspiel")
+    from multiagent_rl.games.openspiel import openspiel_scenario
+
+    env = openspiel_scenario(game).make_env(seed=0)
+    env.reset(seed=0)
+    (agent,) = env.model_agents()
+    env.step({agent: "no move at all"})
+    episode = env.episode()
+    others = [a for a in episode.rewards if a != agent]
+    assert episode.rewards == {agent: -loss, **{a: loss / len(others) for a in others}}
+    assert sum(episode.rewards.values()) == 0.0 and episode.events[-1]["forfeit"]

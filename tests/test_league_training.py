@@ -216,6 +216,15 @@ def test_a_kuhn_league_logs_exploitability_at_each_evaluation(single_thread, tmp
     assert 0.0 <= summary["before"]["exploitability"] <= 2.0 and "exploitability" in summary["after"]
     logged = [json.loads(x) for x in (tmp_path / "k" / "metrics.jsonl").open()]
     assert [m["step"] for m in logged if "eval/exploitability" in m] == [0, 1]
+    # each evaluation's strategy table beside it: Kuhn's 12 information states, each move's probability
+    tables = {m["step"]: json.loads((tmp_path / "k" / "strategy" / f"step-{m['step']:06d}.json").read_text())
+              for m in logged if "eval/exploitability" in m}
+    for step, table in tables.items():
+        assert table["step"] == step and table["exploitability"] == pytest.approx(
+            next(m["eval/exploitability"] for m in logged if m["step"] == step))
+        assert len(table["policy"]) == 12 and {"0", "0pb", "2b"} <= table["policy"].keys()
+        assert all(sum(moves.values()) == pytest.approx(1.0) for moves in table["policy"].values())
+    assert sorted(p.name for p in (tmp_path / "k" / "strategy").iterdir()) == ["step-000000.json", "step-000001.json"]
 
 
 def test_a_run_resumed_into_a_league_starts_one_and_says_so(single_thread, tmp_path):

@@ -84,7 +84,7 @@ def test_games_played_to_the_end_give_openspiels_returns(game, opponent):
         episode = play(scenario, seed, lambda env: rng.choice(legal_names(env) if rng.random() < 0.8 else REPLIES))
         end = episode.events[-1]
         if end.get("forfeit"):
-            assert episode.rewards[end["agent"]] == -1.0
+            assert episode.rewards == {a: (-13.0 if a == end["agent"] else 13.0) for a in episode.rewards}
             continue
         played += 1
         bare = state_after(game, end["history"])
@@ -178,10 +178,11 @@ def test_every_information_state_is_one_chat_and_reached_in_self_play(points, ga
         assert set(point.moves.values()) <= {"Fold", "Call", "Raise"}
 
 
-def test_an_illegal_reply_forfeits(selfplay):
-    # Fold is no legal move before anyone raised: player_0 forfeits its first turn
+def test_an_illegal_reply_forfeits_at_the_worst_loss(selfplay):
+    # Fold is no legal move before anyone raised: player_0 forfeits its first turn, at -13
+    # (the most a legal game can lose), so junk is never cheaper than folding after raises
     episode = play(selfplay, 3, lambda env: "Fold")
-    assert episode.rewards == {"player_0": -1.0, "player_1": 1.0}
+    assert episode.rewards == {"player_0": -13.0, "player_1": 13.0}
     assert episode.events[-1]["forfeit"] and episode.events[-1]["invalid"] == "Fold"
     assert [t.valid for t in episode.turns] == [False]
 

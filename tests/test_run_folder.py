@@ -13,8 +13,16 @@ import pytest
 from multiagent_rl import read_episodes
 from multiagent_rl.cli import main
 from multiagent_rl.config import load_config
+from trainers.checkpoint import remove_temporary
+from trainers.durable import write_atomic
 from trainers.loop import Run
-from trainers.run_folder import RunFolderError, RunLock, plan_restore, restore_committed_state
+from trainers.run_folder import (
+    RunFolderError,
+    RunLock,
+    plan_restore,
+    restore_committed_state,
+    strategy_path,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from duo_run import duo  # noqa: E402  (rewards that always differ: every step updates)
@@ -91,6 +99,23 @@ def test_a_stray_log_is_moved_before_anything_else_changes(tmp_path):
     restore_committed_state(tmp_path, step=1)
     assert sorted(p.name for p in episodes.iterdir()) == ["step-000001.msgpack"]
     assert restore_committed_state(tmp_path, step=1) == []  # a committed folder is left as it is
+
+
+def test_strategy_tables_after_the_checkpoint_move_to_quarantine_like_the_episode_logs(tmp_path):
+    for step in (0, 2, 4):
+        write_atomic(strategy_path(tmp_path, step), json.dumps({"step": step, "policy": {}}))
+    (tmp_path / "strategy" / "step-000006.json.tmp").write_text("{")  # a write cut short by a crash: deleted
+    (tmp_path / "strategy" / "best.json").write_text("{}")  # a stray: moved aside
+    assert remove_temporary(tmp_path) == ["step-000006.json.tmp"]
+    notes = restore_committed_state(tmp_path, step=2)
+    assert sorted(p.name for p in (tmp_path / "strategy").iterdir()) == ["step-000000.json", "step-000002.json"]
+    moved = {p.name for p in quarantined(tmp_path) if p.parent.name == "strategy"}
+    assert moved == {"best.json", "step-000004.json"} and len(notes) == 2
+    note = next(p for p in quarantined(tmp_path) if p.name == "NOTE.txt").read_text()
+    assert "strategy/step-000004.json: after step 2, the last checkpoint" in note
+    assert "strategy/best.json: its name carries no step (expected step-NNNNNN.json)" in note
+    restore_committed_state(tmp_path, step=None)  # nothing committed: every table goes
+    assert not list((tmp_path / "strategy").iterdir())
 
 
 def test_a_second_writer_is_refused_naming_the_holder(single_thread, tmp_path, capsys):

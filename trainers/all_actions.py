@@ -171,6 +171,9 @@ class AllActionsTrainer(Trainer):
         self.end_ids = end_token_ids(ctx.model, ctx.tokenizer)
         self.updates = 0
         self.magnets: dict[str, str] = {}
+        # The magnet's policy at each distinct decision met since its last refresh: it does not
+        # move in between, so a state met again (Kuhn poker: every step) is not scored again.
+        self.magnet_cache: dict[tuple[str, MoveChoice], torch.Tensor] = {}
         if self.settings.magnet == "snapshot":
             self.magnets = {a: a + MAGNET_SUFFIX for a in ctx.policy_adapters}
             add_adapters(ctx.model, list(self.magnets.values()), LoraSettings.from_config(ctx.config.lora))
@@ -181,6 +184,7 @@ class AllActionsTrainer(Trainer):
         """Copy each live adapter's weights into its magnet."""
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+        self.magnet_cache.clear()
         for live, magnet in self.magnets.items():
             weights = get_peft_model_state_dict(self.ctx.model, adapter_name=live)
             set_peft_model_state_dict(self.ctx.model, {k: v.detach().clone() for k, v in weights.items()},
@@ -206,6 +210,7 @@ class AllActionsTrainer(Trainer):
         self.updates = json.loads((folder / STATE_FILE).read_text())["updates"]
         if self.magnets:
             tensors = load_file(str(folder / MAGNET_FILE))
+            self.magnet_cache.clear()
             for live, magnet in self.magnets.items():
                 own = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(live + "/")}
                 set_peft_model_state_dict(self.ctx.model, own, adapter_name=magnet)
@@ -230,7 +235,7 @@ class AllActionsTrainer(Trainer):
             i = where[key]
             coef[i] += values.weights[k] * torch.tensor(values.advantages[k])
             visits[i] += 1
-        magnet_logp = self._read(choices, adapters, magnet=True) if settings.magnet != "none" else None
+        magnet_logp = self._magnet(choices, adapters) if settings.magnet != "none" else None
         (total,) = ranks.sum([float(len(decisions))])
         counts = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
@@ -278,6 +283,13 @@ class AllActionsTrainer(Trainer):
             "moves/unforked_turns": summed[-1], "grad_norm": float(grad_norm), "update/skipped": float(not total),
             "update/optimizer_steps": float(bool(total)), "update/count": float(self.updates),
         }
+
+    def _magnet(self, choices: Sequence[MoveChoice], adapters: Sequence[str]) -> list[torch.Tensor]:
+        """The magnet's log-policy at each decision, scored only where not cached."""
+        new = [i for i, key in enumerate(zip(adapters, choices, strict=True)) if key not in self.magnet_cache]
+        read = self._read([choices[i] for i in new], [adapters[i] for i in new], magnet=True)
+        self.magnet_cache.update({(adapters[i], choices[i]): logp for i, logp in zip(new, read, strict=True)})
+        return [self.magnet_cache[key] for key in zip(adapters, choices, strict=True)]
 
     def _read(self, choices: Sequence[MoveChoice], adapters: Sequence[str], magnet: bool) -> list[torch.Tensor]:
         """The log-policy over moves at each distinct decision, detached: under its adapter, or

@@ -51,12 +51,12 @@ TMP_PREFIX = ".tmp-step-"
 
 def remove_temporary(run_dir: Path) -> list[str]:
     """Delete what a crash inside a write left: checkpoint folders never committed, and the
-    run folder's `*.tmp` files (a config or metrics rewrite cut short)."""
+    run folder's `*.tmp` files (a config or metrics rewrite, or a strategy table, cut short)."""
     root = Path(run_dir) / "checkpoints"
     stale = sorted(p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()) if root.is_dir() else []
     for p in stale:
         shutil.rmtree(p)
-    files = sorted(Path(run_dir).glob("*.tmp"))
+    files = sorted([*Path(run_dir).glob("*.tmp"), *Path(run_dir).glob("strategy/*.tmp")])
     for f in files:
         f.unlink()
     return [p.name for p in stale + files]

@@ -26,3 +26,20 @@ def write_synced(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` by `text` whole or not at all, across a power cut: written to
+    `path.tmp`, fsynced, renamed, the folder fsynced (and its parent, when the folder is new).
+
+    >>> write_atomic(run_dir / "strategy" / "step-000004.json", "{}")    # doctest: +SKIP
+    """
+    folder = path.parent
+    new = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write_synced(tmp, text)
+    os.replace(tmp, path)
+    fsync_dir(folder)
+    if new:
+        fsync_dir(folder.parent)

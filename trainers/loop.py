@@ -53,10 +53,11 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import Ranks
+from .durable import write_atomic
 from .league_play import LeaguePlay, check_league, learner_stats
 from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_reward_stats
 from .rollout_ahead import check_sendable, make_rollouts
-from .run_folder import RunLock, check_resumed_settings, restore_committed_state
+from .run_folder import RunLock, check_resumed_settings, restore_committed_state, strategy_path
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
 from .tree import check_tree_plan
 
@@ -324,7 +325,8 @@ class Run:
         """Greedy held-out team reward (mean, standard error) of the trained adapters, logged
         in the run's episodes/ as part of training. In a league: the learner against the base
         model, seats alternating, scored from outcomes alone (`learner_stats`); for an OpenSpiel
-        game, the learner's exploitability too (`eval/exploitability`)."""
+        game, the learner's exploitability too (`eval/exploitability`), and its strategy table
+        (information state -> move -> probability) in `strategy/step-NNNNNN.json`."""
         tasks = self.scenario.heldout_tasks(self.config.eval_episodes, seed=self.config.seed)
         shard = self.shard(tasks)
         log = self.episode_log(f"eval-step-{step:06d}")
@@ -338,10 +340,15 @@ class Run:
         if self.scenario.openspiel_game is not None:  # exact and cheap for small games (Kuhn poker: 12 states)
             from multiagent_rl.games.exploitability import team_exploitability
 
+            def exploitability() -> float:  # runs on the main process alone, so it writes alone
+                found = team_exploitability(self.team, game_name=self.scenario.openspiel_game,
+                                            temperature=self.sampling.temperature)
+                table = {"step": step, "exploitability": found["exploitability"], "policy": found["policy"]}
+                write_atomic(strategy_path(self.run_dir, step), json.dumps(table, indent=1, sort_keys=True) + "\n")
+                return found["exploitability"]
+
             # Every rank holds the same adapters, so every rank would compute the same figure.
-            stats["exploitability"] = self.ranks.from_main(
-                lambda: team_exploitability(self.team, game_name=self.scenario.openspiel_game,
-                                            temperature=self.sampling.temperature)["exploitability"])
+            stats["exploitability"] = self.ranks.from_main(exploitability)
         return stats
 
     # ----- persistence ------------------------------------------------------------------

@@ -5,9 +5,10 @@
   line naming the holder.
 - `restore_committed_state`: on every start the folder is brought back to its last committed
   step (the newest checkpoint's, or nothing before the first checkpoint). Records of later
-  steps, records seen twice, lines that are not metrics records and log files whose names
-  carry no step are moved to `quarantine/<time>/` with a NOTE.txt saying what and why: never
-  deleted, never appended twice.
+  steps, records seen twice, lines that are not metrics records and log or strategy files
+  whose names carry no step are moved to `quarantine/<time>/` with a NOTE.txt saying what and
+  why: never deleted, never appended twice.
+- `strategy_path`: where an evaluation's strategy table goes, `strategy/step-NNNNNN.json`.
 
 >>> with RunLock(run_dir, "train"):                        # doctest: +SKIP
 ...     notes = restore_committed_state(run_dir, step=4)
@@ -33,6 +34,17 @@ LOCK_FILE = ".lock"
 QUARANTINE = "quarantine"
 # episodes/<tag>step-NNNNNN[.rankR].msgpack
 LOG_STEP = re.compile(r"^(?:[a-z-]*-)?step-(\d+)(?:\.rank\d+)?\.msgpack$")
+STRATEGY = "strategy"
+# strategy/step-NNNNNN.json: an OpenSpiel game's strategy table at an evaluation
+STRATEGY_STEP = re.compile(r"^step-(\d+)\.json$")
+# Per-step record files: folder, what they are, name pattern, the name expected.
+STEP_FILES = (("episodes", "log", LOG_STEP, "[tag-]step-NNNNNN[.rankR].msgpack"),
+              (STRATEGY, "strategy", STRATEGY_STEP, "step-NNNNNN.json"))
+
+
+def strategy_path(run_dir: Path, step: int) -> Path:
+    """The strategy table of the evaluation at `step`: information state -> move -> probability."""
+    return Path(run_dir) / STRATEGY / f"step-{step:06d}.json"
 
 
 class RunFolderError(RuntimeError):
@@ -104,15 +116,16 @@ def plan_restore(run_dir: Path, step: int | None) -> Plan:
                 plan.keep_lines.append(line)
             else:
                 plan.moved_lines.append((line, why))
-    episodes = run_dir / "episodes"
-    for path in sorted(episodes.iterdir()) if episodes.is_dir() else []:
-        found = LOG_STEP.match(path.name)
-        if not path.is_file():
-            plan.moved_files.append((path, "not a log file"))
-        elif found is None:
-            plan.moved_files.append((path, "its name carries no step (expected [tag-]step-NNNNNN[.rankR].msgpack)"))
-        elif step is None or int(found.group(1)) > step:
-            plan.moved_files.append((path, _after(step)))
+    for name, kind, pattern, expected in STEP_FILES:
+        folder = run_dir / name
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            found = pattern.match(path.name)
+            if not path.is_file():
+                plan.moved_files.append((path, f"not a {kind} file"))
+            elif found is None:
+                plan.moved_files.append((path, f"its name carries no step (expected {expected})"))
+            elif step is None or int(found.group(1)) > step:
+                plan.moved_files.append((path, _after(step)))
     return plan
 
 

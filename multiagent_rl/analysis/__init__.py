@@ -25,7 +25,15 @@ from .dynamics import (
 from .games import episode_moves, game_results, moves_by_phase
 from .influence import ablation_influence, summarise_ablation
 from .league_metrics import exploitability_by_step, league_results, ratings_by_step, win_rate_matrix
-from .loading import RunError, RunLog, load_run, read_metrics, training_episodes, training_phases
+from .loading import (
+    RunError,
+    RunLog,
+    load_run,
+    read_metrics,
+    read_strategies,
+    training_episodes,
+    training_phases,
+)
 from .messages import (
     agent_message_stats,
     edge_message_stats,
@@ -42,6 +50,7 @@ from .signalling import (
     signalling_by_step,
     topographic_similarity,
 )
+from .strategy import strategy_entropy, strategy_table
 from .summary import reward_by_step, reward_terms_by_step, summary_table, term_means
 from .synthetic import write_synthetic_debate_run
 from .synthetic_games import write_synthetic_game_run
@@ -54,8 +63,8 @@ __all__ = [
     "episode_dynamics", "episode_moves", "edge_message_stats", "edit_distance", "entropy_bits", "exploitability_by_step",
     "game_results", "influence_graph", "js_distance", "league_results", "load_run", "moves_by_phase", "ratings_by_step",
     "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step", "messages_before_after", "messages_by_meaning",
-    "read_metrics", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "signalling_by_step", "spearman",
-    "summarise_ablation", "summarise_dynamics", "summary_table", "term_means", "topographic_similarity",
+    "read_metrics", "read_strategies", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "signalling_by_step", "spearman",
+    "strategy_entropy", "strategy_table", "summarise_ablation", "summarise_dynamics", "summary_table", "term_means", "topographic_similarity",
     "training_episodes", "training_phases", "win_rate_matrix", "words", "write_synthetic_debate_run",
     "write_synthetic_game_run",
 ]

@@ -1,5 +1,5 @@
-"""Reading what a run left behind: its episode logs, its optional metrics.jsonl, and the
-ordering of episodes over training that the "early vs late" metrics use.
+"""Reading what a run left behind: its episode logs, its optional metrics.jsonl and strategy
+tables, and the ordering of episodes over training that the "early vs late" metrics use.
 
 >>> run = load_run("runs/demo")                     # doctest: +SKIP
 >>> len(run.episodes), run.metrics[-1]["step"]      # doctest: +SKIP
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..records import Episode, ReadResult, read_episodes, read_run_episodes
+
+STRATEGY_FILE = re.compile(r"^step-(\d+)\.json$")  # strategy/step-NNNNNN.json, as the training loop names them
 
 
 class RunError(ValueError):
@@ -32,6 +35,7 @@ class RunLog:
     episodes: list[Episode]
     metrics: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    strategies: list[dict[str, Any]] = field(default_factory=list)  # `read_strategies`, by step
 
     @property
     def scenario(self) -> str | None:
@@ -63,8 +67,35 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     return metrics, notes
 
 
+def _probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0 + 1e-9  # rounding
+
+
+def read_strategies(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The strategy tables of ``RUN/strategy/step-NNNNNN.json`` (an OpenSpiel game's league
+    writes one at each evaluation: {"step", "exploitability", "policy": {information state:
+    {move: probability}}}), by step, and notes on files that are not such a table."""
+    folder = Path(path) / "strategy"
+    found = sorted((int(m.group(1)), f) for f in folder.iterdir() if (m := STRATEGY_FILE.match(f.name))) if folder.is_dir() else []
+    tables, notes = [], []
+    for step, file in found:
+        try:
+            table = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            notes.append(f"strategy/{file.name} cannot be read ({type(exc).__name__}); skipped")
+            continue
+        policy = table.get("policy") if isinstance(table, dict) else None
+        if not isinstance(policy, dict) or not all(
+                isinstance(moves, dict) and all(_probability(p) for p in moves.values()) for moves in policy.values()):
+            notes.append(f"strategy/{file.name} has no policy {{information state: {{move: probability}}}}; skipped")
+            continue
+        tables.append(table | {"step": step})
+    return tables, notes
+
+
 def load_run(path: str | Path, progress: bool = False) -> RunLog:
-    """Every readable episode of ``RUN/episodes/*.msgpack`` plus ``RUN/metrics.jsonl``.
+    """Every readable episode of ``RUN/episodes/*.msgpack`` plus ``RUN/metrics.jsonl`` and
+    the strategy tables of ``RUN/strategy/`` (`read_strategies`).
 
     Raises RunError when the folder has neither episodes nor metrics.
     """
@@ -82,6 +113,8 @@ def load_run(path: str | Path, progress: bool = False) -> RunLog:
     else:
         result = read_run_episodes(path)
     metrics, notes = read_metrics(path / "metrics.jsonl")
+    strategies, strategy_notes = read_strategies(path)
+    notes += strategy_notes
     if result.skipped:
         notes.insert(0, f"episode logs: {result.describe()}")
     if not result.episodes and not metrics:
@@ -89,7 +122,8 @@ def load_run(path: str | Path, progress: bool = False) -> RunLog:
             f"run folder {str(path)!r} has no episodes (episodes/*.msgpack) and no metrics.jsonl; "
             "is it the folder given to `train --out`?"
         )
-    return RunLog(name=path.resolve().name, path=path, episodes=result.episodes, metrics=metrics, notes=notes)
+    return RunLog(name=path.resolve().name, path=path, episodes=result.episodes, metrics=metrics, notes=notes,
+                  strategies=strategies)
 
 
 def training_episodes(episodes: Sequence[Episode]) -> list[Episode]:

@@ -53,6 +53,7 @@ from .signalling import (
     signalling_by_step,
     topographic_similarity,
 )
+from .strategy import strategy_entropy, strategy_table
 from .summary import reward_by_step, reward_terms_by_step, summary_table, unique_names
 from .tables import Table
 
@@ -98,6 +99,8 @@ class RunAnalysis:
     ratings: Table | None = None  # a league's metrics (`league_metrics`)
     league: Table | None = None
     exploitability: Table | None = None
+    strategy: Table | None = None  # an OpenSpiel league: the first and last strategy tables (`strategy`)
+    strategy_entropy: Table | None = None
 
 
 def _phase(episodes: list[Episode], dynamics: dict[int, dict]) -> dict[str, Any]:
@@ -164,6 +167,9 @@ def analyse(
     for name, table in (("ratings", ratings_by_step(run.metrics)), ("league", league_results(run.metrics)),
                         ("exploitability", exploitability_by_step(run.metrics))):
         setattr(analysis, name, table or None)
+    if run.strategies:  # the first and the last evaluation's (one table when there is one)
+        ends = [run.strategies[0], run.strategies[-1]][:len(run.strategies)]
+        analysis.strategy, analysis.strategy_entropy = strategy_table(ends), strategy_entropy(ends)
     if backend is not None and episodes:
         scenario = scenario or load_scenario(run.scenario)
         analysis.ablation = ablation_influence(late or episodes, scenario, backend, sample=ablation_sample, progress=progress)

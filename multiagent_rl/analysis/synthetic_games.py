@@ -2,9 +2,11 @@
 
 It imitates a two-player betting game trained in a league: early on both players pick Pass
 or Bet at random and games are often cut off; later player_0 bets and wins more, the live
-policy's rating climbs past its frozen snapshots, and exploitability falls. The metrics use
-the keys the training loop writes (``league/rating/<name>``, ``league/vs/<opponent>/win``...,
-``eval/exploitability``). Nothing here is a real model's output.
+policy's rating climbs past its frozen snapshots, exploitability falls and the strategy
+tables (Kuhn poker's 12 information states) go from uniform to betting on the best card.
+The metrics use the keys the training loop writes (``league/rating/<name>``,
+``league/vs/<opponent>/win``..., ``eval/exploitability``), the strategy tables its
+``strategy/step-NNNNNN.json``. Nothing here is a real model's output.
 
 >>> write_synthetic_game_run("/tmp/fake-game", steps=20)   # doctest: +SKIP
 """
@@ -19,6 +21,8 @@ from ..records import Episode, EpisodeLog, Message, RewardEntry, Task, Turn
 
 PLAYERS = ["player_0", "player_1"]
 MOVES = ["Pass", "Bet"]
+# Kuhn poker's information states as OpenSpiel writes them: the card (0 Jack, 1 Queen, 2 King), the moves so far
+INFO_STATES = [f"{card}{moves}" for card in range(3) for moves in ("", "p", "b", "pb")]
 
 
 def synthetic_game_episode(rng: random.Random, step: int, skill: float, split: str = "train") -> Episode:
@@ -49,6 +53,20 @@ def synthetic_game_episode(rng: random.Random, step: int, skill: float, split: s
     )
 
 
+def synthetic_strategy(step: int, skill: float) -> dict:
+    """A strategy table as the training loop writes it: uniform at `skill` 0, then betting more
+    on a King and less on a Jack as `skill` grows."""
+    policy = {}
+    for state in INFO_STATES:
+        bet = round(0.5 + 0.45 * skill * (int(state[0]) - 1), 4)
+        policy[state] = {"Bet": bet, "Pass": round(1 - bet, 4)}
+    return {"step": step, "exploitability": _exploitability(skill), "policy": policy}
+
+
+def _exploitability(skill: float) -> float:
+    return round(0.5 * (1 - skill) + 0.05, 4)
+
+
 def _league_line(rng: random.Random, step: int, skill: float, pool: list[str], ratings: dict[str, float]) -> dict:
     line: dict = {"step": step}
     for opponent in [*pool, "base"]:
@@ -74,8 +92,9 @@ def write_synthetic_game_run(
     eval_episodes: int = 4,
     seed: int = 0,
 ) -> Path:
-    """Write ``path/episodes/step-NNNNNN.msgpack`` and ``metrics.jsonl`` (train lines with the
-    league's keys, eval lines with exploitability) for a fake run; returns the run folder."""
+    """Write ``path/episodes/step-NNNNNN.msgpack``, ``metrics.jsonl`` (train lines with the
+    league's keys, eval lines with exploitability) and ``strategy/step-NNNNNN.json`` (at step 0
+    and each evaluation) for a fake run; returns the run folder."""
     run = Path(path)
     rng = random.Random(seed)
     pool: list[str] = []
@@ -88,6 +107,10 @@ def write_synthetic_game_run(
             ratings[pool[-1]] = ratings["live"]
             if len(pool) > pool_size:
                 ratings.pop(pool.pop(1))
+        if step == 0 or (eval_every and step % eval_every == 0):
+            strategy = run / "strategy" / f"step-{step:06d}.json"
+            strategy.parent.mkdir(parents=True, exist_ok=True)
+            strategy.write_text(json.dumps(synthetic_strategy(step, skill), indent=1), encoding="utf-8")
         if step == 0:
             continue
         train = [synthetic_game_episode(rng, step, skill) for _ in range(episodes_per_step)]
@@ -98,7 +121,7 @@ def write_synthetic_game_run(
             held_out = [synthetic_game_episode(rng, step, skill, "eval") for _ in range(eval_episodes)]
             episodes += held_out
             lines.append(json.dumps({"step": step, "eval/team_reward_mean": sum(e.team_reward() for e in held_out) / len(held_out),
-                                     "eval/exploitability": round(0.5 * (1 - skill) + 0.05, 4)}))
+                                     "eval/exploitability": _exploitability(skill)}))
         EpisodeLog(run / "episodes" / f"step-{step:06d}.msgpack", fsync=False).extend(episodes)
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return run

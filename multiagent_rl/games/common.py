@@ -53,11 +53,18 @@ def finished(outcome: Outcome, result: Mapping[str, float]) -> Outcome:
     return outcome
 
 
-def forfeit(agents: Sequence[str], loser: str, text: str) -> Outcome:
-    """The end of a game lost by a reply that is no legal move (the usual rule of board
-    games): -1 for the player who wrote it, +1 for every other player."""
+def forfeit(agents: Sequence[str], loser: str, text: str, loss: float = 1.0, gain: float | None = None) -> Outcome:
+    """The end of a game lost by a reply that is no legal move: `-loss` for the player who
+    wrote it, `gain` (default `loss`) for every other player. The defaults are the usual rule
+    of board games, -1 and +1; a game with stakes makes a forfeit cost its worst loss, so a
+    junk reply is never cheaper than a legal one (`openspiel_scenario`).
+
+    >>> forfeit(["a", "b"], "a", "?").result, forfeit(["a", "b", "c"], "a", "?", loss=2, gain=1).result
+    ({'a': -1.0, 'b': 1.0}, {'a': -2.0, 'b': 1.0, 'c': 1.0})
+    """
     outcome = Outcome(valid=False, event={"invalid": text[:200], "forfeit": True})
-    return finished(outcome, {a: (-1.0 if a == loser else 1.0) for a in agents})
+    won = loss if gain is None else gain
+    return finished(outcome, {a: (-loss if a == loser else won) for a in agents})
 
 
 def discrete_move(text: str, legal: Sequence[int], names: Sequence[str] | None = None) -> int | None:

@@ -9,6 +9,11 @@ is driven here through the scenario hooks: OpenSpiel decides whose turn it is
 and their names (`action_to_string`) and the returns; chance nodes are sampled from the
 episode's rng, so a seed fixes the deal.
 
+A reply that is no legal move forfeits, and a forfeit costs the game's worst loss
+(`game.min_utility()`: Kuhn poker 2 chips, Leduc 13), shared out zero-sum among the other
+players: were it the board-game -1, junk would be cheaper than folding after raises (Leduc:
+a fold can cost 7 chips), and a model could learn to reply junk.
+
     pip install "multiagent-rl[games]"       # open-spiel
 
 >>> kuhn = openspiel_scenario("kuhn_poker", scripted={"player_1": random_action})   # doctest: +SKIP
@@ -74,8 +79,10 @@ def openspiel_scenario(
 ) -> Scenario:
     """A sequential OpenSpiel game as a scenario: agents `player_0`, `player_1`, ... (each
     its own team), replies parsed into a legal move by name ("Bet") or number; a reply that
-    is no legal move forfeits (-1 for that player, +1 for the others). `render(state, player)`
-    says in words what the player knows (default: OpenSpiel's information state string)."""
+    is no legal move forfeits: the game's worst loss for that player (`game.min_utility()`,
+    Kuhn poker -2, Leduc -13), its opposite shared equally by the others (two players: +2,
+    +13). `render(state, player)` says in words what the player knows (default: OpenSpiel's
+    information state string)."""
     pyspiel = engine_module("pyspiel", "open-spiel", "OpenSpiel games")
     try:  # the game's definition (players, rules); a game's state is made per episode
         game = pyspiel.load_game(game_name)
@@ -84,6 +91,9 @@ def openspiel_scenario(
     if game.get_type().dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
         raise ScenarioError(f"{game_name}: only sequential (turn-taking) games are supported")
     agents = [f"player_{i}" for i in range(game.num_players())]
+    # Never cheaper than the worst legal play (the module docstring says why); at least the
+    # board-game 1 for a game whose worst result is no loss.
+    forfeit_loss = max(-game.min_utility(), 1.0)
 
     def init_state(task: Task, rng: random.Random) -> SpielState:
         state = SpielState(game.new_initial_state(), random.Random(int(task.meta["seed"])))
@@ -117,7 +127,7 @@ def openspiel_scenario(
         move = discrete_move(text, legal, [names.get(i, "") for i in range(max(legal) + 1)])
         if move is None:
             s.forfeited = agent
-            return forfeit(agents, agent, text)
+            return forfeit(agents, agent, text, loss=forfeit_loss, gain=forfeit_loss / max(len(agents) - 1, 1))
         s.state.apply_action(move)
         _advance_chance(s)
         outcome = Outcome(event={"agent": agent, "move": move, "name": names[move]})

@@ -1,10 +1,12 @@
 """The report shows the sections that fit the scenario: debate dynamics only where several
 agents answer in the last round, reward terms per receiving agent, and a game's results
-(wins, draws, losses, ratings, the win-rate matrix, exploitability) and moves first."""
+(wins, draws, losses, ratings, the win-rate matrix, exploitability), its strategy tables before and
+after training, and moves first."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -21,6 +23,8 @@ from multiagent_rl.analysis import (
     ratings_by_step,
     reward_terms_by_step,
     run_analysis,
+    strategy_entropy,
+    strategy_table,
     term_means,
     win_rate_matrix,
     write_synthetic_debate_run,
@@ -184,14 +188,67 @@ def game_report(tmp_path_factory):
 def test_a_game_report_leads_with_results_and_moves(game_report):
     text, html = game_report
     sections = _sections(html)
-    assert sections[:3] == ["results", "moves", "summary"] and "dynamics" not in sections
+    assert sections[:4] == ["results", "strategy", "moves", "summary"] and "dynamics" not in sections
     results = html[html.index('<section id="results"'):html.index('<section id="moves"')]
     assert "Wins, draws and losses per model-played side" in results
     assert 'alt="ratings and exploitability over training"' in results
     assert "Win rate of the live policy" in results and "<th>step-0</th>" in results and "<th>base</th>" in results
     assert "(n=" in results and "Latest ratings" in results
+    strategy = html[html.index('<section id="strategy"'):html.index('<section id="moves"')]
+    assert "step 0 and step 10" in strategy and "<th>Bet, step 0</th>" in strategy and "<th>Pass, step 10</th>" in strategy
+    assert strategy.count("<tr>") == 1 + 2 + 1 + 12 and "left out" not in strategy  # entropy: head + 2; moves: head + 12
     moves = html[html.index('<section id="moves"'):html.index('<section id="summary"')]
     assert "player_0" in moves and "player_1" in moves and ("Bet" in moves or "Pass" in moves)
     assert "league: live rating, first → last" in text and "exploitability (eval), first → last" in text
     assert "games: win / draw / loss of player_0" in text  # self-play: a line per model-played side
     assert "last round unanimous" not in text and "team answer correct" not in text
+
+
+# ----- strategy tables (strategy/step-NNNNNN.json, an OpenSpiel league's evaluations) ----------
+def _strategy(run, step: int, policy: dict, exploitability: float = 0.5) -> None:
+    (run / "strategy").mkdir(parents=True, exist_ok=True)
+    table = {"step": step, "exploitability": exploitability, "policy": policy}
+    (run / "strategy" / f"step-{step:06d}.json").write_text(json.dumps(table), encoding="utf-8")
+
+
+def test_the_first_and_last_strategy_tables_side_by_side_with_their_entropies(tmp_path):
+    _strategy(tmp_path, 0, {"1": {"Bet": 0.5, "Pass": 0.5}, "0": {"Bet": 0.5, "Pass": 0.5}}, 0.46)
+    _strategy(tmp_path, 10, {"1": {"Bet": 0.25, "Pass": 0.75}, "0": {"Bet": 0.0, "Pass": 1.0}}, 0.2)
+    _strategy(tmp_path, 4, {"0": {"Bet": 0.9, "Pass": 0.1}})  # in between: read, not shown
+    (tmp_path / "strategy" / "step-000012.json").write_text('{"step": 12, "policy": {"0": {"Bet": "often"}}}')
+    (tmp_path / "strategy" / "step-000013.json.tmp").write_text("{")  # a cut write: not a table's name
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    run = load_run(tmp_path)
+    assert [t["step"] for t in run.strategies] == [0, 4, 10]
+    assert run.notes == ["strategy/step-000012.json has no policy {information state: {move: probability}}; skipped"]
+    table = strategy_table([run.strategies[0], run.strategies[-1]])
+    assert table.columns == ["information_state", "Bet, step 0", "Bet, step 10", "Pass, step 0", "Pass, step 10"]
+    assert table.to_records() == [
+        {"information_state": "0", "Bet, step 0": 0.5, "Bet, step 10": 0.0, "Pass, step 0": 0.5, "Pass, step 10": 1.0},
+        {"information_state": "1", "Bet, step 0": 0.5, "Bet, step 10": 0.25, "Pass, step 0": 0.5, "Pass, step 10": 0.75},
+    ]
+    entropy = strategy_entropy([run.strategies[0], run.strategies[-1]]).to_records()
+    h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))  # 0.811 bits; the decided state's is 0
+    assert entropy == [
+        {"step": 0, "states": 2, "exploitability": 0.46, "mean_entropy_bits": 1.0, "uniform_entropy_bits": 1.0},
+        {"step": 10, "states": 2, "exploitability": 0.2, "mean_entropy_bits": pytest.approx(h / 2), "uniform_entropy_bits": 1.0},
+    ]
+    # a move legal only at some states: None (shown "–") elsewhere
+    leduc_like = strategy_table([{"step": 0, "policy": {"a": {"Call": 0.5, "Raise": 0.5}, "b": {"Call": 0.2, "Fold": 0.8}}}])
+    assert leduc_like.to_records()[0] == {"information_state": "a", "Call, step 0": 0.5, "Fold, step 0": None, "Raise, step 0": 0.5}
+    analysis = analyse(run)
+    assert analysis.strategy == table and analysis.strategy_entropy.column("step") == [0, 10]
+
+
+def test_a_leduc_sized_table_shows_its_first_40_states_and_says_where_the_rest_are():
+    from types import SimpleNamespace
+
+    from multiagent_rl.analysis.game_report import strategy_section
+
+    states = {f"[Private: {i:03d}]": {"Call": 0.5, "Raise": 0.5} for i in range(936)}
+    tables = [{"step": 0, "policy": states}, {"step": 40, "policy": states}]
+    anchor, label, html = strategy_section(SimpleNamespace(strategy=strategy_table(tables), strategy_entropy=strategy_entropy(tables)))
+    assert (anchor, label) == ("strategy", "Strategy")
+    assert "[Private: 039]" in html and "[Private: 040]" not in html and html.count("<tr>") == 1 + 2 + 1 + 40
+    assert "The first 40 of 936 information states, sorted; 896 left out. The full tables are in strategy/*.json." in html
+    assert strategy_section(SimpleNamespace(strategy=None, strategy_entropy=None)) is None  # no files: no section
