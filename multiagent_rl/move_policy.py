@@ -47,31 +47,65 @@ def encode_choice(tokenizer, chat: Sequence[Mapping[str, str]], moves: Sequence[
     return MoveChoice(tuple(ids), replies, temperature if temperature > 0 else 1.0)
 
 
+PREFIX_KEY = 32  # choices whose prompts agree on this many tokens share one prefix pass (a role's system prompt)
+
+
 def move_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], pad_id: int,
                 adapter_name: str | None = None) -> list[torch.Tensor]:
     """log p(reply is exactly move m, then an end-of-turn token) for every legal move of every
     choice: one (moves,) tensor per choice, differentiable.
 
-    Each prompt is run once (left-padded, one batch), its last position scoring every move's
-    first token; its key-value cache is then repeated once per move and the moves run on it
-    (right-padded), so a decision with M moves costs one prompt and M short replies rather
-    than M prompts. Only those positions reach the LM head. The model's active adapter scores
-    them, or `adapter_name` for this call only (peft's per-request `adapter_names`, in eval
-    mode: the active adapter and its trainable weights are left as they are)."""
+    Every token is run once: choices whose prompts begin alike (a role's system prompt and
+    the chat template) share one pass over their longest common prefix; each prompt's rest
+    follows on that prefix's key-value cache, its last position scoring every move's first
+    token; its cache is then repeated once per move and the moves run on it. So M moves of C
+    decisions cost one prefix, C prompt tails and C x M short replies, not C x M prompts.
+    The model's active adapter scores them, or `adapter_name` for this call only (peft's
+    per-request `adapter_names`, in eval mode: the active adapter and its trainable weights
+    are left as they are)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, choice in enumerate(choices):
+        groups.setdefault(choice.prompt_ids[:PREFIX_KEY], []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(choices)
+    for members in groups.values():
+        for i, scores in zip(members, _group_scores(model, [choices[i] for i in members], end_ids, pad_id, adapter_name),
+                             strict=True):
+            out[i] = scores
+    return out
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row begins with, leaving each row at least one of its own."""
+    shortest = min(len(r) for r in rows) - 1
+    n = 0
+    while n < shortest and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+def _group_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], pad_id: int,
+                  adapter_name: str | None) -> list[torch.Tensor]:
+    """`move_scores` of choices that share a prompt prefix: prefix, tails, moves, one pass each."""
     from transformers import DynamicCache
 
-    if not choices:
-        return []
     device = next(model.parameters()).device
     select = (lambda n: {"adapter_names": [adapter_name] * n}) if adapter_name is not None else (lambda n: {})
-    width = max(len(c.prompt_ids) for c in choices)
-    ids = torch.full((len(choices), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(choices), width), dtype=torch.long)
-    for r, choice in enumerate(choices):
-        ids[r, width - len(choice.prompt_ids):] = torch.tensor(choice.prompt_ids)
-        attention[r, width - len(choice.prompt_ids):] = 1
-    positions = (attention.cumsum(1) - 1).clamp_min(0)
+    shared = _common_prefix([c.prompt_ids for c in choices])
     cache = DynamicCache()
+    if shared:
+        model(input_ids=torch.tensor([choices[0].prompt_ids[:shared]], device=device), past_key_values=cache,
+              use_cache=True, logits_to_keep=1, **select(1))
+        cache.reorder_cache(torch.zeros(len(choices), dtype=torch.long, device=device))  # one copy per choice
+    # The tails, left-padded: pads sit between the prefix and each tail, masked out.
+    width = max(len(c.prompt_ids) - shared for c in choices)
+    ids = torch.full((len(choices), width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(choices), width), dtype=torch.long)
+    for r, choice in enumerate(choices):
+        tail = choice.prompt_ids[shared:]
+        ids[r, width - len(tail):] = torch.tensor(tail)
+        tail_mask[r, width - len(tail):] = 1
+    attention = torch.cat([torch.ones((len(choices), shared), dtype=torch.long), tail_mask], dim=1)
+    positions = (attention.cumsum(1) - 1).clamp_min(0)[:, shared:]  # as if each prompt stood alone
     first = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
                   past_key_values=cache, use_cache=True, logits_to_keep=1, **select(len(choices))).logits[:, -1]  # (C, V)
     rows = [(c, m) for c, choice in enumerate(choices) for m in choice.moves]

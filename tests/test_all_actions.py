@@ -143,9 +143,12 @@ def test_all_actions_refuses_a_game_without_listed_moves(tmp_path):
                                "log_with=[]", "mixed_precision=no"]), tmp_path / "r")
 
 
-def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(single_thread):
-    """The shared-prompt forward gives each move's log-prob, and its gradient, as a whole
-    prompt + reply sequence does (moves of different lengths, prompts of different lengths)."""
+@pytest.mark.parametrize("prefix_key", [32, 3])
+def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(single_thread, monkeypatch, prefix_key):
+    """Each move's log-prob and its gradient, with shared prefixes and prompts run once, are
+    those of the whole prompt + reply sequence (moves and prompt tails of different lengths;
+    key 3 groups the prompts that begin 5, 6, 7 over a shared prefix, with padded tails)."""
+    from multiagent_rl import move_policy
     from multiagent_rl.adapters import LoraSettings, attach_adapters
     from multiagent_rl.backends.hf import end_token_ids
     from multiagent_rl.models import load_model
@@ -159,7 +162,9 @@ def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(singl
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.1)
     end = end_token_ids(model, tokenizer)
-    choices = [MoveChoice((5, 6, 7, 8, 9), ((11,), (12, 13, 14)), 1.0), MoveChoice((21, 22), ((31, 32), (33,), (34,)), 0.7)]
+    monkeypatch.setattr(move_policy, "PREFIX_KEY", prefix_key)
+    choices = [MoveChoice((5, 6, 7, 8, 9), ((11,), (12, 13, 14)), 1.0), MoveChoice((21, 22), ((31, 32), (33,), (34,)), 0.7),
+               MoveChoice((5, 6, 7, 8, 40, 41, 42), ((11,), (15,)), 1.0), MoveChoice((5, 6, 7, 50), ((16, 17),), 1.3)]
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     shared = move_scores(model, choices, end, tokenizer.pad_token_id)
     grads = torch.autograd.grad(sum((s * torch.arange(1.0, len(s) + 1)).sum() for s in shared), params)
@@ -177,3 +182,24 @@ def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(singl
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(grads, expected, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), float((a - b).abs().max())
+
+
+def test_one_pass_and_micro_batched_updates_take_the_same_step(single_thread, tmp_path):
+    """Decisions that fit one micro-batch are scored once, with gradients, for both the values
+    and the loss; split into micro-batches they are read first, then scored again: same step."""
+    after = []
+    for micro in (16, 2):
+        torch.manual_seed(0)
+        config = load_config(None, [
+            "model=tiny", "scenario=kuhn_poker", "scenario_options={opponent: model}", "trainer=all_actions",
+            "rollout.move_forks={probability: 1.0}", "league.mode=mirror", "tasks_per_step=2", "group_size=1",
+            "eval_episodes=2", "eval_every=0", "log_with=[]", "progress=false", "lr=5e-2", "lora.rank=2",
+            "mixed_precision=no", f"micro_batch_size={micro}",
+        ])
+        run = Run(config, tmp_path / f"m{micro}")
+        run.step = 1
+        record = run.train_step(1)
+        assert record.update["update/optimizer_steps"] == 1
+        after.append({n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_" in n})
+    for name, value in after[0].items():
+        assert torch.allclose(value, after[1][name], atol=1e-5), name

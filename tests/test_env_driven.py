@@ -239,14 +239,15 @@ def test_negotiation_ends_when_an_offer_is_accepted():
     scenario = load_scenario("scenarios/negotiation.py:make_scenario", format_bonus=0.0)
     env = scenario.make_env(seed=0)
     env.reset(seed=0)
-    pot = env.task.meta["pot"]
-    env.step({"red_negotiator": f"<answer>{pot['books']},0</answer>"})
+    cost, value = env.task.meta["cost"], env.task.meta["value"]
+    env.step({"red_negotiator": "8"})
     assert env.agents  # an offer alone is no deal
-    env.step({"blue_negotiator": "<answer>accept</answer>"})
-    assert not env.agents and len(env.turns) == 2  # 4 proposals scheduled, 2 taken
+    env.step({"blue_negotiator": "Accept."})
+    assert not env.agents and len(env.turns) == 2  # 3 turns scheduled, 2 taken
     episode = env.episode()
-    assert episode.team_answer == f"red keeps {pot['books']},0; blue keeps 0,{pot['hats']}"
-    assert episode.events == [{"step": 1, "agent": "blue_negotiator", "accepted_by": "blue_negotiator"}]
+    assert episode.team_answer == "deal at 8"
+    assert episode.rewards == pytest.approx({"red_negotiator": (8 - cost) / 10, "blue_negotiator": (value - 8) / 10})
+    assert episode.events == [{"step": 1, "agent": "blue_negotiator", "deal": 8, "by": "blue"}]
 
 
 def test_a_scenario_file_imports_the_files_beside_it(tmp_path):

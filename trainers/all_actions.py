@@ -11,6 +11,7 @@ decision d with moves i:
     + magnet_coef * KL(pi || magnet)              on every decision, whatever the rewards
     - legal_coef * mean_i log P(reply is move i)  the mass renormalising leaves untrained
 
+Move values are play alone: shaping terms (`shaping.terms`) are left out of the returns.
 w_d is the decision's counterfactual reach: the product of the other players' probabilities
 of the forced moves on its path (its own and chance's are left out, as CFR's and MMD's
 behavioural form weigh an information state's values: every state keeps its gradient however
@@ -118,9 +119,11 @@ def move_values(decisions: Sequence[Decision], probs: Sequence[Sequence[float]],
     return MoveValues(q, weights, advantages)
 
 
-def leaf_returns(batch: RolloutBatch) -> dict[Node, dict[str, float]]:
-    """Every finished episode's return per agent, keyed by its place in its task's tree."""
-    return {(ep.group, tuple(ep.branch)): ep.returns() for ep in batch.episodes}
+def leaf_returns(batch: RolloutBatch, leave_out: Sequence[str] = ()) -> dict[Node, dict[str, float]]:
+    """Every finished episode's return per agent, keyed by its place in its task's tree, the
+    ledger terms `leave_out` (shaping) left out."""
+    weights = dict.fromkeys(leave_out, 0.0)
+    return {(ep.group, tuple(ep.branch)): (ep.reweighted(weights) if weights else ep).returns() for ep in batch.episodes}
 
 
 # ----- the loss ------------------------------------------------------------------------
@@ -227,8 +230,20 @@ class AllActionsTrainer(Trainer):
         where = {key: i for i, key in enumerate(distinct)}
         choices = [encode_choice(ctx.tokenizer, json.loads(chat), moves, temp) for _, chat, moves, temp in distinct]
         adapters = [key[0] for key in distinct]
-        policy = [logp.exp().tolist() for logp in self._read(choices, adapters, magnet=False)]
-        values = move_values(decisions, [policy[where[k]] for k in keys], leaf_returns(batch))
+        micro = max(1, ctx.config.micro_batch_size)
+        # One adapter's decisions that fit one micro-batch: the forward with gradients also
+        # gives the policy the values need (no separate read).
+        live: list[torch.Tensor] | None = None
+        model.train()
+        if len(set(adapters)) == 1 and len(choices) <= micro:
+            model.set_adapter(adapters[0])
+            enable_training(model, adapters[:1])
+            live = move_scores(model, choices, self.end_ids, ctx.tokenizer.pad_token_id)
+            policy = [torch.softmax(row.detach().float(), 0).tolist() for row in live]
+        else:
+            policy = [logp.exp().tolist() for logp in self._read(choices, adapters, magnet=False)]
+        # Play alone: a forced move is legal by construction, and legality has its own term.
+        values = move_values(decisions, [policy[where[k]] for k in keys], leaf_returns(batch, ctx.config.shaping.terms))
         coef = [torch.zeros(len(c.moves)) for c in choices]
         visits = [0.0] * len(choices)
         for k, key in enumerate(keys):
@@ -239,14 +254,14 @@ class AllActionsTrainer(Trainer):
         (total,) = ranks.sum([float(len(decisions))])
         counts = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
-        model.train()
         if total:
             for adapter in dict.fromkeys(adapters):
                 model.set_adapter(adapter)
                 enable_training(model, [adapter])
                 mine = [i for i, a in enumerate(adapters) if a == adapter]
-                for chunk in _chunks(mine, max(1, ctx.config.micro_batch_size)):
-                    scores = move_scores(model, [choices[i] for i in chunk], self.end_ids, ctx.tokenizer.pad_token_id)
+                for chunk in _chunks(mine, micro):
+                    scores = live if live is not None else move_scores(
+                        model, [choices[i] for i in chunk], self.end_ids, ctx.tokenizer.pad_token_id)
                     loss = torch.zeros((), device=scores[0].device)
                     for i, row in zip(chunk, scores, strict=True):
                         device = row.device
