@@ -169,6 +169,7 @@ class TrainConfig(BaseModel):
         "beta x (log pi - log pi_base)^2 / 2 (k2), whose gradient on the policy's own samples is that of "
         "KL(policy || base); metric loss/kl is the k3 estimate of that KL. It acts on every sampled turn, tied "
         "groups included, so an update is skipped only when no turn has an advantage and beta is 0. "
+        "The reference is the base model, or with grpo.reference=magnet a slowly refreshed copy of each adapter. "
         "0 skips the reference pass."
     )
     importance_sampling_cap: float | None = Field(2.0, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "

@@ -47,6 +47,11 @@ class GRPOConfig(BaseModel):
         "outcome", description="outcome: every turn gets the episode reward; discounted: later turns count more (gamma)."
     )
     gamma: float = Field(1.0, gt=0, le=1.0, description="Discount per round for credit: discounted.")
+    reference: Literal["base", "magnet"] = Field(
+        "base", description="What `beta`'s KL pulls toward: base (the base model) or magnet (a frozen copy of each "
+        "adapter refreshed every grpo.magnet_every updates: magnetic mirror descent's moving magnet, for self-play)."
+    )
+    magnet_every: int = Field(10, ge=1, description="reference=magnet: updates between refreshes of the magnet.")
 
 
 class CriticConfig(BaseModel):

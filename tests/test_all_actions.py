@@ -13,8 +13,9 @@ import torch
 from multiagent_rl.branching import MoveForks
 from multiagent_rl.config import load_config
 from multiagent_rl.rollout import Decision, rollout
-from trainers.all_actions import MAGNET_SUFFIX, all_actions_loss, leaf_returns, move_values
+from trainers.all_actions import all_actions_loss, leaf_returns, move_values
 from trainers.loop import Run
+from trainers.magnet import SUFFIX as MAGNET_SUFFIX
 
 pyspiel = pytest.importorskip("pyspiel")  # the games extra
 
@@ -186,8 +187,9 @@ def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(singl
 
 def test_one_pass_and_micro_batched_updates_take_the_same_step(single_thread, tmp_path):
     """Decisions that fit one micro-batch are scored once, with gradients, for both the values
-    and the loss; split into micro-batches they are read first, then scored again: same step."""
-    after = []
+    and the loss; split into micro-batches they are read first, then scored again: the same
+    loss and gradient (Adam's first step is lr x sign(g), so the weights are not compared)."""
+    updates = []
     for micro in (16, 2):
         torch.manual_seed(0)
         config = load_config(None, [
@@ -198,8 +200,28 @@ def test_one_pass_and_micro_batched_updates_take_the_same_step(single_thread, tm
         ])
         run = Run(config, tmp_path / f"m{micro}")
         run.step = 1
-        record = run.train_step(1)
-        assert record.update["update/optimizer_steps"] == 1
-        after.append({n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_" in n})
-    for name, value in after[0].items():
-        assert torch.allclose(value, after[1][name], atol=1e-5), name
+        updates.append(run.train_step(1).update)
+    assert updates[0]["update/optimizer_steps"] == updates[1]["update/optimizer_steps"] == 1
+    for key in ("loss/policy", "grad_norm", "moves/entropy", "moves/legal_mass", "moves/value_spread", "loss/magnet_kl"):
+        assert updates[0][key] == pytest.approx(updates[1][key], rel=1e-4, abs=1e-6), key
+
+
+def test_grpo_with_a_magnet_pulls_toward_a_snapshot_that_refreshes_on_schedule(single_thread, tmp_path):
+    """grpo.reference=magnet: the KL's reference is a frozen copy of the adapter, moved to the
+    adapter's weights every magnet_every updates and kept in checkpoints; without beta it is refused."""
+    from multiagent_rl.config import ConfigError
+
+    common = ["model=tiny", "scenario=tictactoe", "scenario_options={opponent: model}", "league.mode=mirror",
+              "grpo.advantage=role_baseline", "tasks_per_step=2", "group_size=2", "eval_episodes=2", "eval_every=0",
+              "log_with=[]", "progress=false", "lr=5e-2", "lora.rank=2", "mixed_precision=no"]
+    with pytest.raises(ConfigError, match="needs beta > 0"):
+        Run(load_config(None, [*common, "grpo.reference=magnet"]), tmp_path / "no-beta")
+    run = Run(load_config(None, [*common, "grpo.reference=magnet", "beta=0.1", "grpo.magnet_every=2", "save_every=1",
+                                 "steps=2"]), tmp_path / "r")
+    live = run.team.policy_adapters[0]
+    weights = lambda name: {n.replace(name, "X"): p.detach().clone() for n, p in run.model.named_parameters() if f".{name}." in n}  # noqa: E731
+    start = weights(live + MAGNET_SUFFIX)
+    assert all(torch.equal(start[n], p) for n, p in weights(live).items())  # a copy of the adapter
+    run.train()
+    assert all(torch.equal(weights(live)[n], p) for n, p in weights(live + MAGNET_SUFFIX).items())  # refreshed at 2
+    assert (run.run_dir / "checkpoints" / "step-2" / "magnet.safetensors").is_file()

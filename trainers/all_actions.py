@@ -7,15 +7,17 @@ each move's value there under today's policy (Q). The policy at a decision is th
 exact distribution over the legal moves (`multiagent_rl.move_policy`). The loss, per
 decision d with moves i:
 
-    - w_d * sum_i pi_i * (Q_i - V)               V = sum_i pi_i Q_i (detached)
+    - sum_i pi_i * (Q_i - V)                      V = sum_i pi_i Q_i (detached)
     + magnet_coef * KL(pi || magnet)              on every decision, whatever the rewards
     - legal_coef * mean_i log P(reply is move i)  the mass renormalising leaves untrained
 
 Move values are play alone: shaping terms (`shaping.terms`) are left out of the returns.
-w_d is the decision's counterfactual reach: the product of the other players' probabilities
-of the forced moves on its path (its own and chance's are left out, as CFR's and MMD's
-behavioural form weigh an information state's values: every state keeps its gradient however
-rarely its own player reaches it). Where a forked decision lies below another, its value is
+Where one information state is met at several decisions (the same chat and moves, in several
+deals or lines of play), its advantages are averaged with weights w_d, each decision's
+counterfactual reach: the product of the other players' probabilities of the forced moves
+on its path (its own and chance's are left out). That is the expected advantage given that
+the state is reached, behavioural-form MMD's action values: every state learns at full size
+however rarely it is reached. Where a forked decision lies below another, its value is
 the policy-weighted value of its children (exact expectations through the fork tree); below
 an unforked turn, the leaf's sampled return.
 
@@ -38,17 +40,16 @@ from pathlib import Path
 
 import torch
 
-from multiagent_rl.adapters import LoraSettings, add_adapters, enable_training
+from multiagent_rl.adapters import LoraSettings, enable_training
 from multiagent_rl.backends.hf import BASE_ADAPTER, end_token_ids
 from multiagent_rl.config import ConfigError
 from multiagent_rl.move_policy import MoveChoice, encode_choice, move_scores
 from multiagent_rl.rollout import Decision, RolloutBatch
 
 from .base import Trainer, TrainerContext, register_trainer
+from .magnet import Magnets
 from .policy import _chunks
 
-MAGNET_SUFFIX = "__magnet"
-MAGNET_FILE = "magnet.safetensors"
 STATE_FILE = "all_actions_state.json"
 
 Node = tuple[int, tuple[int, ...]]  # (task group, path in its tree)
@@ -173,51 +174,25 @@ class AllActionsTrainer(Trainer):
         self.settings = ctx.config.all_actions
         self.end_ids = end_token_ids(ctx.model, ctx.tokenizer)
         self.updates = 0
-        self.magnets: dict[str, str] = {}
+        self.magnets = (Magnets(ctx.model, ctx.policy_adapters, LoraSettings.from_config(ctx.config.lora),
+                                self.settings.magnet_every) if self.settings.magnet == "snapshot" else None)
         # The magnet's policy at each distinct decision met since its last refresh: it does not
         # move in between, so a state met again (Kuhn poker: every step) is not scored again.
         self.magnet_cache: dict[tuple[str, MoveChoice], torch.Tensor] = {}
-        if self.settings.magnet == "snapshot":
-            self.magnets = {a: a + MAGNET_SUFFIX for a in ctx.policy_adapters}
-            add_adapters(ctx.model, list(self.magnets.values()), LoraSettings.from_config(ctx.config.lora))
-            enable_training(ctx.model, ctx.policy_adapters)  # adding an adapter made every LoRA weight trainable
-            self.refresh_magnets()
-
-    def refresh_magnets(self) -> None:
-        """Copy each live adapter's weights into its magnet."""
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-        self.magnet_cache.clear()
-        for live, magnet in self.magnets.items():
-            weights = get_peft_model_state_dict(self.ctx.model, adapter_name=live)
-            set_peft_model_state_dict(self.ctx.model, {k: v.detach().clone() for k, v in weights.items()},
-                                      adapter_name=magnet)
 
     def save(self, folder: Path) -> None:
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
         (folder / STATE_FILE).write_text(json.dumps({"updates": self.updates}))
-        if self.magnets:
-            tensors = {f"{live}/{key}": value.detach().cpu().contiguous() for live, magnet in self.magnets.items()
-                       for key, value in get_peft_model_state_dict(self.ctx.model, adapter_name=magnet).items()}
-            save_file(tensors, str(folder / MAGNET_FILE))
+        if self.magnets is not None:
+            self.magnets.save(folder)
 
     def load(self, folder: Path) -> str | None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
+        self.magnet_cache.clear()
         if not (folder / STATE_FILE).is_file():
-            self.refresh_magnets()
+            if self.magnets is not None:
+                self.magnets.refresh()
             return f"{folder.name} holds no all_actions state: the magnet starts from the checkpoint's adapters"
         self.updates = json.loads((folder / STATE_FILE).read_text())["updates"]
-        if self.magnets:
-            tensors = load_file(str(folder / MAGNET_FILE))
-            self.magnet_cache.clear()
-            for live, magnet in self.magnets.items():
-                own = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(live + "/")}
-                set_peft_model_state_dict(self.ctx.model, own, adapter_name=magnet)
-        return None
+        return self.magnets.load(folder) if self.magnets is not None else None
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         ctx, settings = self.ctx, self.settings
@@ -244,12 +219,22 @@ class AllActionsTrainer(Trainer):
             policy = [logp.exp().tolist() for logp in self._read(choices, adapters, magnet=False)]
         # Play alone: a forced move is legal by construction, and legality has its own term.
         values = move_values(decisions, [policy[where[k]] for k in keys], leaf_returns(batch, ctx.config.shaping.terms))
-        coef = [torch.zeros(len(c.moves)) for c in choices]
+        # A distinct decision (an information state met in several deals) learns from its
+        # advantages averaged with the reach weights, the expected advantage given that it is
+        # reached (behavioural-form MMD's q): a rarely reached state learns at full size.
+        weighted = [torch.zeros(len(c.moves), dtype=torch.float64) for c in choices]
+        reach = [0.0] * len(choices)
+        plain = [torch.zeros(len(c.moves), dtype=torch.float64) for c in choices]
         visits = [0.0] * len(choices)
         for k, key in enumerate(keys):
             i = where[key]
-            coef[i] += values.weights[k] * torch.tensor(values.advantages[k])
+            advantage = torch.tensor(values.advantages[k], dtype=torch.float64)
+            weighted[i] += values.weights[k] * advantage
+            reach[i] += values.weights[k]
+            plain[i] += advantage
             visits[i] += 1
+        coef = [(visits[i] * (weighted[i] / reach[i] if reach[i] > 1e-12 else plain[i] / visits[i])).float()
+                for i in range(len(choices))]
         magnet_logp = self._magnet(choices, adapters) if settings.magnet != "none" else None
         (total,) = ranks.sum([float(len(decisions))])
         counts = defaultdict(float)
@@ -282,8 +267,8 @@ class AllActionsTrainer(Trainer):
             self.optimizer.step()
             self.scheduler.step()
             self.updates += 1
-            if self.magnets and self.updates % settings.magnet_every == 0:
-                self.refresh_magnets()
+            if self.magnets is not None and self.magnets.after_update(self.updates):
+                self.magnet_cache.clear()
         spread = sum(max(row) - min(row) for row in values.q)
         names = ("loss", "kl", "legal", "entropy")
         summed = ranks.sum([counts[n] for n in names] + [spread, float(len(distinct)), float(unforked)])
@@ -316,7 +301,7 @@ class AllActionsTrainer(Trainer):
         try:
             with torch.no_grad():
                 for adapter in dict.fromkeys(adapters):
-                    name = adapter if not magnet else self.magnets.get(adapter, BASE_ADAPTER)
+                    name = adapter if not magnet else (self.magnets.names[adapter] if self.magnets else BASE_ADAPTER)
                     mine = [i for i, a in enumerate(adapters) if a == adapter]
                     for chunk in _chunks(mine, max(1, self.ctx.config.micro_batch_size)):
                         scores = move_scores(model, [choices[i] for i in chunk], self.end_ids,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from multiagent_rl.adapters import LoraSettings
 from multiagent_rl.config import ConfigError
 from multiagent_rl.rollout import RolloutBatch
 
@@ -30,6 +31,7 @@ from .base import (
     register_estimator,
     register_trainer,
 )
+from .magnet import Magnets
 from .policy import Sample, policy_update
 from .tree import tree_metrics
 
@@ -132,6 +134,7 @@ def episode_returns(batch: RolloutBatch, streams: list[str], reward_source: str 
 
 
 ESTIMATOR_STATE = "estimator_state.json"
+MAGNET_STATE = "grpo_magnet_state.json"
 
 
 @register_trainer("grpo")
@@ -144,13 +147,28 @@ class GRPOTrainer(Trainer):
         if estimator.needs_values:
             raise ConfigError(f"grpo.advantage={ctx.config.grpo.advantage} needs a value model; use trainer=critic")
         self.estimator = estimator(ctx.ranks) if isinstance(estimator, type) else estimator  # a class: ranks, state
+        grpo = ctx.config.grpo
+        if grpo.reference == "magnet" and not ctx.config.beta > 0:
+            raise ConfigError("grpo.reference=magnet needs beta > 0: beta weighs the KL to the magnet")
+        self.magnets = (Magnets(ctx.model, ctx.policy_adapters, LoraSettings.from_config(ctx.config.lora), grpo.magnet_every)
+                        if grpo.reference == "magnet" else None)
+        self.updates = 0
 
     def save(self, folder: Path) -> None:
-        """A stateful estimator's state (JSON), beside the optimizer the loop saves."""
+        """A stateful estimator's state (JSON) and the magnets, beside the optimizer the loop saves."""
         if hasattr(self.estimator, "state_dict"):
             (folder / ESTIMATOR_STATE).write_text(json.dumps(self.estimator.state_dict()))
+        if self.magnets is not None:
+            (folder / MAGNET_STATE).write_text(json.dumps({"updates": self.updates}))
+            self.magnets.save(folder)
 
     def load(self, folder: Path) -> str | None:
+        if self.magnets is not None:
+            said = self.magnets.load(folder)
+            if (folder / MAGNET_STATE).is_file():
+                self.updates = json.loads((folder / MAGNET_STATE).read_text())["updates"]
+            if said:
+                return said
         if not hasattr(self.estimator, "state_dict"):
             return None
         if not (folder / ESTIMATOR_STATE).is_file():
@@ -201,5 +219,9 @@ class GRPOTrainer(Trainer):
         metrics.update(policy_update(
             ctx.model, self.optimizer, samples, self.update_settings(), ctx.tokenizer.pad_token_id,
             backward=ctx.accelerator.backward, scheduler=self.scheduler, ranks=ctx.ranks,
+            reference_adapters=self.magnets.names if self.magnets is not None else None,
         ))
+        if self.magnets is not None and not metrics["update/skipped"]:
+            self.updates += 1
+            self.magnets.after_update(self.updates)
         return metrics
