@@ -125,10 +125,10 @@ class AllActionsConfig(BaseModel):
     magnet policy (magnetic mirror descent) and a term that keeps replies legal."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    magnet: Literal["snapshot", "base", "none"] = Field(
-        "snapshot", description="The policy the KL pulls toward: snapshot (a frozen copy of each adapter, refreshed "
-        "every magnet_every steps: a moving magnet, MMD's last-iterate convergence), base (the base model: a fixed "
-        "magnet) or none (no regulariser)."
+    magnet: Literal["uniform", "snapshot", "base", "none"] = Field(
+        "snapshot", description="The policy the KL pulls toward: uniform (each legal move alike: an entropy bonus, "
+        "MMD's usual magnet), snapshot (a frozen copy of each adapter, refreshed every magnet_every steps: a moving "
+        "magnet), base (the base model: a fixed magnet) or none (no regulariser)."
     )
     magnet_every: int = Field(10, ge=1, description="magnet=snapshot: steps between refreshes of the magnet.")
     magnet_coef: float = Field(

@@ -21,10 +21,11 @@ however rarely it is reached. Where a forked decision lies below another, its va
 the policy-weighted value of its children (exact expectations through the fork tree); below
 an unforked turn, the leaf's sampled return.
 
-The magnet (Sokota et al., magnetic mirror descent, ICLR 2023): `snapshot` keeps a frozen
-copy of each adapter refreshed every `magnet_every` updates, a moving magnet whose last
-iterate approaches a Nash equilibrium in two-player zero-sum games; `base` is the base model;
-`none` drops the term. Identical decisions (the same chat and moves, as an information state
+The magnet (Sokota et al., magnetic mirror descent, ICLR 2023): `uniform` is the uniform
+policy over the legal moves (the KL is then an entropy bonus: the last iterate approaches a
+quantal response equilibrium, closer to a Nash equilibrium as magnet_coef falls); `snapshot`
+keeps a frozen copy of each adapter refreshed every `magnet_every` updates, a moving magnet;
+`base` is the base model; `none` drops the term. Identical decisions (the same chat and moves, as an information state
 met in several deals) are scored once, their coefficients summed: the loss and its gradient
 are those of scoring each one.
 """
@@ -235,7 +236,10 @@ class AllActionsTrainer(Trainer):
             visits[i] += 1
         coef = [(visits[i] * (weighted[i] / reach[i] if reach[i] > 1e-12 else plain[i] / visits[i])).float()
                 for i in range(len(choices))]
-        magnet_logp = self._magnet(choices, adapters) if settings.magnet != "none" else None
+        if settings.magnet == "uniform":  # KL to uniform over the legal moves: an entropy bonus, MMD's usual magnet
+            magnet_logp = [torch.full((len(c.moves),), -math.log(len(c.moves))) for c in choices]
+        else:
+            magnet_logp = self._magnet(choices, adapters) if settings.magnet != "none" else None
         (total,) = ranks.sum([float(len(decisions))])
         counts = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
