@@ -45,6 +45,7 @@ TOPICS = {
     "critic": "The centralised critic",
     "team-vs-one": "A team against one agent",
     "selfplay": "Competitive play: games, self-play and the league",
+    "converge": "Play that converges: self-play with the all-actions trainer, 15 minutes, two seeds",
     "signalling": "Signalling and the protocol that emerges",
     "data-tasks": "Tasks from data",
     "rollout-speed": "Rollout speed",
@@ -226,6 +227,11 @@ def readme_block(published: Published, docs_url: str = "docs/results.md") -> str
         target = f"; target {row.target}: {'reached' if row.reached else 'not reached'}" if row.target else ""
         lines.append(f"| {cell(row.claim)} | {cell(row.figure)}{cell(target)} "
                      f"| {row.date}, {cell(row.hardware)}, {row.threads} thread(s) |")
+    play = [r for r in published.rows if "converge" in r.topics and r.status == "current"]
+    if play:  # the self-play table: each game's runs, target and whether it was reached
+        lines += ["", f"{TOPICS['converge']}:", "", "| run | figure | target |", "|---|---|---|"]
+        lines += [f"| {cell(r.claim)} | {cell(r.figure)} | {cell(r.target or '')}: "
+                  f"{'reached' if r.reached else 'not reached'} |" for r in play]
     lines += ["", f"Every figure, its command and conditions: [the results page]({docs_url}).", "", README_END]
     return "\n".join(lines)
 

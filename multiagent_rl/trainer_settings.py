@@ -132,7 +132,7 @@ class AllActionsConfig(BaseModel):
     )
     magnet_every: int = Field(10, ge=1, description="magnet=snapshot: steps between refreshes of the magnet.")
     magnet_coef: float = Field(
-        0.05, ge=0, description="Weight of KL(policy || magnet) over the legal moves, on every decision, tied or not."
+        0.2, ge=0, description="Weight of KL(policy || magnet) over the legal moves, on every decision, tied or not."
     )
     legal_coef: float = Field(
         0.05, ge=0, description="Weight of -(mean over the legal moves of log P(the reply is exactly that move)): "

@@ -5,6 +5,7 @@ the adapter and nothing else."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -225,3 +226,18 @@ def test_grpo_with_a_magnet_pulls_toward_a_snapshot_that_refreshes_on_schedule(s
     run.train()
     assert all(torch.equal(weights(live)[n], p) for n, p in weights(live + MAGNET_SUFFIX).items())  # refreshed at 2
     assert (run.run_dir / "checkpoints" / "step-2" / "magnet.safetensors").is_file()
+
+
+def test_a_uniform_magnet_is_an_entropy_bonus(single_thread, tmp_path):
+    """magnet=uniform: the KL is to each legal move alike, log M - H(pi) per decision."""
+    run = Run(load_config(None, [
+        "model=tiny", "scenario=kuhn_poker", "scenario_options={opponent: model}", "trainer=all_actions",
+        "rollout.move_forks={probability: 1.0}", "league.mode=mirror", "tasks_per_step=2", "group_size=1",
+        "eval_episodes=2", "eval_every=0", "log_with=[]", "progress=false", "lr=5e-2", "lora.rank=2",
+        "mixed_precision=no", "all_actions.magnet=uniform", "all_actions.magnet_coef=0.5",
+    ]), tmp_path / "r")
+    assert not any(MAGNET_SUFFIX in name for name in run.model.peft_config)  # no snapshot adapter
+    run.step = 1
+    update = run.train_step(1).update
+    # Every Kuhn decision has two moves: KL(pi || uniform) = log 2 - H(pi), averaged over decisions.
+    assert update["loss/magnet_kl"] == pytest.approx(math.log(2) - update["moves/entropy"], abs=1e-5)
