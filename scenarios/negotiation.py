@@ -1,35 +1,52 @@
-"""negotiation (competitive): teams red and blue split a pot of books and hats that
-each side values privately. Negotiators take turns proposing what their own side
-keeps; the final two proposals decide whether there is a deal.
+"""negotiation (competitive): red sells an item to blue and they haggle over the price in
+one-word replies, each side knowing only its own value of the item (red's cost, blue's
+worth); a deal needs both to agree, and no deal earns both nothing.
 
 Rules:
-- A proposal is ``<answer>B,H</answer>``: the books and hats the proposer keeps
-  (the other side gets the rest). Parsing is lenient: the last two numbers in the
-  tagged answer, or in the whole message when it has no tag. ``<answer>accept</answer>``
-  (the word, no numbers) accepts the other side's latest proposal.
-- Red proposes first and the sides alternate (default 4 proposals: red, blue, red, blue).
-- An ``accept`` of the other side's latest proposal, when that proposal is a valid split,
-  is a deal and ends the negotiation at once. Otherwise the last two proposals (one per
-  side) decide: complementary (adding up to the pot) is a deal; a split keeping more
-  than the pot holds, or unparseable text, breaks it.
-- Each side's score is the value of its share under its own private per-item
-  values, divided by its value of the whole pot (so in [0, 1]); 0 without a deal.
-  ``mode="general_sum"``: every member gets its side's score.
-  ``mode="zero_sum"``: `zero_sum` over the two scores (rewards sum to zero).
-- ``team_size=2`` gives each side an advisor who talks only to its own negotiator
-  (it hears its negotiator in full and the other side's proposals as bare answers);
-  each proposal round is then preceded by an advice round of the proposing side.
+- A task is an item, red's private cost C (1-4 coins), blue's private value V (6-10
+  coins), so every price from C to V leaves both sides better off, and the price such an
+  item usually sells for (5-10, drawn apart from C and V), which red's opening prompt
+  mentions. Prices are whole coins from 0 to 10.
+- Red names a price first; then the sides alternate (default 3 turns: red offers, blue
+  accepts or counters, red accepts or counters). A reply is one word: ``accept`` (the
+  other side's standing price) or a price (a counter-offer, which stands until the other
+  side answers it).
+- The deal is struck, at the standing price, when a side accepts it or names a price at
+  least as good for the other side (blue bids at least red's ask, red asks at most blue's
+  bid); the episode ends there. After the last turn without one there is no deal.
+- Parsing is forgiving: the first accept word (accept, yes, ok, deal, agree), refusal word
+  (no, not, reject, ...) or number in the reply decides. Any reply that is neither a deal
+  nor a price from 0 to 10 walks away: the episode ends without a deal. A refusal is a
+  move; anything else (no recognisable word, a price above 10, an accept with no price of
+  the other side's to accept) is malformed and the turn is marked invalid.
+- At a deal at price P red gains P - C and blue V - P. ``mode="general_sum"``: each side's
+  `deal_value` is its gain over 10, weighted 1 - ``format_bonus``, plus ``format_bonus``
+  x `format`, the share of its turns that were well formed (shaping: left out of every
+  figure of play). ``mode="zero_sum"``: `zero_sum` over the two gains, no format term.
+- The winner (`Outcome.winner`) is the side that gains more from the deal; a deal at the
+  middle of C and V, or no deal, is a draw.
+- ``team_size=2`` gives each side an advisor who sees the same state and speaks first in
+  its side's turn; its negotiator is shown the advice.
 
-Worked example of: competitive teams (`Role.team`), zero-sum versus general-sum
-rewards, private valuations, answer-only edges, a custom parser, and an episode that
-ends early (`act` returning `Outcome(done=True)`).
+Why so short: the embedded 135M model could not keep books-and-hats proposals
+complementary in free text (an earlier version reached no deal in any of 224 training
+games), but it does answer one word to a prompt that states the price it faces and what
+accepting it earns. Each prompt is rebuilt from the state (`observe`), so it stays a few
+dozen tokens however long the game, and replies are capped at 8 tokens.
+
+Worked example of: competitive teams (`Role.team`), zero-sum versus general-sum rewards,
+private valuations, prompts built from the state (`observe`) on a fixed schedule, a
+forgiving custom parser, invalid moves and the winner decided by `act`, an episode that
+ends early (`Outcome(done=True)`), and the training settings it learns with
+(`train_defaults`).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from multiagent_rl import (
@@ -40,159 +57,169 @@ from multiagent_rl import (
     Scenario,
     ScenarioError,
     Task,
-    answered,
     from_edges,
     weighted,
     zero_sum,
 )
 
 TEAMS = ("red", "blue")
-KINDS = ("books", "hats")
 MODES = ("general_sum", "zero_sum")
-MAX_VALUE = 5  # per-item values are 0..MAX_VALUE, never both zero for one side
-VALUE_PAIRS = [(b, h) for b in range(MAX_VALUE + 1) for h in range(MAX_VALUE + 1) if b or h]
-
-# Concrete and short: the embedded model refuses vaguer negotiation prompts outright.
-NEGOTIATOR = (
-    "You are the {team} player in a trading game. Say how many books and hats you keep, "
-    "as two numbers like 2,1. Or say accept."
+MAX_PRICE = 10
+COSTS = range(1, 5)  # red's private cost of the item
+VALUES = range(6, 11)  # blue's private value of it: every task has deals that help both
+MARKET = range(5, 11)  # what such an item usually sells for: public, and no clue to either value
+ITEMS = (
+    "hat", "book", "lamp", "clock", "kite", "bike", "drum", "vase", "rug", "coat",
+    "fan", "cup", "pen", "bag", "chair", "ball", "radio", "mirror", "bell", "bowl",
 )
-ADVISOR = (
-    "You advise the {team} negotiator. In one short line, say what your team should keep, "
-    "as <answer>B,H</answer>."
-)
+ACCEPT, REFUSE = "accept", "refuse"
 
-_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
-_INT = re.compile(r"[0-9]+")
-_ACCEPT = re.compile(r"\baccept", re.IGNORECASE)
+# One short line per role, and the state in the user turn: on a CPU, prompt tokens are most
+# of a step's compute, and the 135M model answers one word best when asked for exactly that.
+SYSTEM = {
+    "red_negotiator": "You are the seller. Answer with only 'accept' or a number.",
+    "blue_negotiator": "You are the buyer. Answer with only 'accept' or a number.",
+    "red_advisor": "You advise the seller. Answer with only 'accept' or a number.",
+    "blue_advisor": "You advise the buyer. Answer with only 'accept' or a number.",
+}
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+", re.IGNORECASE)
+_ACCEPT_WORDS = {"accept", "accepted", "accepting", "accepts", "yes", "ok", "okay", "deal", "agree", "agreed"}
+_REFUSE_WORDS = {
+    "no", "not", "nope", "never", "cannot", "can't", "don't", "won't", "reject", "rejected", "decline", "declined",
+    "refuse", "refused",
+}
 
 
-def parse_proposal(text: str) -> str | None:
-    """A proposal as "B,H" (what the proposer keeps), "accept", or None.
+def parse_reply(text: str) -> str | None:
+    """A reply as "accept", "refuse", a price (digits, as said), or None (nothing recognisable).
 
-    >>> parse_proposal("I keep most. <answer>3, 1</answer>")
-    '3,1'
-    >>> parse_proposal("I keep 2 books and 0 hats")
-    '2,0'
-    >>> parse_proposal("<answer>Accept</answer>"), parse_proposal("no idea")
-    ('accept', None)
+    The first accept word, refusal word or number decides, so "No deal" refuses and
+    "Yes, 6 is fine" accepts.
+
+    >>> parse_reply("Accept."), parse_reply("I'd say 7 coins"), parse_reply("no deal")
+    ('accept', '7', 'refuse')
+    >>> parse_reply("I'm sorry for the misunderstanding.") is None
+    True
     """
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
         return None
-    tagged = [t for t in _TAG.findall(text) if t.strip()]
-    scope = tagged[-1] if tagged else text
-    numbers = _INT.findall(scope)
-    if len(numbers) >= 2:
-        books, hats = numbers[-2:]
-        if len(books) > 6 or len(hats) > 6:  # no pot is that big; also keeps int() cheap
-            return None
-        return f"{int(books)},{int(hats)}"
-    if not numbers and _ACCEPT.search(scope):
-        return "accept"
+    for word in _WORD.findall(text[:2000].replace("\u2019", "'")):  # a reply is capped at a few tokens; a test's is not
+        if word.isdigit():
+            return str(int(word)) if len(word) <= 3 else None
+        word = word.lower()
+        if word in _ACCEPT_WORDS:
+            return ACCEPT
+        if word in _REFUSE_WORDS:
+            return REFUSE
     return None
 
 
-DEFAULT_TEAMS = {"red_negotiator": "red", "blue_negotiator": "blue"}
+@dataclass(frozen=True)
+class Bargain:
+    """Where a negotiation stands after some moves: the deal's price once struck; else the
+    standing price and the side that named it, and whether a side walked away; and which
+    moves were well formed."""
+
+    price: int | None = None  # the deal's price, once struck
+    standing: int | None = None  # the latest price on the table, not yet answered
+    offered_by: str | None = None  # the side whose price stands
+    over: bool = False  # a side walked away: no deal
+    valid: tuple[bool, ...] = ()  # per move: well formed
 
 
-def make_pot_task(
-    rng: random.Random, max_items: int = 4, teams: Mapping[str, str] = DEFAULT_TEAMS
-) -> Task:
-    """A pot of 1..max_items books and hats and private per-item values for each side;
-    every agent in `teams` (agent -> "red" | "blue") privately sees its side's values."""
-    pot = {kind: rng.randint(1, max_items) for kind in KINDS}
-    values = {team: dict(zip(KINDS, rng.choice(VALUE_PAIRS), strict=True)) for team in TEAMS}
-    pot_text = " and ".join(f"{pot[k]} {k if pot[k] != 1 else k[:-1]}" for k in KINDS)
-    private = {
-        agent: (
-            f"Your values: a book is worth {values[team]['books']}, a hat is worth "
-            f"{values[team]['hats']}. The whole pot is worth {pot_value(values[team], pot)} to you."
-        )
-        for agent, team in teams.items()
-    }
-    key = (
-        f"{pot['books']}b{pot['hats']}h|red {values['red']['books']},{values['red']['hats']}"
-        f"|blue {values['blue']['books']},{values['blue']['hats']}"
-    )
-    return Task(
-        key=key,
-        prompt=f"Red and blue split a pot of {pot_text}. Each side values the items privately.",
-        answer=None,
-        private=private,
-        meta={"pot": pot, "values": values},
-    )
+def bargain(moves: Sequence[tuple[str, str | None]]) -> Bargain:
+    """Play out `moves`, each (side, parsed reply), under the module's rules.
 
-
-def pot_value(values: dict[str, int], share: dict[str, int]) -> int:
-    return sum(values[kind] * share[kind] for kind in KINDS)
-
-
-def normalised_value(values: dict[str, int], share: dict[str, int], pot: dict[str, int]) -> float:
-    """A side's value of `share` over its value of the whole pot, in [0, 1]."""
-    return pot_value(values, share) / pot_value(values, pot)
-
-
-def _split(answer: str | None, pot: dict[str, int]) -> dict[str, int] | None:
-    """A parsed proposal as {"books": B, "hats": H} if it fits in the pot, else None."""
-    if answer is None or answer == "accept":
-        return None
-    try:
-        books, hats = (int(x) for x in answer.split(","))
-    except ValueError:
-        return None
-    if not (0 <= books <= pot["books"] and 0 <= hats <= pot["hats"]):
-        return None
-    return {"books": books, "hats": hats}
-
-
-def find_deal(episode: Episode, negotiators: dict[str, str]) -> dict[str, dict[str, int]] | None:
-    """The agreed shares {team: {"books": B, "hats": H}}, or None (see the module rules).
-
-    `negotiators` maps each negotiator agent to its team.
+    >>> bargain([("red", "8"), ("blue", "5"), ("red", "accept")]).price
+    5
+    >>> bargain([("red", "6"), ("blue", "7")]).price  # blue offers more than red asks: red's price
+    6
+    >>> bargain([("red", "8"), ("blue", "??")])
+    Bargain(price=None, standing=8, offered_by='red', over=True, valid=(True, False))
     """
-    pot = episode.task.meta["pot"]
-    proposals = [
-        (negotiators[t.agent], t.message.answer) for t in episode.turns if t.agent in negotiators
-    ]
-    if len(proposals) < 2:
-        return None
-    (first_team, first), (last_team, last) = proposals[-2], proposals[-1]
-    if first_team == last_team:
-        return None
-    first_share = _split(first, pot)
-    if first_share is None:
-        return None
-    complement = {kind: pot[kind] - first_share[kind] for kind in KINDS}
-    if last != "accept" and _split(last, pot) != complement:
-        return None
-    return {first_team: first_share, last_team: complement}
+    standing, offered_by, valid = None, None, []
+    for side, reply in moves:
+        price = int(reply) if reply is not None and reply.isdigit() and int(reply) <= MAX_PRICE else None
+        if standing is not None and offered_by != side:
+            at_least_as_good = price is not None and (price >= standing if side == "blue" else price <= standing)
+            if reply == ACCEPT or at_least_as_good:
+                return Bargain(price=standing, valid=(*valid, True))
+        if price is None:  # a refusal walks away; so does anything that is not a move (marked invalid)
+            return Bargain(standing=standing, offered_by=offered_by, over=True, valid=(*valid, reply == REFUSE))
+        standing, offered_by = price, side
+        valid.append(True)
+    return Bargain(standing=standing, offered_by=offered_by, valid=tuple(valid))
+
+
+def make_trade_task(rng: random.Random) -> Task:
+    """An item, red's private cost and blue's private value of it, and its usual price."""
+    item, cost, value, market = rng.choice(ITEMS), rng.choice(COSTS), rng.choice(VALUES), rng.choice(MARKET)
+    return Task(
+        key=f"{item}|cost {cost}|value {value}|market {market}",
+        prompt=f"Red sells a {item} to blue.",
+        answer=None,
+        meta={"item": item, "cost": cost, "value": value, "market": market},
+    )
+
+
+def gains(task: Task, price: int | None) -> dict[str, float]:
+    """Each side's gain in coins at `price` (0 for both without a deal)."""
+    if price is None:
+        return dict.fromkeys(TEAMS, 0.0)
+    return {"red": float(price - task.meta["cost"]), "blue": float(task.meta["value"] - price)}
+
+
+def coins(n: int) -> str:
+    return f"{n} coin" if n == 1 else f"{n} coins"
+
+
+def situation(task: Task, team: str, state: Bargain, last: bool) -> str:
+    """What a side is shown in its turn: its private value, the price it faces and what
+    accepting that price earns it. Worded as the 135M model answers best: a closing
+    "Answer ..." line it copies from, and no "no deal" (it echoes that as a refusal). It
+    also copies the first number it reads, so red's opening starts with the item's usual
+    price: were it red's cost (a seller's worst price), the untrained seller would ask
+    nothing else, leaving RL no higher ask to learn from."""
+    item = task.meta["item"]
+    if state.standing is None:  # the opening: only red's, since any other reply ends the game
+        return (f"A {item} sells for about {task.meta['market']} coins. Yours cost you {coins(task.meta['cost'])}."
+                f"{' Last turn.' if last else ''}\nAnswer with a price from 0 to {MAX_PRICE}:")
+    if team == "red":
+        mine, other, verb = f"Your {item} cost you {coins(task.meta['cost'])}.", "buyer", "offers"
+    else:
+        mine, other, verb = f"The {item} is worth {coins(task.meta['value'])} to you.", "seller", "asks"
+    gain = gains(task, state.standing)[team]
+    earn = f"earn {gain:g}" if gain >= 0 else f"lose {-gain:g}"
+    last_turn = "\nLast turn. " if last else "\n"
+    return f"{mine} The {other} {verb} {state.standing}. Accept and you {earn}.{last_turn}Answer accept or a price:"
 
 
 def make_scenario(
-    proposals: int = 4,
+    turns: int = 3,
     team_size: int = 1,
     mode: str = "general_sum",
-    max_items: int = 4,
     format_bonus: float = 0.1,
 ) -> Scenario:
-    """Build the negotiation scenario (options settable as `--set scenario_options.mode=zero_sum`)."""
+    """Build the negotiation scenario (options settable as `--set scenario_options.mode=zero_sum`).
+
+    turns: replies in all, red first (2: an offer and its answer); team_size: 2 adds an
+    advisor per side; mode: general_sum or zero_sum; format_bonus: the weight of the
+    `format` term (general_sum only).
+    """
     if mode not in MODES:
         raise ScenarioError(f"negotiation: mode {mode!r}; expected one of {', '.join(MODES)}")
     if team_size not in (1, 2):
         raise ScenarioError(f"negotiation: team_size must be 1 or 2, got {team_size!r}")
-    if proposals < 2:
-        raise ScenarioError(
-            f"negotiation: proposals must be at least 2 for a deal, got {proposals}"
-        )
+    if not (isinstance(turns, int) and turns >= 2):
+        raise ScenarioError(f"negotiation: turns must be an int >= 2 (an offer and its answer), got {turns!r}")
     if not 0.0 <= format_bonus <= 1.0:
         raise ScenarioError(f"negotiation: format_bonus must be in [0, 1], got {format_bonus}")
-    if not (isinstance(max_items, int) and max_items >= 1):
-        raise ScenarioError(f"negotiation: max_items must be an int >= 1, got {max_items!r}")
 
     negotiator = {team: f"{team}_negotiator" for team in TEAMS}
     advisor = {team: f"{team}_advisor" for team in TEAMS} if team_size == 2 else {}
-    roles = [Role(negotiator[t], NEGOTIATOR.format(team=t), team=t) for t in TEAMS]
-    roles += [Role(advisor[t], ADVISOR.format(team=t), team=t) for t in advisor]
+    roles = [Role(negotiator[t], SYSTEM[negotiator[t]], team=t) for t in TEAMS]
+    roles += [Role(advisor[t], SYSTEM[advisor[t]], team=t) for t in advisor]
     agents = [r.name for r in roles]
     teams = {r.name: r.team for r in roles}
     negotiators = {negotiator[t]: t for t in TEAMS}
@@ -201,89 +228,94 @@ def make_scenario(
         (negotiator["red"], negotiator["blue"]),
         (negotiator["blue"], negotiator["red"]),
     ]
-    for team, other in (("red", "blue"), ("blue", "red")):
-        if team in advisor:
-            edges += [
-                (advisor[team], negotiator[team]),
-                (negotiator[team], advisor[team]),
-                (negotiator[other], advisor[team], {"visibility": "answer"}),
-            ]
+    edges += [(advisor[t], negotiator[t]) for t in advisor]
     graph = from_edges(edges, agents=agents)
 
     schedule: list[Sequence[str]] = []
-    for k in range(proposals):
+    for k in range(turns):
         team = TEAMS[k % 2]
         if team in advisor:
             schedule.append([advisor[team]])
         schedule.append([negotiator[team]])
 
-    def sample(rng: random.Random) -> Task:
-        return make_pot_task(rng, max_items=max_items, teams=teams)
+    def moves(turns_so_far) -> list[tuple[str, str | None]]:
+        return [(negotiators[t.agent], t.message.answer) for t in turns_so_far if t.agent in negotiators]
+
+    def deal_price(episode: Episode) -> int | None:
+        return bargain(moves(episode.turns)).price
 
     def team_answer(episode: Episode) -> str | None:
-        deal = find_deal(episode, negotiators)
-        if deal is None:
-            return None
-        return "; ".join(f"{t} keeps {deal[t]['books']},{deal[t]['hats']}" for t in TEAMS)
-
-    def team_scores(task: Task, episode: Episode) -> dict[str, float]:
-        deal = find_deal(episode, negotiators)
-        if deal is None:
-            return dict.fromkeys(TEAMS, 0.0)
-        values, pot = task.meta["values"], task.meta["pot"]
-        return {t: normalised_value(values[t], deal[t], pot) for t in TEAMS}
+        price = deal_price(episode)
+        return None if price is None else f"deal at {price}"
 
     def deal_value(task: Task, episode: Episode) -> dict[str, float]:
-        scores = team_scores(task, episode)
+        scores = {t: g / MAX_PRICE for t, g in gains(task, deal_price(episode)).items()}
         if mode == "zero_sum":
             return zero_sum(scores, teams)
         return {a: scores[teams[a]] for a in agents}
 
-    def proposal_format(task: Task, episode: Episode) -> dict[str, float]:
-        # So an untrained model that never reaches a deal still gets a signal to learn the format from.
-        return answered(episode, agents)
+    def well_formed(task: Task, episode: Episode) -> dict[str, float]:
+        # So an untrained model gets a signal toward one-word replies before it strikes deals.
+        counts = {a: [0, 0] for a in agents}
+        for turn in episode.turns:
+            counts[turn.agent][0] += turn.valid
+            counts[turn.agent][1] += 1
+        return {a: good / total if total else 0.0 for a, (good, total) in counts.items()}
 
-    if mode == "zero_sum":  # no format bonus: it would break the zero sum
+    if mode == "zero_sum":  # no format term: it would break the zero sum
         reward = weighted(RewardTerm("deal_value", deal_value))
     else:
         reward = weighted(
-            RewardTerm("deal_value", deal_value, 1 - format_bonus), RewardTerm("format", proposal_format, format_bonus)
+            RewardTerm("deal_value", deal_value, 1 - format_bonus),
+            RewardTerm("format", well_formed, format_bonus),
         )
 
-    def accepted(view, agent: str, text: str):
-        """An accept of a valid standing offer closes the deal: the episode ends here."""
-        if agent not in negotiators or parse_proposal(text) != "accept":
-            return None
-        offers = [t for t in view.turns[:-1] if t.agent in negotiators]
-        if offers and negotiators[offers[-1].agent] != negotiators[agent] and _split(offers[-1].message.answer, view.task.meta["pot"]):
-            return Outcome(done=True, event={"accepted_by": agent})
-        return None
+    def observe(view, agent: str) -> str:
+        team = teams[agent]
+        state = bargain(moves(view.turns))
+        last = sum(t.agent in negotiators for t in view.turns) + 1 == turns
+        shown = situation(view.task, team, state, last)
+        advice = [t for t in view.turns if t.agent == advisor.get(team)]
+        if agent in negotiators and advice and advice[-1] is view.turns[-1]:
+            shown += f"\nYour advisor says: {advice[-1].message.text.strip()[:80]}"
+        return shown
 
-    def instruction(round_index: int, total: int) -> str:
-        if round_index >= total:  # the env also asks for the view after the last round
-            return ""
-        k = round_index // team_size + 1
-        if k == proposals:
-            return (
-                f"Proposal {k} of {proposals}, the last: accept or give the exact complement "
-                "of the other side's offer to make a deal; no deal scores 0."
-            )
-        return f"Proposal {k} of {proposals}. Books, hats you keep:"
+    def act(view, agent: str, text: str) -> Outcome:
+        """A deal, or a side walking away, ends the episode at once; a malformed reply is marked
+        invalid. The winner is decided here, from the deal alone, so that no reward term
+        (shaping included) can decide a game."""
+        reply = view.turns[-1].message.answer
+        if agent not in negotiators:  # advice: well formed if it is a reply a negotiator could give
+            return Outcome(valid=reply in (ACCEPT, REFUSE) or (reply is not None and int(reply) <= MAX_PRICE))
+        done = moves(view.turns)
+        state = bargain(done)
+        if state.price is not None:
+            gain = gains(view.task, state.price)
+            winner = "draw" if gain["red"] == gain["blue"] else max(gain, key=gain.get)
+            return Outcome(done=True, winner=winner, event={"deal": state.price, "by": negotiators[agent]})
+        if state.over:
+            return Outcome(valid=state.valid[-1], done=True, winner="draw", event={"walked_away": negotiators[agent]})
+        return Outcome(valid=True, winner="draw" if len(done) == turns else None)
 
     return Scenario(
         name="negotiation",
         description=(
-            "Red and blue split books and hats under private values by alternating proposals; "
-            "zero- or general-sum."
+            "Red sells an item to blue; each knows only its own value of it, and they haggle "
+            "over the price in one-word replies; zero- or general-sum."
         ),
         roles=roles,
         graph=graph,
         schedule=schedule,
-        make_task=sample,
+        make_task=make_trade_task,
         reward=reward,
         team_answer=team_answer,
-        parse=parse_proposal,
-        turn_instruction=instruction,
-        act=accepted,
-        max_new_tokens=32,
+        parse=parse_reply,
+        observe=observe,
+        act=act,
+        max_new_tokens=8,
+        temperature=0.7,
+        train_defaults={
+            "adapters": "per_role", "steps": 400, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 4,
+            "lr": 5e-4, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50, "save_every": 5,
+        },
     )

@@ -209,7 +209,7 @@ SCRIPTS: dict[str, tuple[Policy, Callable[[Task], float], Policy, Callable[[Task
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_scripted_right_team_gets_max_and_wrong_team_min(name):
-    # negotiation's format bonus is tested on its own below; here the deal values alone.
+    # negotiation's format bonus is tested in test_negotiation.py; here the deal values alone.
     scenario = load_scenario(name, **({"format_bonus": 0.0} if name == "negotiation" else {}))
     right, right_reward, wrong, wrong_reward = SCRIPTS[name]
     env = scenario.make_env(seed=0)
