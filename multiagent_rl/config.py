@@ -131,7 +131,7 @@ class TrainConfig(BaseModel):
     tasks_per_step: int = Field(4, ge=1, description="Distinct tasks per step (B).")
     group_size: int = Field(8, ge=1, description="Episodes per task (G); advantages are relative within a group.")
     lr: float = Field(
-        2e-4, gt=0, description="AdamW learning rate of the policy adapters, constant after warmup_steps. LoRA "
+        2e-4, gt=0, description="AdamW learning rate of the policy adapters, after warmup_steps (see lr_schedule). LoRA "
         "takes larger rates than full fine-tuning: the built-in scenarios' train_defaults use 5e-4 to 1e-3 "
         "(SmolLM2-135M, rank 16); lower it when grad_norm spikes or the reward collapses. The critic has its "
         "own (critic.lr)."
@@ -144,6 +144,10 @@ class TrainConfig(BaseModel):
         0, ge=0, description="Linear learning-rate warmup over the first this many optimizer steps (from "
         "lr / warmup_steps up to lr); a training step takes epochs x minibatches optimizer steps. 0: full lr "
         "from the first step."
+    )
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="After warmup: constant, or linear (falling to 0 at the last of `steps` training "
+        "steps): a decaying rate lets a self-play policy settle instead of swinging around an equilibrium."
     )
     max_grad_norm: float = Field(
         1.0, gt=0, description="Clip the global L2 norm of each optimizer step's gradients (policy adapters, "

@@ -241,3 +241,11 @@ def test_a_uniform_magnet_is_an_entropy_bonus(single_thread, tmp_path):
     update = run.train_step(1).update
     # Every Kuhn decision has two moves: KL(pi || uniform) = log 2 - H(pi), averaged over decisions.
     assert update["loss/magnet_kl"] == pytest.approx(math.log(2) - update["moves/entropy"], abs=1e-5)
+
+
+def test_a_linear_schedule_falls_to_zero_at_the_last_step():
+    from trainers.base import lr_factor
+
+    cfg = load_config(None, ["model=tiny", "steps=10", "lr_schedule=linear", "warmup_steps=2"])
+    assert [round(lr_factor(cfg)(k), 3) for k in (0, 1, 5, 9, 10)] == [0.5, 0.9, 0.5, 0.1, 0.0]
+    assert lr_factor(load_config(None, ["model=tiny", "steps=10"]))(9) == 1.0

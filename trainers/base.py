@@ -62,8 +62,7 @@ class Trainer(abc.ABC):
         wanted = {f".{name}." for name in ctx.policy_adapters}
         params = [p for n, p in ctx.model.named_parameters() if "lora_" in n and any(w in n for w in wanted)]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warmup = cfg.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
         # prepare() places the optimizer state on the device; the scheduler steps once per
         # optimizer step, whatever the number of processes (step_scheduler_with_optimizer=False).
         self.optimizer, self.scheduler = ctx.accelerator.prepare(optimizer, scheduler)
@@ -91,6 +90,18 @@ class Trainer(abc.ABC):
             loss_aggregation=cfg.loss_aggregation, max_grad_norm=cfg.max_grad_norm,
             mixed_precision=self.ctx.accelerator.mixed_precision, importance_cap=cfg.importance_sampling_cap,
         )
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor after k optimizer steps: the warmup, then constant or falling
+    linearly to 0 at the run's last step (epochs x minibatches optimizer steps per step)."""
+    warmup, total = cfg.warmup_steps, max(1, cfg.steps * cfg.epochs * cfg.minibatches)
+
+    def factor(k: int) -> float:
+        rising = min(1.0, (k + 1) / warmup) if warmup else 1.0
+        return rising * (max(0.0, 1.0 - k / total) if cfg.lr_schedule == "linear" else 1.0)
+
+    return factor
 
 
 TRAINERS: dict[str, type[Trainer]] = {}
