@@ -227,7 +227,7 @@ def readme_block(published: Published, docs_url: str = "docs/results.md") -> str
         target = f"; target {row.target}: {'reached' if row.reached else 'not reached'}" if row.target else ""
         lines.append(f"| {cell(row.claim)} | {cell(row.figure)}{cell(target)} "
                      f"| {row.date}, {cell(row.hardware)}, {row.threads} thread(s) |")
-    play = [r for r in published.rows if "converge" in r.topics and r.status == "current"]
+    play = [r for r in published.rows if "converge" in r.topics and r.status == "current" and r.target]
     if play:  # the self-play table: each game's runs, target and whether it was reached
         lines += ["", f"{TOPICS['converge']}:", "", "| run | figure | target |", "|---|---|---|"]
         lines += [f"| {cell(r.claim)} | {cell(r.figure)} | {cell(r.target or '')}: "
