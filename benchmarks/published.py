@@ -220,7 +220,7 @@ def results_page(published: Published) -> str:
     return "\n".join(parts)
 
 
-def readme_block(published: Published, docs_url: str = "docs/results.md") -> str:
+def readme_block(published: Published) -> str:
     rows = [r for r in published.rows if r.headline]
     lines = [README_BEGIN, "", "| result | figure | measured |", "|---|---|---|"]
     for row in rows:
@@ -232,7 +232,7 @@ def readme_block(published: Published, docs_url: str = "docs/results.md") -> str
         lines += ["", f"{TOPICS['converge']}:", "", "| run | figure | target |", "|---|---|---|"]
         lines += [f"| {cell(r.claim)} | {cell(r.figure)} | {cell(r.target or '')}: "
                   f"{'reached' if r.reached else 'not reached'} |" for r in play]
-    lines += ["", f"Every figure, its command and conditions: [the results page]({docs_url}).", "", README_END]
+    lines += ["", README_END]
     return "\n".join(lines)
 
 
