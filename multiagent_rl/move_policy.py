@@ -7,9 +7,9 @@ player's sampling temperature; renormalised over the legal moves it is the polic
 One batched, differentiable function serves training (the `all_actions` trainer) and
 reading a strategy (exploitability, strategy tables), so both see the same policy.
 
-The renormalised policy leaves out replies that are no legal move; `legal_mass` (the
-log-probability that the reply is exactly one of the legal moves) says how much of the
-model's reply distribution the listed moves hold.
+The renormalised policy leaves out replies that are no legal move; the scores' log-sum-exp
+is the log-probability that the reply is exactly one of the legal moves (the trainer's
+`moves/legal_mass`).
 
 >>> choices = [encode_choice(tokenizer, chat, ["Pass", "Bet"], temperature=1.0)]   # doctest: +SKIP
 >>> scores = move_scores(model, choices, end_ids, pad_id)                          # doctest: +SKIP
@@ -136,9 +136,3 @@ def _group_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], 
         out.append(scores[start:start + len(choice.moves)])
         start += len(choice.moves)
     return out
-
-
-def policy_and_legal_mass(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The policy over the legal moves (renormalised) and the log-probability that the reply
-    is one of them at all, from one choice's scores. (M,) -> ((M,), ())."""
-    return torch.softmax(scores, dim=0), torch.logsumexp(scores, dim=0)

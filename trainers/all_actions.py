@@ -26,8 +26,8 @@ policy over the legal moves (the KL is then an entropy bonus: the last iterate a
 quantal response equilibrium, closer to a Nash equilibrium as magnet_coef falls); `snapshot`
 keeps a frozen copy of each adapter refreshed every `magnet_every` updates, a moving magnet;
 `base` is the base model; `none` drops the term. Identical decisions (the same chat and moves, as an information state
-met in several deals) are scored once, their coefficients summed: the loss and its gradient
-are those of scoring each one.
+met in several deals) are scored once, with their reach-weighted mean advantage counted once
+per decision; so are the regularisers.
 """
 
 from __future__ import annotations
