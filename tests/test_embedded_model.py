@@ -36,7 +36,10 @@ def test_one_episode_of_each_scenario_with_the_real_model(embedded, name):
                     sampling=Sampling(greedy=True), split="eval")
     (episode,) = batch.episodes
     if scenario.schedule is not None:
-        assert len(episode.turns) == sum(len(r) for r in scenario.schedule)
+        full = sum(len(r) for r in scenario.schedule)
+        assert 1 <= len(episode.turns) <= full
+        if len(episode.turns) < full:  # ended early by its `act` hook (a negotiation's deal), which says so
+            assert episode.events
     else:  # the engine decides: a game may end at its first (invalid) move
         assert 1 <= len(episode.turns) <= scenario.max_turns and not episode.truncated
     played = [turn for turn in episode.turns if not turn.scripted]
