@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .token_scoring import score_tokens
+
 
 @dataclass(frozen=True)
 class MoveChoice:
@@ -47,92 +49,24 @@ def encode_choice(tokenizer, chat: Sequence[Mapping[str, str]], moves: Sequence[
     return MoveChoice(tuple(ids), replies, temperature if temperature > 0 else 1.0)
 
 
-PREFIX_KEY = 32  # choices whose prompts agree on this many tokens share one prefix pass (a role's system prompt)
-
-
 def move_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], pad_id: int,
                 adapter_name: str | None = None) -> list[torch.Tensor]:
     """log p(reply is exactly move m, then an end-of-turn token) for every legal move of every
     choice: one (moves,) tensor per choice, differentiable.
 
-    Every token is run once: choices whose prompts begin alike (a role's system prompt and
-    the chat template) share one pass over their longest common prefix; each prompt's rest
-    follows on that prefix's key-value cache, its last position scoring every move's first
-    token; its cache is then repeated once per move and the moves run on it. So M moves of C
-    decisions cost one prefix, C prompt tails and C x M short replies, not C x M prompts.
-    The model's active adapter scores them, or `adapter_name` for this call only (peft's
-    per-request `adapter_names`, in eval mode: the active adapter and its trainable weights
-    are left as they are)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, choice in enumerate(choices):
-        groups.setdefault(choice.prompt_ids[:PREFIX_KEY], []).append(i)
-    out: list[torch.Tensor | None] = [None] * len(choices)
-    for members in groups.values():
-        for i, scores in zip(members, _group_scores(model, [choices[i] for i in members], end_ids, pad_id, adapter_name),
-                             strict=True):
-            out[i] = scores
-    return out
-
-
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Tokens every row begins with, leaving each row at least one of its own."""
-    shortest = min(len(r) for r in rows) - 1
-    n = 0
-    while n < shortest and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return n
-
-
-def _group_scores(model, choices: Sequence[MoveChoice], end_ids: Sequence[int], pad_id: int,
-                  adapter_name: str | None) -> list[torch.Tensor]:
-    """`move_scores` of choices that share a prompt prefix: prefix, tails, moves, one pass each."""
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    select = (lambda n: {"adapter_names": [adapter_name] * n}) if adapter_name is not None else (lambda n: {})
-    shared = _common_prefix([c.prompt_ids for c in choices])
-    cache = DynamicCache()
-    if shared:
-        model(input_ids=torch.tensor([choices[0].prompt_ids[:shared]], device=device), past_key_values=cache,
-              use_cache=True, logits_to_keep=1, **select(1))
-        cache.reorder_cache(torch.zeros(len(choices), dtype=torch.long, device=device))  # one copy per choice
-    # The tails, left-padded: pads sit between the prefix and each tail, masked out.
-    width = max(len(c.prompt_ids) - shared for c in choices)
-    ids = torch.full((len(choices), width), pad_id, dtype=torch.long)
-    tail_mask = torch.zeros((len(choices), width), dtype=torch.long)
-    for r, choice in enumerate(choices):
-        tail = choice.prompt_ids[shared:]
-        ids[r, width - len(tail):] = torch.tensor(tail)
-        tail_mask[r, width - len(tail):] = 1
-    attention = torch.cat([torch.ones((len(choices), shared), dtype=torch.long), tail_mask], dim=1)
-    positions = (attention.cumsum(1) - 1).clamp_min(0)[:, shared:]  # as if each prompt stood alone
-    first = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                  past_key_values=cache, use_cache=True, logits_to_keep=1, **select(len(choices))).logits[:, -1]  # (C, V)
-    rows = [(c, m) for c, choice in enumerate(choices) for m in choice.moves]
-    owner = torch.tensor([c for c, _ in rows])
-    temperature = torch.tensor([choices[c].temperature for c, _ in rows], device=device)  # (R,)
-    cache.reorder_cache(owner.to(device))  # each prompt's keys and values, once per move
-    longest = max(len(m) for _, m in rows)
-    moves = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    lengths = torch.tensor([len(m) for _, m in rows])
-    for r, (_, move) in enumerate(rows):
-        moves[r, :len(move)] = torch.tensor(move)
-    # Pads after a move are never attended by its own tokens (causal), so masking them is not needed.
-    mask = torch.cat([attention[owner], torch.ones((len(rows), longest), dtype=torch.long)], dim=1)
-    move_positions = positions[owner, -1:] + 1 + torch.arange(longest)
-    logits = model(input_ids=moves.to(device), attention_mask=mask.to(device), position_ids=move_positions.to(device),
-                   past_key_values=cache, use_cache=True, **select(len(rows))).logits  # (R, longest, V)
-    # Position j of a move predicts its token j + 1; the prompt's last position its token 0.
-    logps = torch.log_softmax(torch.cat([first[owner.to(device)].unsqueeze(1), logits], 1).float()
-                              / temperature.view(-1, 1, 1), dim=-1)  # (R, longest + 1, V)
-    said = logps[:, :-1].gather(2, moves.to(device).unsqueeze(2)).squeeze(2)  # (R, longest)
-    inside = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
-    said = (said * inside).sum(1)
-    last = logps[torch.arange(len(rows), device=device), lengths.to(device)]  # (R, V): after each move's last token
-    ended = torch.logsumexp(last[:, list(end_ids)], dim=1)  # any end-of-turn token stops the reply
-    scores = said + ended
-    out, start = [], 0
-    for choice in choices:
-        out.append(scores[start:start + len(choice.moves)])
-        start += len(choice.moves)
-    return out
+    Every token is run once (`token_scoring`): choices whose prompts begin alike share one
+    pass over their common prefix, each prompt's rest runs once, and its cache is repeated
+    once per move; so M moves of C decisions cost one prefix, C prompt tails and C x M short
+    replies, not C x M prompts. The model's active adapter scores them, or `adapter_name`
+    for this call only (peft's per-request `adapter_names`, in eval mode: the active adapter
+    and its trainable weights are left as they are)."""
+    rows = [(choice, move) for choice in choices for move in choice.moves]
+    sequences = [choice.prompt_ids + move for choice, move in rows]
+    # Each move's own tokens, then every end-of-turn token after its last one.
+    queries = [[(len(choice.prompt_ids) + j, t) for j, t in enumerate(move)]
+               + [(len(choice.prompt_ids) + len(move), e) for e in end_ids] for choice, move in rows]
+    logps = score_tokens(model, sequences, queries, [choice.temperature for choice, _ in rows], pad_id, adapter_name)
+    scores = torch.stack([
+        lp[:len(move)].sum() + torch.logsumexp(lp[len(move):], 0)  # any end-of-turn token stops the reply
+        for (_, move), lp in zip(rows, logps, strict=True)])  # (rows,)
+    return list(scores.split([len(choice.moves) for choice in choices]))

@@ -145,12 +145,13 @@ def test_all_actions_refuses_a_game_without_listed_moves(tmp_path):
                                "log_with=[]", "mixed_precision=no"]), tmp_path / "r")
 
 
-@pytest.mark.parametrize("prefix_key", [32, 3])
-def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(single_thread, monkeypatch, prefix_key):
+@pytest.mark.parametrize(("prefix_key", "cluster_key"), [(32, 16), (3, 1), (3, 2)])
+def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(single_thread, monkeypatch, prefix_key,
+                                                                           cluster_key):
     """Each move's log-prob and its gradient, with shared prefixes and prompts run once, are
     those of the whole prompt + reply sequence (moves and prompt tails of different lengths;
     key 3 groups the prompts that begin 5, 6, 7 over a shared prefix, with padded tails)."""
-    from multiagent_rl import move_policy
+    from multiagent_rl import token_scoring
     from multiagent_rl.adapters import LoraSettings, attach_adapters
     from multiagent_rl.backends.hf import end_token_ids
     from multiagent_rl.models import load_model
@@ -164,7 +165,8 @@ def test_scoring_with_the_prompt_run_once_equals_scoring_every_reply_whole(singl
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.1)
     end = end_token_ids(model, tokenizer)
-    monkeypatch.setattr(move_policy, "PREFIX_KEY", prefix_key)
+    monkeypatch.setattr(token_scoring, "PREFIX_KEY", prefix_key)
+    monkeypatch.setattr(token_scoring, "CLUSTER_KEY", cluster_key)
     choices = [MoveChoice((5, 6, 7, 8, 9), ((11,), (12, 13, 14)), 1.0), MoveChoice((21, 22), ((31, 32), (33,), (34,)), 0.7),
                MoveChoice((5, 6, 7, 8, 40, 41, 42), ((11,), (15,)), 1.0), MoveChoice((5, 6, 7, 50), ((16, 17),), 1.3)]
     params = [p for n, p in model.named_parameters() if "lora_" in n]

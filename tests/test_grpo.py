@@ -16,9 +16,9 @@ from trainers.policy import (
     Sample,
     aggregate,
     clipped_policy_loss,
+    completion_mask,
     kl_to_reference,
-    pad_batch,
-    token_logprobs,
+    left_pad,
 )
 
 
@@ -208,36 +208,22 @@ def test_micro_batches_sum_to_the_full_batch(mode):
 
 
 # ----- padding and credit --------------------------------------------------------------
-def test_pad_batch_left_pads_and_masks_exactly_the_completion_targets():
+def test_completion_mask_right_aligns_every_completion_in_the_window():
     samples = [
         Sample(adapter="x", prompt_ids=[1, 2, 3], completion_ids=[4, 5], advantage=1.0),
         Sample(adapter="x", prompt_ids=[6], completion_ids=[7], advantage=-1.0),
     ]
-    batch = pad_batch(samples, pad_id=0)
-    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5], [0, 0, 0, 6, 7]]
-    assert batch.attention.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
-    # positions as generation saw them: 0 at each row's first real token
-    assert batch.positions.tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 0, 1]]
-    assert batch.window == 2
-    targets = batch.input_ids[:, -batch.window :]
-    assert batch.mask.tolist() == [[1.0, 1.0], [0.0, 1.0]]
-    for row, s in enumerate(samples):
-        assert targets[row][batch.mask[row].bool()].tolist() == s.completion_ids
+    assert completion_mask(samples).tolist() == [[1.0, 1.0], [0.0, 1.0]]
 
 
-def test_pad_batch_when_pad_equals_a_completion_token():
-    # pad == eos for the embedded tokenizer: the completion's own eos must stay in the mask
-    samples = [
-        Sample(adapter="x", prompt_ids=[5, 6], completion_ids=[7, 2], advantage=1.0),
-        Sample(adapter="x", prompt_ids=[5], completion_ids=[2], advantage=1.0),
-    ]
-    batch = pad_batch(samples, pad_id=2)
-    assert batch.input_ids.tolist() == [[5, 6, 7, 2], [2, 2, 5, 2]]
-    assert batch.attention.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
-    assert batch.mask.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+def test_left_pad_gives_positions_as_generation_saw_them():
+    ids, attention, positions = left_pad([[1, 2, 3], [6]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 6]]
+    assert attention.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
-def test_window_logprobs_match_a_full_unpadded_forward():
+def test_window_logprobs_match_a_full_unpadded_forward_at_each_samples_temperature():
     from multiagent_rl.models import tiny_model
     from trainers.policy import window_logprobs
 
@@ -250,28 +236,20 @@ def test_window_logprobs_match_a_full_unpadded_forward():
         bos_token_id, eos_token_id, pad_token_id = 1, 2, 2
 
     model = tiny_model(Tok()).eval()
-    samples = [
-        Sample(adapter="x", prompt_ids=[5, 6, 7, 8], completion_ids=[9, 10, 2], advantage=1.0),
+    samples = [  # pad (2) equals a completion's end token: it stays in the window
+        Sample(adapter="x", prompt_ids=[5, 6, 7, 8], completion_ids=[9, 10, 2], advantage=1.0, temperature=0.7),
         Sample(adapter="x", prompt_ids=[11], completion_ids=[12], advantage=1.0),
+        Sample(adapter="x", prompt_ids=[11], completion_ids=[13], advantage=1.0, temperature=0.0),  # greedy: at 1
     ]
-    batch = pad_batch(samples, pad_id=2)
+    mask = completion_mask(samples)
     with torch.no_grad():
-        window = window_logprobs(model, batch)  # (2, 3)
+        window = window_logprobs(model, samples, pad_id=2)  # (3, 3)
         for row, s in enumerate(samples):
             ids = torch.tensor([s.prompt_ids + s.completion_ids])
-            full = token_logprobs(model(input_ids=ids).logits[:, :-1], ids[:, 1:])[0]  # (L-1,)
-            expected = full[-len(s.completion_ids) :]
-            got = window[row][batch.mask[row].bool()]
-            assert torch.allclose(got, expected, atol=1e-5)
-
-
-def test_token_logprobs_with_temperature():
-    logits = torch.tensor([[[0.0, math.log(3.0)]]])  # (1, 1, 2): probabilities 1/4, 3/4
-    targets = torch.tensor([[1]])
-    assert token_logprobs(logits, targets).item() == pytest.approx(math.log(0.75))
-    # temperature 2: logits (0, log(3)/2) -> p = sqrt(3) / (1 + sqrt(3))
-    t2 = token_logprobs(logits, targets, temperature=2.0).item()
-    assert t2 == pytest.approx(math.log(math.sqrt(3) / (1 + math.sqrt(3))))
+            logits = model(input_ids=ids).logits[0, :-1] / (s.temperature or 1.0)  # (L-1, V)
+            full = torch.log_softmax(logits, -1).gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1)
+            assert torch.allclose(window[row][mask[row].bool()], full[-len(s.completion_ids):], atol=1e-5)
+            assert (window[row][~mask[row].bool()] == 0).all()
 
 
 def test_discounted_credit():

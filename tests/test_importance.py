@@ -13,7 +13,7 @@ import torch
 from multiagent_rl.config import ConfigError, load_config
 from tests.test_training import NO_CLIP, GradRecorder, config, duo, informative, rollout_samples
 from trainers.loop import Run
-from trainers.policy import importance_weights, pad_batch, policy_update, window_logprobs
+from trainers.policy import importance_weights, policy_update, window_logprobs
 
 
 def test_weights_are_the_ratio_truncated_at_the_cap():
@@ -28,7 +28,7 @@ def trainer_logprobs(run: Run, samples):
     for s in samples:
         run.model.set_adapter(s.adapter)
         with torch.no_grad():
-            row = window_logprobs(run.model, pad_batch([s], run.tokenizer.pad_token_id), torch.tensor([s.temperature]))[0]
+            row = window_logprobs(run.model, [s], run.tokenizer.pad_token_id)[0]
         out.append(replace(s, logprobs=row[-len(s.completion_ids):].tolist()))
     return out
 

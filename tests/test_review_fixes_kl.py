@@ -15,9 +15,9 @@ from tests.test_training import GradRecorder
 from trainers.policy import (
     Sample,
     UpdateSettings,
+    completion_mask,
     kl_penalty,
     kl_to_reference,
-    pad_batch,
     policy_update,
     window_logprobs,
 )
@@ -144,18 +144,18 @@ def test_the_update_adds_beta_times_k2_and_logs_k3(single_thread):
     recorder = GradRecorder(model)
     metrics = policy_update(model, recorder, samples, replace(KL_ONLY, beta=0.3), PAD)
     # By hand: the same loss over the same tokens, token_mean.
-    batch = pad_batch(samples, PAD)
+    mask = completion_mask(samples)  # (B, K)
     model.zero_grad(set_to_none=True)
     model.set_adapter("policy")
-    logps = window_logprobs(model, batch)  # (B, K)
+    logps = window_logprobs(model, samples, PAD)  # (B, K)
     with torch.no_grad(), model.disable_adapter():
-        ref = window_logprobs(model, batch)
-    (0.3 * (kl_penalty(logps, ref) * batch.mask).sum() / batch.mask.sum()).backward()
+        ref = window_logprobs(model, samples, PAD)
+    (0.3 * (kl_penalty(logps, ref) * mask).sum() / mask.sum()).backward()
     expected = {n: p.grad for n, p in adapter_parameters(model, "policy").items() if p.grad is not None}
     assert expected and recorder.grads.keys() >= expected.keys()
     for name, grad in expected.items():
         assert torch.allclose(recorder.grads[name], grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max())), name
-    k3 = (kl_to_reference(logps.detach(), ref) * batch.mask).sum() / batch.mask.sum()
+    k3 = (kl_to_reference(logps.detach(), ref) * mask).sum() / mask.sum()
     assert metrics["loss/kl"] == pytest.approx(float(k3), rel=1e-5)
 
 

@@ -323,9 +323,9 @@ def test_update_uses_each_roles_sampling_temperature(single_thread, tmp_path, mo
     seen: dict[str, set[float]] = {}
     original = policy.window_logprobs
 
-    def recording(model, batch, temperature=1.0):
-        seen.setdefault(model.active_adapter, set()).update(torch.as_tensor(temperature).flatten().tolist())
-        return original(model, batch, temperature)
+    def recording(model, samples, pad_id):
+        seen.setdefault(model.active_adapter, set()).update(s.temperature for s in samples)
+        return original(model, samples, pad_id)
 
     monkeypatch.setattr(policy, "window_logprobs", recording)
     assert run.train_step(1).metrics()["update/skipped"] == 0.0

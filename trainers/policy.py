@@ -16,22 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from multiagent_rl.models import autocast
+from multiagent_rl.token_scoring import completion_logprobs
 
 from .distributed import SINGLE, Ranks
 
 # ----- losses -------------------------------------------------------------------------
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """log p(target) per position under temperature-scaled logits (a float, or one per row).
-
-    logits: (B, T, V); targets: (B, T); temperature: float or (B,) -> (B, T)."""
-    if torch.is_tensor(temperature):
-        temperature = temperature.float().clamp_min(1e-6).view(-1, 1, 1)  # (B, 1, 1)
-    else:
-        temperature = max(float(temperature), 1e-6)
-    logits = logits.float() / temperature
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(2)).squeeze(2)
 
 
 def clipped_policy_loss(
@@ -130,18 +119,6 @@ class Sample:
     key: Hashable = None  # its place in the update's batch (set by policy_update; caches use it)
 
 
-@dataclass
-class Batch:
-    """A left-padded batch: every row's completion ends at the right edge, so the
-    logits of the last K+1 positions (K = longest completion) cover every target."""
-
-    input_ids: torch.Tensor  # (B, L)
-    attention: torch.Tensor  # (B, L)
-    positions: torch.Tensor  # (B, L) positions as generation saw them (0 at the first real token)
-    mask: torch.Tensor  # (B, K) 1 where the window's target is a completion token
-    window: int  # K
-
-
 def left_pad(rows: Sequence[list[int]], pad_id: int, device: torch.device | str = "cpu"):
     """Left-padded token rows: (ids, attention, positions as generation saw them), each (B, L),
     built on the host and moved to `device` in one copy per tensor. Every row ends at the
@@ -153,27 +130,26 @@ def left_pad(rows: Sequence[list[int]], pad_id: int, device: torch.device | str 
     return ids, attention, positions
 
 
-def pad_batch(samples: Sequence[Sample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
-    """Left-pad prompt+completion ids; the completion mask covers the last K targets."""
-    input_ids, attention, positions = left_pad([s.prompt_ids + s.completion_ids for s in samples], pad_id, device)
+def completion_mask(samples: Sequence[Sample], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, K) 1 on each sample's completion tokens, right-aligned in a window of K, the
+    longest completion: the layout every per-token loss term of a micro-batch uses."""
     window = max(len(s.completion_ids) for s in samples)
-    mask = [[0.0] * (window - len(s.completion_ids)) + [1.0] * len(s.completion_ids) for s in samples]
-    mask_t = torch.tensor(mask, dtype=torch.float32, device=device)  # (B, K)
-    return Batch(input_ids, attention, positions, mask_t, window)
+    rows = [[0.0] * (window - len(s.completion_ids)) + [1.0] * len(s.completion_ids) for s in samples]
+    return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
-def window_logprobs(model, batch: Batch, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """log p of the last K tokens of each row under the active adapter: (B, K).
+def window_logprobs(model, samples: Sequence[Sample], pad_id: int) -> torch.Tensor:
+    """log p of each sample's completion tokens under the active adapter, at the temperature
+    it was sampled at, right-aligned in a (B, K) window (0 outside `completion_mask`).
 
-    Only K+1 positions go through the LM head (prompt logits are never needed)."""
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention,
-        position_ids=batch.positions,
-        logits_to_keep=batch.window + 1,
-    ).logits[:, :-1]  # (B, K, V): position t predicts token t+1
-    targets = batch.input_ids[:, -batch.window :]  # (B, K)
-    return token_logprobs(logits, targets, temperature)
+    Shared prompts run once and no logits over the whole vocabulary are kept
+    (`token_scoring`): the G samples of a group, a role's system prompt and identical
+    samples cost their distinct tokens only."""
+    logps = completion_logprobs(model, [s.prompt_ids for s in samples], [s.completion_ids for s in samples],
+                                [s.temperature if s.temperature > 0 else 1.0 for s in samples],  # greedy: at 1
+                                pad_id)
+    window = max(len(s.completion_ids) for s in samples)
+    return torch.stack([F.pad(lp, (window - lp.shape[0], 0)) for lp in logps])  # (B, K)
 
 
 @dataclass
@@ -242,9 +218,8 @@ def policy_update(
     model.train()
 
     def remember(cache: dict[Hashable, torch.Tensor], group: list[Sample]) -> None:
-        for chunk in _chunks(group, settings.micro_batch_size):
-            batch = pad_batch(chunk, pad_id, device)
-            _remember(cache, chunk, window_logprobs(model, batch, _temperatures(chunk, device)))
+        for chunk in _chunks(_by_prompt(group), settings.micro_batch_size):
+            _remember(cache, chunk, window_logprobs(model, chunk, pad_id))
 
     if not one_pass or regularised:
         with torch.no_grad(), precision:
@@ -278,15 +253,14 @@ def policy_update(
             for adapter, group in mb_by_adapter.items():
                 model.set_adapter(adapter)
                 enable_training(model, [adapter])
-                for chunk in _chunks(group, settings.micro_batch_size):
-                    batch = pad_batch(chunk, pad_id, device)
-                    mask = batch.mask
+                for chunk in _chunks(_by_prompt(group), settings.micro_batch_size):
+                    mask = completion_mask(chunk, device)  # (B, K)
                     with precision:
-                        logps = window_logprobs(model, batch, _temperatures(chunk, device))  # (B, K)
+                        logps = window_logprobs(model, chunk, pad_id)  # (B, K)
                     if one_pass:
                         old = logps.detach()
                     else:
-                        old = _recall(old_cache, chunk, batch.window, device)
+                        old = _recall(old_cache, chunk, mask.shape[1], device)
                     if epoch == 0:  # how far the sampler's log-probs are from the trainer's, before any step
                         gap_sum, gap_max, gap_tokens = _sampler_gap(chunk, old)
                         counts["gap_sum"] += gap_sum
@@ -300,7 +274,7 @@ def policy_update(
                         counts["truncated"] += float(((weights >= settings.importance_cap) * mask).sum())
                         counts["weight_sum"] += float((weights * mask).sum())
                     if regularised:
-                        ref = _recall(ref_cache, chunk, batch.window, device)  # (B, K)
+                        ref = _recall(ref_cache, chunk, mask.shape[1], device)  # (B, K)
                         per_token = per_token + settings.beta * kl_penalty(logps, ref)
                         counts["kl_sum"] += float((kl_to_reference(logps.detach(), ref) * mask).sum())
                     loss = aggregate(per_token, mask, settings.loss_aggregation, norm)
@@ -367,9 +341,9 @@ def _sampled(chunk: Sequence[Sample], old: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _temperatures(chunk: Sequence[Sample], device: torch.device) -> torch.Tensor:
-    # Greedy (0) turns are scored at temperature 1.
-    return torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in chunk], device=device)  # (B,)
+def _by_prompt(samples: Sequence[Sample]) -> list[Sample]:
+    """Samples with alike prompts side by side, so a micro-batch holds what can share a prefix."""
+    return sorted(samples, key=lambda s: (s.prompt_ids, s.completion_ids))
 
 
 def _remember(cache: dict[Hashable, torch.Tensor], chunk: Sequence[Sample], window: torch.Tensor) -> None:

@@ -1,0 +1,255 @@
+"""Log-probs of given tokens under a causal LM: every distinct token run once, and no
+(rows x tokens x vocabulary) tensor alive, in the forward or the backward pass.
+
+One function, `score_tokens`, serves every place a policy log-prob is computed: the
+policy update and its reference pass (`completion_logprobs`), and the exact policy over a
+game's legal moves (`move_policy`, for training and exploitability alike). Both savings
+are exact: scores and gradients equal a plain forward over each sequence within
+floating-point tolerance (tests/test_token_scoring.py).
+
+- **Shared prefixes run once (a prefix forest of three levels).** A sequence that is the
+  start of another (a sample identical to another; an agent's earlier turn inside its
+  later, longer chat) is read off the longer one. The others are grouped by their first
+  `PREFIX_KEY` tokens (a role's system prompt and the chat template) and the group's
+  common prefix runs once; within a group, sequences that share at least `CLUSTER_KEY`
+  more tokens (the G samples of one prompt; a prompt's legal moves) share that stretch;
+  each sequence's own rest runs last. One batched pass per level, each on the key-value
+  cache of the level above, repeated once per child: gradients flow back through it.
+  This layout (a shared-prefix forward rather than packing several sequences into one
+  row) keeps each batch a plain left-padded tensor that every model's attention and
+  position handling accepts, with no block-diagonal masks.
+- **Log-probs from the final hidden states in chunks of `CHUNK_TOKENS` positions**, and
+  only at the positions asked for; each chunk's logits are recomputed in the backward
+  pass (activation checkpointing), so at most one chunk's logits exist at a time.
+
+>>> score_tokens(model, [prompt + reply], [[(len(prompt) + j, t) for j, t in enumerate(reply)]], [1.0], pad_id)  # doctest: +SKIP
+[tensor([-2.31, -0.07])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+PREFIX_KEY = 32  # sequences that agree on this many tokens share one pass over their common prefix
+CLUSTER_KEY = 16  # ...and, inside such a group, those sharing this many more tokens share that stretch
+CHUNK_TOKENS = 256  # positions whose logits exist at once (256 x 49,152 floats: 50 MB)
+
+
+def score_tokens(
+    model,
+    sequences: Sequence[Sequence[int]],
+    queries: Sequence[Sequence[tuple[int, int]]],
+    temperatures: Sequence[float],
+    pad_id: int,
+    adapter_name: str | None = None,
+) -> list[torch.Tensor]:
+    """log p(token t at index p | the sequence's first p tokens) for every query (p, t) of
+    every sequence, at that sequence's temperature: one (queries,) tensor per sequence,
+    differentiable. p runs from 1 to len(sequence) (p = len asks what would follow it: an
+    end-of-turn token, say); t need not be the sequence's own token there.
+
+    The model's active adapter scores them, or `adapter_name` for this call only (peft's
+    per-request `adapter_names`: the active adapter and its trainable weights are left as
+    they are)."""
+    if not (len(sequences) == len(queries) == len(temperatures)):
+        raise ValueError(f"score_tokens needs one query list and temperature per sequence; got {len(sequences)} "
+                         f"sequences, {len(queries)} query lists, {len(temperatures)} temperatures")
+    for s, (seq, asked) in enumerate(zip(sequences, queries, strict=True)):
+        bad = [p for p, _ in asked if not 1 <= p <= len(seq)]
+        if bad:
+            raise ValueError(f"sequence {s} has {len(seq)} tokens; query position {bad[0]} is outside 1..{len(seq)}")
+    device = next(model.parameters()).device
+    forest = _Forest.build([tuple(s) for s in sequences])
+    hidden = forest.run(model, pad_id, device, adapter_name)  # per level (nodes, width, H) or None
+    flat = torch.cat([h.flatten(0, 1) for h in hidden if h is not None])  # (sum of nodes x width, H)
+    rows, targets, scale = [], [], []
+    for s, asked in enumerate(queries):
+        for p, token in asked:
+            rows.append(forest.flat_index(s, p - 1))  # the hidden state after token p - 1 predicts token p
+            targets.append(token)
+            scale.append(1.0 / max(float(temperatures[s]), 1e-6))
+    if not rows:
+        return [flat.new_zeros(0) for _ in sequences]
+    head, softcap = _lm_head(model)
+    logps = chunked_logprobs(head, flat[torch.tensor(rows, device=device)], torch.tensor(targets, device=device),
+                             torch.tensor(scale, device=device), softcap)  # (queries,)
+    return list(logps.split([len(q) for q in queries]))
+
+
+def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                        temperatures: Sequence[float], pad_id: int) -> list[torch.Tensor]:
+    """log p of each completion's tokens after its prompt: one (len(completion),) tensor each."""
+    sequences = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
+    queries = [[(len(p) + j, t) for j, t in enumerate(c)] for p, c in zip(prompts, completions, strict=True)]
+    return score_tokens(model, sequences, queries, temperatures, pad_id)
+
+
+def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
+                     softcap: float | None = None, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+    """log softmax(head(hidden) * scale)[target] per row, `chunk` rows of logits at a time.
+
+    hidden: (N, H); targets: (N,); scale: (N,) inverse temperatures -> (N,). With gradients
+    on, each chunk is checkpointed: its logits are dropped after the forward and remade in
+    the backward, so memory holds one chunk's (chunk, vocabulary) logits, not N's."""
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    score = partial(_chunk_logprobs, head, softcap=softcap)
+    out = []
+    for start in range(0, hidden.shape[0], chunk):
+        part = (hidden[start:start + chunk], targets[start:start + chunk], scale[start:start + chunk])
+        out.append(checkpoint(score, *part, use_reentrant=False) if recompute else score(*part))
+    return torch.cat(out) if out else hidden.new_zeros(0)
+
+
+def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
+                    softcap: float | None) -> torch.Tensor:
+    logits = head(hidden).float()  # (n, V)
+    if softcap:  # models that cap their logits (Gemma 2) do it before any temperature
+        logits = torch.tanh(logits / softcap) * softcap
+    logits = logits * scale.unsqueeze(1)
+    return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)  # (n,)
+
+
+def _lm_head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
+
+
+def _decoder(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()  # the model without its LM head: final hidden states out
+
+
+def _common_prefix(rows: Sequence[Sequence[int]], start: int = 0) -> int:
+    """Tokens every row begins with (at least `start`), leaving each row one of its own."""
+    shortest = min(len(r) for r in rows) - 1
+    n = start
+    while n < shortest and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return min(n, shortest)
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Forest:
+    """Three levels of nodes (group prefixes, cluster stretches, each row's rest); row r's
+    tokens are the concatenation of its group's, its cluster's and its own stretch."""
+
+    stretches: list[list[tuple[int, ...]]]  # per level, per node: its tokens
+    parents: list[list[int]]  # per level, per node: its parent's index one level up (level 0: 0)
+    row_of: list[int]  # per sequence: the row it is read from
+    chain: list[tuple[int, int, int]]  # per row: its node at levels 0, 1, 2
+    widths: list[int] | None = None  # per level: its padded width (set by run)
+
+    @classmethod
+    def build(cls, sequences: Sequence[tuple[int, ...]]) -> _Forest:
+        # A sequence that begins another longer (or equal) one is read off that one: in
+        # lexicographic order, it is then a prefix of its successor.
+        order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+        row_of = [0] * len(sequences)
+        rows: list[tuple[int, ...]] = []
+        for k in reversed(range(len(order))):
+            i = order[k]
+            if k + 1 < len(order):
+                successor = order[k + 1]
+                longer = rows[row_of[successor]]
+                if longer[:len(sequences[i])] == sequences[i]:
+                    row_of[i] = row_of[successor]
+                    continue
+            row_of[i] = len(rows)
+            rows.append(sequences[i])
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for r, row in enumerate(rows):
+            groups.setdefault(row[:PREFIX_KEY], []).append(r)
+        stretches: list[list[tuple[int, ...]]] = [[], [], []]
+        parents: list[list[int]] = [[], [], []]
+        chain: list[tuple[int, int, int]] = [(0, 0, 0)] * len(rows)
+        for members in groups.values():
+            members.sort(key=lambda r: rows[r])
+            group = len(stretches[0])
+            cut = _common_prefix([rows[r] for r in members])
+            stretches[0].append(rows[members[0]][:cut])
+            parents[0].append(0)
+            clusters = [[members[0]]]
+            for previous, r in zip(members, members[1:], strict=False):
+                if _shared(rows[previous], rows[r]) >= cut + CLUSTER_KEY:
+                    clusters[-1].append(r)
+                else:
+                    clusters.append([r])
+            for cluster in clusters:
+                node = len(stretches[1])
+                split = _common_prefix([rows[r] for r in cluster], cut)
+                stretches[1].append(rows[cluster[0]][cut:split])
+                parents[1].append(group)
+                for r in cluster:
+                    chain[r] = (group, node, len(stretches[2]))
+                    stretches[2].append(rows[r][split:])
+                    parents[2].append(node)
+        return cls(stretches, parents, row_of, chain)
+
+    def run(self, model, pad_id: int, device, adapter_name: str | None) -> list[torch.Tensor | None]:
+        """Each level's final hidden states, (nodes, width, H), its stretches left-padded;
+        None for a level whose stretches are all empty (width 0)."""
+        from transformers import DynamicCache
+
+        decoder = _decoder(model)
+        cache = DynamicCache()
+        owner: torch.Tensor | None = None  # per node of this level: its row in the cache (None: empty cache)
+        masks: list[torch.Tensor] = []  # per level (nodes, width): 1 on real tokens
+        counts = torch.zeros(1, dtype=torch.long)  # per node: real tokens before its stretch
+        hidden, self.widths = [], []
+        for stretch, parent in zip(self.stretches, self.parents, strict=True):
+            up = torch.tensor(parent)
+            width = max(len(s) for s in stretch)
+            ids = torch.full((len(stretch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(stretch), width), dtype=torch.long)
+            for n, s in enumerate(stretch):
+                if s:
+                    ids[n, width - len(s):] = torch.tensor(s)
+                    mask[n, width - len(s):] = 1
+            masks = [m[up] for m in masks] + [mask]  # each earlier level's columns, as this node's ancestors had them
+            before = counts[up]  # (nodes,)
+            counts = before + mask.sum(1)
+            owner = owner[up] if owner is not None else None
+            self.widths.append(width)
+            if width == 0:
+                hidden.append(None)
+                continue
+            positions = (before.unsqueeze(1) + mask.cumsum(1) - 1).clamp_min(0)  # as if each sequence stood alone
+            if owner is not None:
+                cache.reorder_cache(owner.to(device))  # the level above's keys and values, once per child
+            hooks = (model._enable_peft_forward_hooks(adapter_names=[adapter_name] * len(stretch))
+                     if adapter_name is not None else nullcontext())
+            with hooks:
+                out = decoder(input_ids=ids.to(device), attention_mask=torch.cat(masks, 1).to(device),
+                              position_ids=positions.to(device), past_key_values=cache, use_cache=True)
+            hidden.append(out.last_hidden_state)  # (nodes, width, H)
+            owner = torch.arange(len(stretch))
+        return hidden
+
+    def flat_index(self, sequence: int, index: int) -> int:
+        """Where the hidden state at token `index` of `sequence` sits in the levels' flattened
+        outputs (set by `run`)."""
+        chain = self.chain[self.row_of[sequence]]
+        offset = 0
+        for level, node in enumerate(chain):
+            length = len(self.stretches[level][node])
+            if index < length:
+                width = self.widths[level]
+                return offset + node * width + (width - length) + index
+            index -= length
+            offset += len(self.stretches[level]) * self.widths[level]
+        raise IndexError(f"token {index} is past the end of sequence {sequence}")
