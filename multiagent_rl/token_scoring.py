@@ -65,8 +65,8 @@ def score_tokens(
         if bad:
             raise ValueError(f"sequence {s} has {len(seq)} tokens; query position {bad[0]} is outside 1..{len(seq)}")
     device = next(model.parameters()).device
-    forest = _Forest.build([tuple(s) for s in sequences])
-    hidden = forest.run(model, pad_id, device, adapter_name)  # per level (nodes, width, H) or None
+    forest = _Forest.build([tuple(s) for s in sequences], [adapter_name] * len(sequences))
+    hidden = forest.run(model, pad_id, device)  # per level (nodes, width, H) or None
     flat = torch.cat([h.flatten(0, 1) for h in hidden if h is not None])  # (sum of nodes x width, H)
     rows, targets, scale = [], [], []
     for s, asked in enumerate(queries):
@@ -78,7 +78,7 @@ def score_tokens(
         return [flat.new_zeros(0) for _ in sequences]
     head, softcap = _lm_head(model)
     logps = chunked_logprobs(head, flat[torch.tensor(rows, device=device)], torch.tensor(targets, device=device),
-                             torch.tensor(scale, device=device), softcap)  # (queries,)
+                             torch.tensor(scale, dtype=torch.float64, device=device), softcap)  # (queries,)
     return list(logps.split([len(q) for q in queries]))
 
 
@@ -88,6 +88,29 @@ def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Se
     sequences = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
     queries = [[(len(p) + j, t) for j, t in enumerate(c)] for p, c in zip(prompts, completions, strict=True)]
     return score_tokens(model, sequences, queries, temperatures, pad_id)
+
+
+@torch.no_grad()
+def prefill(model, prompts: Sequence[Sequence[int]], adapters: Sequence[str | None], pad_id: int):
+    """Encode a generation batch's prompts with shared prefixes run once: (input_ids,
+    attention_mask, cache) to hand to `generate(past_key_values=...)`, which then runs only
+    each prompt's last token before sampling. The cache holds every other prompt token;
+    padding sits between the shared stretches (masked, positions counted as if each prompt
+    stood alone), so the sampled tokens are those of a plain left-padded batch. A prompt that
+    is the start of another's is read off it, the other's later tokens masked out.
+    `adapters`: per prompt, the peft adapter that runs it (None: the active one)."""
+    device = next(model.parameters()).device
+    heads = [tuple(p[:-1]) for p in prompts]
+    forest = _Forest.build(heads, adapters)
+    forest.run(model, pad_id, device)
+    leaf = torch.tensor([forest.chain[forest.row_of[i]][2] for i in range(len(prompts))])
+    forest.cache.reorder_cache(leaf.to(device))  # one cache row per prompt
+    ids, mask = forest.layout[0][leaf], forest.layout[1][leaf]  # (B, W)
+    own = torch.tensor([len(h) for h in heads]).unsqueeze(1)
+    mask = mask * (mask.cumsum(1) <= own)  # a shorter prompt read off a longer one stops at its own end
+    last = torch.tensor([[p[-1]] for p in prompts])  # (B, 1)
+    ones = torch.ones_like(last)
+    return torch.cat([ids, last], 1).to(device), torch.cat([mask, ones], 1).to(device), forest.cache
 
 
 def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
@@ -108,16 +131,24 @@ def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: t
 
 def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
                     softcap: float | None) -> torch.Tensor:
-    logits = head(hidden).float()  # (n, V)
+    logits = head(hidden)  # (n, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # at least float32 (bf16 autocast)
     if softcap:  # models that cap their logits (Gemma 2) do it before any temperature
         logits = torch.tanh(logits / softcap) * softcap
-    logits = logits * scale.unsqueeze(1)
+    logits = logits * scale.to(logits.dtype).unsqueeze(1)
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)  # (n,)
 
 
 def _lm_head(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
+
+
+def _adapters(model, names: Sequence[str | None]):
+    """Run each batch row with its own adapter (peft's mixed batch), or the active one."""
+    if all(n is None for n in names):
+        return nullcontext()
+    return model._enable_peft_forward_hooks(adapter_names=list(names))
 
 
 def _decoder(model):
@@ -146,36 +177,47 @@ def _shared(a: Sequence[int], b: Sequence[int]) -> int:
 @dataclass
 class _Forest:
     """Three levels of nodes (group prefixes, cluster stretches, each row's rest); row r's
-    tokens are the concatenation of its group's, its cluster's and its own stretch."""
+    tokens are the concatenation of its group's, its cluster's and its own stretch. Nodes
+    belong to one adapter (`owners`): keys and values differ between adapters, so only
+    sequences of the same adapter share a node."""
 
     stretches: list[list[tuple[int, ...]]]  # per level, per node: its tokens
     parents: list[list[int]]  # per level, per node: its parent's index one level up (level 0: 0)
+    owners: list[str | None]  # per group (level-0 node): the adapter that runs it (None: the active one)
     row_of: list[int]  # per sequence: the row it is read from
     chain: list[tuple[int, int, int]]  # per row: its node at levels 0, 1, 2
     widths: list[int] | None = None  # per level: its padded width (set by run)
+    layout: tuple[torch.Tensor, torch.Tensor] | None = None  # per leaf (ids, mask) over all levels' columns (set by run)
+    cache: object = None  # the keys and values of every leaf's columns, one cache row per leaf (set by run)
 
     @classmethod
-    def build(cls, sequences: Sequence[tuple[int, ...]]) -> _Forest:
-        # A sequence that begins another longer (or equal) one is read off that one: in
-        # lexicographic order, it is then a prefix of its successor.
-        order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+    def build(cls, sequences: Sequence[tuple[int, ...]], owners: Sequence[str | None] | None = None) -> _Forest:
+        owners = list(owners) if owners is not None else [None] * len(sequences)
+        if any(not s for s in sequences):
+            raise ValueError("every sequence to score needs at least one token")
+        # A sequence that begins another longer (or equal) one of its adapter is read off that
+        # one: in (adapter, tokens) order, it is then a prefix of its successor.
+        order = sorted(range(len(sequences)), key=lambda i: (str(owners[i]), sequences[i]))
         row_of = [0] * len(sequences)
         rows: list[tuple[int, ...]] = []
+        row_owner: list[str | None] = []
         for k in reversed(range(len(order))):
             i = order[k]
             if k + 1 < len(order):
                 successor = order[k + 1]
                 longer = rows[row_of[successor]]
-                if longer[:len(sequences[i])] == sequences[i]:
+                if owners[i] == owners[successor] and longer[:len(sequences[i])] == sequences[i]:
                     row_of[i] = row_of[successor]
                     continue
             row_of[i] = len(rows)
             rows.append(sequences[i])
-        groups: dict[tuple[int, ...], list[int]] = {}
+            row_owner.append(owners[i])
+        groups: dict[tuple, list[int]] = {}
         for r, row in enumerate(rows):
-            groups.setdefault(row[:PREFIX_KEY], []).append(r)
+            groups.setdefault((str(row_owner[r]), row[:PREFIX_KEY]), []).append(r)
         stretches: list[list[tuple[int, ...]]] = [[], [], []]
         parents: list[list[int]] = [[], [], []]
+        group_owner: list[str | None] = []
         chain: list[tuple[int, int, int]] = [(0, 0, 0)] * len(rows)
         for members in groups.values():
             members.sort(key=lambda r: rows[r])
@@ -183,6 +225,7 @@ class _Forest:
             cut = _common_prefix([rows[r] for r in members])
             stretches[0].append(rows[members[0]][:cut])
             parents[0].append(0)
+            group_owner.append(row_owner[members[0]])
             clusters = [[members[0]]]
             for previous, r in zip(members, members[1:], strict=False):
                 if _shared(rows[previous], rows[r]) >= cut + CLUSTER_KEY:
@@ -198,21 +241,24 @@ class _Forest:
                     chain[r] = (group, node, len(stretches[2]))
                     stretches[2].append(rows[r][split:])
                     parents[2].append(node)
-        return cls(stretches, parents, row_of, chain)
+        return cls(stretches, parents, group_owner, row_of, chain)
 
-    def run(self, model, pad_id: int, device, adapter_name: str | None) -> list[torch.Tensor | None]:
+    def run(self, model, pad_id: int, device) -> list[torch.Tensor | None]:
         """Each level's final hidden states, (nodes, width, H), its stretches left-padded;
-        None for a level whose stretches are all empty (width 0)."""
+        None for a level whose stretches are all empty (width 0). Leaves `layout` and
+        `cache` for a generation to continue from."""
         from transformers import DynamicCache
 
         decoder = _decoder(model)
         cache = DynamicCache()
         owner: torch.Tensor | None = None  # per node of this level: its row in the cache (None: empty cache)
-        masks: list[torch.Tensor] = []  # per level (nodes, width): 1 on real tokens
+        columns: list[tuple[torch.Tensor, torch.Tensor]] = []  # per level (ids, mask), each (nodes, width)
         counts = torch.zeros(1, dtype=torch.long)  # per node: real tokens before its stretch
+        group = torch.zeros(1, dtype=torch.long)  # per node: its group, whose owner runs it
         hidden, self.widths = [], []
-        for stretch, parent in zip(self.stretches, self.parents, strict=True):
+        for level, (stretch, parent) in enumerate(zip(self.stretches, self.parents, strict=True)):
             up = torch.tensor(parent)
+            group = torch.arange(len(stretch)) if level == 0 else group[up]
             width = max(len(s) for s in stretch)
             ids = torch.full((len(stretch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(stretch), width), dtype=torch.long)
@@ -220,7 +266,8 @@ class _Forest:
                 if s:
                     ids[n, width - len(s):] = torch.tensor(s)
                     mask[n, width - len(s):] = 1
-            masks = [m[up] for m in masks] + [mask]  # each earlier level's columns, as this node's ancestors had them
+            # Each earlier level's columns, as this node's ancestors had them.
+            columns = [(i[up], m[up]) for i, m in columns] + [(ids, mask)]
             before = counts[up]  # (nodes,)
             counts = before + mask.sum(1)
             owner = owner[up] if owner is not None else None
@@ -231,13 +278,15 @@ class _Forest:
             positions = (before.unsqueeze(1) + mask.cumsum(1) - 1).clamp_min(0)  # as if each sequence stood alone
             if owner is not None:
                 cache.reorder_cache(owner.to(device))  # the level above's keys and values, once per child
-            hooks = (model._enable_peft_forward_hooks(adapter_names=[adapter_name] * len(stretch))
-                     if adapter_name is not None else nullcontext())
-            with hooks:
-                out = decoder(input_ids=ids.to(device), attention_mask=torch.cat(masks, 1).to(device),
+            with _adapters(model, [self.owners[g] for g in group.tolist()]):
+                out = decoder(input_ids=ids.to(device), attention_mask=torch.cat([m for _, m in columns], 1).to(device),
                               position_ids=positions.to(device), past_key_values=cache, use_cache=True)
             hidden.append(out.last_hidden_state)  # (nodes, width, H)
             owner = torch.arange(len(stretch))
+        if owner is not None and owner.numel() and not torch.equal(owner, torch.arange(len(self.stretches[2]))):
+            cache.reorder_cache(owner.to(device))
+        self.layout = (torch.cat([i for i, _ in columns], 1), torch.cat([m for _, m in columns], 1))
+        self.cache = cache if owner is not None else None
         return hidden
 
     def flat_index(self, sequence: int, index: int) -> int:

@@ -330,3 +330,33 @@ def test_sampled_logprobs_keep_one_step_of_vocabulary():
     assert recorder.pending is None
     want = torch.stack([torch.log_softmax(s, -1).gather(1, tokens[:, t : t + 1]).squeeze(1) for t, s in enumerate(scores)], 1)
     assert torch.equal(got, want)
+
+
+def test_sharing_prompt_prefixes_samples_the_same_tokens_and_encodes_fewer(backend):
+    """Prompts that begin alike are encoded once (`share_prefixes`): at a fixed seed the
+    sampled tokens are those of one plain left-padded batch, and fewer tokens run."""
+    requests = [
+        GenerationRequest(chat("What is 2 + 2?"), "alpha", max_new_tokens=6),
+        GenerationRequest(chat("What is 2 + 2?"), "alpha", max_new_tokens=6),  # a task's G episodes
+        GenerationRequest(chat("What is 2 + 2? Think about it first, then reply."), "alpha", max_new_tokens=6),
+        GenerationRequest(chat("Name a colour."), "beta", max_new_tokens=6, temperature=0.7),
+        GenerationRequest(chat("What is 2 + 2?"), None, max_new_tokens=6),  # the base model shares nothing with alpha
+        GenerationRequest([{"role": "user", "content": "hi"}], "beta", max_new_tokens=6),
+    ]
+    embed = backend.model.get_base_model().get_decoder().embed_tokens
+    ran = []
+    hook = embed.register_forward_hook(lambda _m, args, _o: ran.append(int(args[0].numel())))
+    try:
+        results = {}
+        for share in (False, True):
+            backend.share_prefixes = share
+            ran.clear()
+            results[share] = backend.generate(requests, seed=3)
+            results[share, "ran"] = sum(ran)
+    finally:
+        backend.share_prefixes = True
+        hook.remove()
+    for plain, shared in zip(results[False], results[True], strict=True):
+        assert shared.completion_ids == plain.completion_ids
+        assert shared.logprobs == pytest.approx(plain.logprobs, abs=1e-4)
+    assert results[True, "ran"] < results[False, "ran"]

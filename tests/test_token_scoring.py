@@ -30,6 +30,8 @@ def model():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model, _ = load_model("tiny")
+    # float64: the shared and the plain forward's scores then agree to 1e-10, so a slip shows
+    model = model.double()
     model = attach_adapters(model, ["a", "b"], LoraSettings(rank=2, target_modules=["q_proj", "v_proj"]))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -42,7 +44,7 @@ def model():
 
 def _plain(model, prompt, completion, temperature):
     ids = torch.tensor([prompt + completion])
-    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float() / temperature  # (c, V)
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1] / temperature  # (c, V)
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion).unsqueeze(1)).squeeze(1)
 
 
@@ -57,10 +59,11 @@ def test_scores_and_gradients_equal_a_plain_forward_of_each_sequence(model, monk
     plain = [_plain(model, *sample) for sample in SAMPLES]
     want = torch.autograd.grad(sum((s * w).sum() for s, w in zip(plain, weights, strict=True)), params)
     for a, b in zip(shared, plain, strict=True):
-        assert torch.allclose(a, b, atol=1e-5), (a, b)
+        assert torch.allclose(a.double(), b.double(), atol=1e-10), (a, b)
     for a, b in zip(got, want, strict=True):
-        # float32 sums in another order: within 1e-5 of the gradient's own scale
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), float((a - b).abs().max())
+        # The CPU attention kernel's float64 backward differs by up to 5e-7 between a long
+        # sequence and its prefix run alone (two plain forwards against one: the same gap).
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), float((a - b).abs().max())
 
 
 def test_each_distinct_token_runs_through_the_model_once(model):

@@ -19,6 +19,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from ..models import autocast
+from ..token_scoring import prefill
 from .base import GenerationRequest, GenerationResult
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -92,13 +93,17 @@ class HFBackend:
     """Generation with a (peft) transformers model. Weights are shared with training,
     so updated adapters are visible at once (`sync` has nothing to do)."""
 
-    def __init__(self, model, tokenizer, max_batch_size: int | None = None, mixed_precision: str = "no"):
+    def __init__(self, model, tokenizer, max_batch_size: int | None = None, mixed_precision: str = "no",
+                 share_prefixes: bool = True):
         if mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.mixed_precision = mixed_precision
+        # Prompts that begin alike (a role's system prompt, one task's G episodes) are encoded
+        # once (`token_scoring.prefill`); off: one plain left-padded batch, every token encoded.
+        self.share_prefixes = share_prefixes
         self.end_ids = end_token_ids(model, tokenizer)
 
     @property
@@ -155,9 +160,6 @@ class HFBackend:
         width = max(len(p) for p in prompts)
         pad = tok.pad_token_id
         device = next(self.model.parameters()).device  # every input goes where the weights are
-        # Left padding: every row's next token is generated at the same position.
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, P)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)  # (B, P)
         temperatures = torch.tensor([float(r.temperature) for r in requests], device=device)  # (B,)
         max_new = max(int(r.max_new_tokens) for r in requests)
         kwargs = {}
@@ -169,6 +171,14 @@ class HFBackend:
         self.model.eval()
         try:
             with autocast(self.mixed_precision, device):
+                if self.share_prefixes and min(len(p) for p in prompts) > 1:
+                    adapters = kwargs.get("adapter_names") or [None] * len(prompts)
+                    input_ids, attention, kwargs["past_key_values"] = prefill(self.model, prompts, adapters, pad)
+                else:
+                    # Left padding: every row's next token is generated at the same position.
+                    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, P)
+                    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                                             device=device)  # (B, P)
                 return self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
         finally:
             self.model.train(was_training)
