@@ -44,6 +44,14 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (not Linux?)")
+
+
 def randomize_lora_b(model, std: float = 1e-3, seed: int = 0) -> int:
     """Give every adapter's lora_B non-zero weights (fresh LoRA has B = 0, so adapters
     would all equal the base model). Returns how many tensors were touched."""

@@ -1,5 +1,5 @@
 """Turn-based cost: training steps of take-away mirror self-play (`examples/take_away.py`,
-8 tasks x 4 episodes, about 7 turns a game, moves of 1-2 tokens) against a one-turn task at
+8 tasks x 4 episodes, about 7 turns a game, moves of 1-4 tokens; `long_take_away`) against a one-turn task at
 the same settings (`train_cost.addition_scenario`); seconds per generated token of each.
 
 With `--against COMMIT` the same steps run again on that commit's code (a `git archive`
@@ -34,16 +34,34 @@ def overrides(workload: str, model: str, steps: int) -> list[str]:
     return common + ["scenario=addition", "max_new_tokens=20"]  # `worker` hands Run the scenario itself
 
 
+def long_take_away():
+    """Take-away self-play whose games run their length: a reply that is no legal move takes
+    one stone instead of forfeiting (this measures cost, not play), so an untrained model's
+    games last about 7 turns instead of ending at its first stray word."""
+    from multiagent_rl import load_scenario, parse_number_answer
+
+    scenario = load_scenario("examples/take_away.py:make_scenario", opponent="model")
+    strict = scenario.act
+
+    def act(view, agent, text):
+        legal = {str(m) for m in range(1, min(3, view.state.stones) + 1)}
+        return strict(view, agent, text if parse_number_answer(text) in legal else "1")
+
+    scenario.act = act
+    return scenario
+
+
 def worker(workload: str, model: str, steps: int) -> dict:
     """Run `steps` train steps here (this process's code); figures over the steps after the first."""
     from multiagent_rl.config import load_config
     from trainers.loop import Run
 
-    scenario = None
     if workload == "one_turn":
         from benchmarks.train_cost import addition_scenario
 
         scenario = addition_scenario(max_new_tokens=20)
+    else:
+        scenario = long_take_away()
     config = load_config(None, overrides(workload, model, steps))
     with tempfile.TemporaryDirectory(prefix="mrl-turn-cost-") as tmp:
         run = Run(config, tmp, scenario=scenario)
