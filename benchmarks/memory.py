@@ -2,7 +2,7 @@
 
 - the 4-solver debate step (rollout + update) with `adapters=per_role` (4 LoRA adapters, each
   with its own optimizer state) against `adapters=shared` (1 adapter): the ratio, target
-  <= 1.15x, and the step's own peak, target <= 2.5 GB;
+  <= 1.15x, and the step's own peak, target <= 1.6 GB;
 - the same step with `gradient_checkpointing=true` (activations recomputed in backward);
 - the policy log-probs' forward and backward against completion length (64, 256, 1,024
   tokens), computed in chunks from the hidden states as the update does and over the whole
@@ -153,7 +153,7 @@ def main(model: str = EMBEDDED, agents: int = 4, tasks: int = 2, group: int = 4,
         f"memory: peak RSS {many['adapters']} adapters / 1 (x, target <= 1.15)": round(
             many["peak_rss_mb"] / one["peak_rss_mb"], 4
         ),
-        f"memory: {agents}-solver debate step peak RSS, {many['adapters']} adapters (GB, target <= 2.5)": round(
+        f"memory: {agents}-solver debate step peak RSS, {many['adapters']} adapters (GB, target <= 1.6)": round(
             many["peak_rss_mb"] / 1024, 3
         ),
         "memory: peak RSS with gradient checkpointing, 1 adapter (MB)": round(results["checkpointing"]["peak_rss_mb"], 1),

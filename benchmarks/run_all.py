@@ -20,7 +20,8 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, TINY, emit, environment
 
-BENCHMARKS = ("rollout", "lengths", "train", "memory", "critic", "tree", "overlap", "scaling", "vllm", "server", "analysis")
+BENCHMARKS = ("rollout", "lengths", "train", "turn", "memory", "critic", "tree", "overlap", "scaling", "vllm", "server",
+              "analysis")
 
 # Sizes per mode; each benchmark's defaults are the full sizes.
 FULL: dict[str, dict] = {name: {} for name in BENCHMARKS}
@@ -28,6 +29,7 @@ QUICK: dict[str, dict] = {
     "rollout": {"model": TINY, "tasks": 2, "group": 2, "repeats": 1},
     "train": {"model": TINY, "steps": 2, "team_steps": 1, "tasks": 2, "group": 4, "max_new_tokens": 8},
     "memory": {"model": TINY, "tasks": 1, "group": 2, "max_new_tokens": 8},
+    "turn": {"model": TINY, "steps": 2},
     "lengths": {},
     "critic": {"model": TINY, "steps": 2, "tasks": 1, "group": 2, "max_new_tokens": 8},
     "tree": {"model": TINY, "steps": 2, "tasks": 1},
@@ -48,6 +50,10 @@ def run_one(name: str, options: dict, skip_trl: bool) -> dict:
         from benchmarks import train_cost
 
         return train_cost.main(**options, trl=not skip_trl)
+    if name == "turn":
+        from benchmarks import turn_cost
+
+        return turn_cost.main(**{"steps": 3, "against": None, **options})
     if name == "memory":
         from benchmarks import memory
 

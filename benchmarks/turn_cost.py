@@ -1,12 +1,14 @@
 """Turn-based cost: training steps of take-away mirror self-play (`examples/take_away.py`,
-8 tasks x 4 episodes, about 7 turns a game, moves of 1-4 tokens; `long_take_away`) against a one-turn task at
-the same settings (`train_cost.addition_scenario`); seconds per generated token of each.
+8 tasks x 4 episodes, about 7 turns a game, moves of 1-4 tokens; `long_take_away`) against a
+one-turn task at the same settings (`train_cost.addition_scenario`); seconds per generated
+token of each. Also the debate of 3 rounds (random rewards, so every update runs).
 
 With `--against COMMIT` the same steps run again on that commit's code (a `git archive`
 of it, this file copied in), one after the other in this call, so the ratio compares
 like with like on one machine. Run it alone: two jobs at once slow each other unevenly.
 
     python -m benchmarks.turn_cost [--model smollm2-135m-instruct] [--steps 3] [--against fe3bb1a]
+        [--workloads take_away,one_turn,debate]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.common import EMBEDDED, REPO_DIR, emit
 
-WORKLOADS = ("take_away", "one_turn")
+WORKLOADS = ("take_away", "one_turn", "debate")
 
 
 def overrides(workload: str, model: str, steps: int) -> list[str]:
@@ -31,6 +33,8 @@ def overrides(workload: str, model: str, steps: int) -> list[str]:
     if workload == "take_away":
         return common + ["scenario=examples/take_away.py:make_scenario", "scenario_options={opponent: model}",
                          "league.mode=mirror"]
+    if workload == "debate":
+        return common + ["scenario=debate", "scenario_options={rounds: 3}"]
     return common + ["scenario=addition", "max_new_tokens=20"]  # `worker` hands Run the scenario itself
 
 
@@ -60,6 +64,11 @@ def worker(workload: str, model: str, steps: int) -> dict:
         from benchmarks.train_cost import addition_scenario
 
         scenario = addition_scenario(max_new_tokens=20)
+    elif workload == "debate":  # random rewards: every group carries signal, so every update runs
+        from benchmarks.common import random_rewards
+        from multiagent_rl import load_scenario
+
+        scenario = random_rewards(load_scenario("debate", rounds=3))
     else:
         scenario = long_take_away()
     config = load_config(None, overrides(workload, model, steps))
@@ -104,22 +113,23 @@ def snapshot(commit: str, into: Path) -> Path:
     return into
 
 
-def main(model: str, steps: int, against: str | None) -> dict:
+def main(model: str = EMBEDDED, steps: int = 3, against: str | None = None,
+         workloads: tuple[str, ...] = WORKLOADS) -> dict:
     figures: dict = {}
     codes = {"today": REPO_DIR}
     with tempfile.TemporaryDirectory(prefix="mrl-turn-cost-code-") as tmp:
         if against:
             codes[against] = snapshot(against, Path(tmp) / "code")
         for name, code in codes.items():
-            for workload in WORKLOADS:
+            for workload in workloads:
                 result = measure(code, workload, model, steps)
                 for key, value in result.items():
                     figures[f"{workload} {key} ({name})"] = round(value, 4)
-    for name in codes:
+    for name in codes if {"take_away", "one_turn"} <= set(workloads) else ():
         figures[f"turn/one-turn seconds per token ({name})"] = round(
             figures[f"take_away s_per_token ({name})"] / figures[f"one_turn s_per_token ({name})"], 2)
     if against:
-        for workload in WORKLOADS:
+        for workload in workloads:
             for key in ("step_s", "rollout_s", "update_s"):
                 figures[f"{workload} {key} speed-up against {against}"] = round(
                     figures[f"{workload} {key} ({against})"] / figures[f"{workload} {key} (today)"], 2)
@@ -131,12 +141,17 @@ def cli(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--steps", type=int, default=3, help="train steps per run; the first is left out")
     parser.add_argument("--against", help="a commit whose code runs the same steps after today's")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, args.steps)))
         return None
-    return main(args.model, args.steps, args.against)
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload {unknown[0]!r}; use {', '.join(WORKLOADS)}")
+    return main(args.model, args.steps, args.against, workloads)
 
 
 if __name__ == "__main__":

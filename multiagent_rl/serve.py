@@ -55,6 +55,10 @@ def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000, max
         "--max-lora-rank", str(_supported_rank(max_lora_rank)), "--max-model-len", str(max_model_len),
         "--logprobs-mode", "processed_logprobs", "--generation-config", "vllm", "--seed", str(seed),
     ]
+    if "--no-enable-prefix-caching" not in extra:
+        # Each turn's prompt begins with the last one's (and a role's system prompt is every
+        # prompt's start): cached blocks are not encoded again. Said, not left to the default.
+        command.append("--enable-prefix-caching")
     cpu = _on_cpu()
     if cpu and "--enable-chunked-prefill" not in extra:
         command.append("--no-enable-chunked-prefill")

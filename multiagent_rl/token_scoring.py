@@ -65,7 +65,7 @@ def score_tokens(
         if bad:
             raise ValueError(f"sequence {s} has {len(seq)} tokens; query position {bad[0]} is outside 1..{len(seq)}")
     device = next(model.parameters()).device
-    forest = _Forest.build([tuple(s) for s in sequences], [adapter_name] * len(sequences))
+    forest = _Forest.build([tuple(s) for s in sequences], [adapter_name] * len(sequences), share=_can_share(model))
     hidden = forest.run(model, pad_id, device)  # per level (nodes, width, H) or None
     flat = torch.cat([h.flatten(0, 1) for h in hidden if h is not None])  # (sum of nodes x width, H)
     rows, targets, scale = [], [], []
@@ -139,6 +139,14 @@ def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: to
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)  # (n,)
 
 
+def _can_share(model) -> bool:
+    """Whether passes may run on a cache: transformers' gradient checkpointing drops the
+    cache in training, so a checkpointed model runs each row whole (identical samples and a
+    sequence inside a longer one are still read off one row)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return not (model.training and getattr(base, "is_gradient_checkpointing", False))
+
+
 def _lm_head(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
@@ -191,7 +199,8 @@ class _Forest:
     cache: object = None  # the keys and values of every leaf's columns, one cache row per leaf (set by run)
 
     @classmethod
-    def build(cls, sequences: Sequence[tuple[int, ...]], owners: Sequence[str | None] | None = None) -> _Forest:
+    def build(cls, sequences: Sequence[tuple[int, ...]], owners: Sequence[str | None] | None = None,
+              share: bool = True) -> _Forest:
         owners = list(owners) if owners is not None else [None] * len(sequences)
         if any(not s for s in sequences):
             raise ValueError("every sequence to score needs at least one token")
@@ -214,7 +223,7 @@ class _Forest:
             row_owner.append(owners[i])
         groups: dict[tuple, list[int]] = {}
         for r, row in enumerate(rows):
-            groups.setdefault((str(row_owner[r]), row[:PREFIX_KEY]), []).append(r)
+            groups.setdefault((str(row_owner[r]), row[:PREFIX_KEY]) if share else r, []).append(r)
         stretches: list[list[tuple[int, ...]]] = [[], [], []]
         parents: list[list[int]] = [[], [], []]
         group_owner: list[str | None] = []
@@ -222,7 +231,7 @@ class _Forest:
         for members in groups.values():
             members.sort(key=lambda r: rows[r])
             group = len(stretches[0])
-            cut = _common_prefix([rows[r] for r in members])
+            cut = _common_prefix([rows[r] for r in members]) if share else 0
             stretches[0].append(rows[members[0]][:cut])
             parents[0].append(0)
             group_owner.append(row_owner[members[0]])
@@ -234,7 +243,7 @@ class _Forest:
                     clusters.append([r])
             for cluster in clusters:
                 node = len(stretches[1])
-                split = _common_prefix([rows[r] for r in cluster], cut)
+                split = _common_prefix([rows[r] for r in cluster], cut) if share else 0
                 stretches[1].append(rows[cluster[0]][cut:split])
                 parents[1].append(group)
                 for r in cluster:

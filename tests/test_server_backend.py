@@ -455,5 +455,6 @@ def test_serve_runs_vllms_server_with_runtime_lora_and_processed_logprobs():
     assert "-m vllm.entrypoints.openai.api_server --model /models/base" in line and "--port 8123" in line
     assert "--enable-lora" in line and "--max-lora-rank 16" in line  # rounded up to a rank vLLM serves
     assert "--logprobs-mode processed_logprobs" in line and "--generation-config vllm" in line
+    assert "--enable-prefix-caching" in line
     assert command[-2:] == ["--dtype", "float32"]
     assert server_env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"

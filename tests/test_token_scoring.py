@@ -129,3 +129,22 @@ def test_a_query_outside_its_sequence_is_refused(model):
         score_tokens(model, [[1, 2, 3]], [[(4, 5)]], [1.0], pad_id=0)
     with pytest.raises(ValueError, match="one query list and temperature per sequence"):
         score_tokens(model, [[1, 2, 3]], [], [1.0], pad_id=0)
+
+
+def test_with_gradient_checkpointing_each_row_runs_whole_and_scores_the_same(model):
+    """transformers' checkpointed layers drop the cache in training: rows then run whole,
+    and the scores and gradients are still a plain forward's."""
+    params = [p for n, p in model.named_parameters() if "lora_" in n and ".a." in n]
+    base = model.get_base_model()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        shared = completion_logprobs(model, *zip(*SAMPLES, strict=True), pad_id=0)
+        got = torch.autograd.grad(sum(s.sum() for s in shared), params)
+    finally:
+        base.gradient_checkpointing_disable()
+    plain = [_plain(model, *sample) for sample in SAMPLES]
+    want = torch.autograd.grad(sum(s.sum() for s in plain), params)
+    for a, b in zip(shared, plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

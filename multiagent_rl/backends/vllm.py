@@ -173,6 +173,9 @@ class VLLMBackend:
                     self.lora_target_modules |= parts
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         llm_kwargs.setdefault("logprobs_mode", "processed_logprobs")
+        # A turn's prompt begins with the last turn's, and a role's system prompt starts every
+        # one of its prompts: cached blocks are not encoded again. Said, not left to the default.
+        llm_kwargs.setdefault("enable_prefix_caching", True)
         if _on_cpu():
             # vLLM's CPU sampler cannot rewind a seeded request's generator after a partial
             # (chunked) prefill ("CPU Generator does not use offset"), and every request here
