@@ -39,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 PREFIX_KEY = 32  # sequences that agree on this many tokens share one pass over their common prefix
 CLUSTER_KEY = 16  # ...and, inside such a group, those sharing this many more tokens share that stretch
 CHUNK_TOKENS = 256  # positions whose logits exist at once (256 x 49,152 floats: 50 MB)
+HOST = "cpu"  # where layouts and indices are built, whatever the default device; moved to the model's in one copy
 
 
 def score_tokens(
@@ -103,12 +104,12 @@ def prefill(model, prompts: Sequence[Sequence[int]], adapters: Sequence[str | No
     heads = [tuple(p[:-1]) for p in prompts]
     forest = _Forest.build(heads, adapters)
     forest.run(model, pad_id, device)
-    leaf = torch.tensor([forest.chain[forest.row_of[i]][2] for i in range(len(prompts))])
+    leaf = torch.tensor([forest.chain[forest.row_of[i]][2] for i in range(len(prompts))], device=HOST)
     forest.cache.reorder_cache(leaf.to(device))  # one cache row per prompt
     ids, mask = forest.layout[0][leaf], forest.layout[1][leaf]  # (B, W)
-    own = torch.tensor([len(h) for h in heads]).unsqueeze(1)
+    own = torch.tensor([len(h) for h in heads], device=HOST).unsqueeze(1)
     mask = mask * (mask.cumsum(1) <= own)  # a shorter prompt read off a longer one stops at its own end
-    last = torch.tensor([[p[-1]] for p in prompts])  # (B, 1)
+    last = torch.tensor([[p[-1]] for p in prompts], device=HOST)  # (B, 1)
     ones = torch.ones_like(last)
     return torch.cat([ids, last], 1).to(device), torch.cat([mask, ones], 1).to(device), forest.cache
 
@@ -262,18 +263,18 @@ class _Forest:
         cache = DynamicCache()
         owner: torch.Tensor | None = None  # per node of this level: its row in the cache (None: empty cache)
         columns: list[tuple[torch.Tensor, torch.Tensor]] = []  # per level (ids, mask), each (nodes, width)
-        counts = torch.zeros(1, dtype=torch.long)  # per node: real tokens before its stretch
-        group = torch.zeros(1, dtype=torch.long)  # per node: its group, whose owner runs it
+        counts = torch.zeros(1, dtype=torch.long, device=HOST)  # per node: real tokens before its stretch
+        group = torch.zeros(1, dtype=torch.long, device=HOST)  # per node: its group, whose owner runs it
         hidden, self.widths = [], []
         for level, (stretch, parent) in enumerate(zip(self.stretches, self.parents, strict=True)):
-            up = torch.tensor(parent)
-            group = torch.arange(len(stretch)) if level == 0 else group[up]
+            up = torch.tensor(parent, device=HOST)
+            group = torch.arange(len(stretch), device=HOST) if level == 0 else group[up]
             width = max(len(s) for s in stretch)
-            ids = torch.full((len(stretch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(stretch), width), dtype=torch.long)
+            ids = torch.full((len(stretch), width), pad_id, dtype=torch.long, device=HOST)
+            mask = torch.zeros((len(stretch), width), dtype=torch.long, device=HOST)
             for n, s in enumerate(stretch):
                 if s:
-                    ids[n, width - len(s):] = torch.tensor(s)
+                    ids[n, width - len(s):] = torch.tensor(s, device=HOST)
                     mask[n, width - len(s):] = 1
             # Each earlier level's columns, as this node's ancestors had them.
             columns = [(i[up], m[up]) for i, m in columns] + [(ids, mask)]
@@ -291,8 +292,8 @@ class _Forest:
                 out = decoder(input_ids=ids.to(device), attention_mask=torch.cat([m for _, m in columns], 1).to(device),
                               position_ids=positions.to(device), past_key_values=cache, use_cache=True)
             hidden.append(out.last_hidden_state)  # (nodes, width, H)
-            owner = torch.arange(len(stretch))
-        if owner is not None and owner.numel() and not torch.equal(owner, torch.arange(len(self.stretches[2]))):
+            owner = torch.arange(len(stretch), device=HOST)
+        if owner is not None and owner.numel() and not torch.equal(owner, torch.arange(len(self.stretches[2]), device=HOST)):
             cache.reorder_cache(owner.to(device))
         self.layout = (torch.cat([i for i, _ in columns], 1), torch.cat([m for _, m in columns], 1))
         self.cache = cache if owner is not None else None
