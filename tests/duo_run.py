@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.hf:
         run.team.backend = KeyedBackend(run.tokenizer, list(run.model.peft_config))
     run.train()
+    import torch.distributed
+
+    # As `multiagent-rl train` does: a rank that exits with its gloo group still open can be
+    # aborted by gloo's threads at interpreter exit ("terminate called without an active exception").
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
