@@ -1,5 +1,5 @@
 """Turn-based cost: training steps of take-away mirror self-play (`examples/take_away.py`,
-8 tasks x 4 episodes, about 7 turns a game, moves of 1-4 tokens; `long_take_away`) against a
+8 tasks x 4 episodes, about 12 turns a game, moves of 1-4 tokens; `long_take_away`) against a
 one-turn task at the same settings (`train_cost.addition_scenario`); seconds per generated
 token of each. Also the debate of 3 rounds (random rewards, so every update runs).
 
@@ -41,7 +41,7 @@ def overrides(workload: str, model: str, steps: int) -> list[str]:
 def long_take_away():
     """Take-away self-play whose games run their length: a reply that is no legal move takes
     one stone instead of forfeiting (this measures cost, not play), so an untrained model's
-    games last about 7 turns instead of ending at its first stray word."""
+    games last about 12 turns (6 a player) instead of ending at its first stray word."""
     from multiagent_rl import load_scenario, parse_number_answer
 
     scenario = load_scenario("examples/take_away.py:make_scenario", opponent="model")
