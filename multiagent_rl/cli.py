@@ -269,12 +269,9 @@ def cmd_train(args) -> int:
     if run.ranks.is_main:
         print_final_transcripts(run)
         print_before_after(summary, run)
-    import torch.distributed
+    from trainers.distributed import close_process_group
 
-    # A rank that exits with its gloo group still open can be aborted by gloo's threads at
-    # interpreter exit; accelerate closes it only where trackers are on (end_training).
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    close_process_group()
     return 0
 
 

@@ -140,16 +140,20 @@ def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: to
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)  # (n,)
 
 
+def _base(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _can_share(model) -> bool:
     """Whether passes may run on a cache: transformers' gradient checkpointing drops the
     cache in training, so a checkpointed model runs each row whole (identical samples and a
     sequence inside a longer one are still read off one row)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return not (model.training and getattr(base, "is_gradient_checkpointing", False))
+    return not (model.training and getattr(_base(model), "is_gradient_checkpointing", False))
 
 
 def _lm_head(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     return base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
@@ -161,20 +165,17 @@ def _adapters(model, names: Sequence[str | None]):
 
 
 def _decoder(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder()  # the model without its LM head: final hidden states out
+    return _base(model).get_decoder()  # the model without its LM head: final hidden states out
 
 
-def _common_prefix(rows: Sequence[Sequence[int]], start: int = 0) -> int:
-    """Tokens every row begins with (at least `start`), leaving each row one of its own."""
-    shortest = min(len(r) for r in rows) - 1
-    n = start
-    while n < shortest and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return min(n, shortest)
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row begins with, leaving each row one of its own."""
+    shared = min((_shared(rows[0], r) for r in rows[1:]), default=len(rows[0]))
+    return min(shared, min(len(r) for r in rows) - 1)
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens two sequences begin with alike."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -244,7 +245,7 @@ class _Forest:
                     clusters.append([r])
             for cluster in clusters:
                 node = len(stretches[1])
-                split = _common_prefix([rows[r] for r in cluster], cut) if share else 0
+                split = _common_prefix([rows[r] for r in cluster]) if share else 0
                 stretches[1].append(rows[cluster[0]][cut:split])
                 parents[1].append(group)
                 for r in cluster:
@@ -293,10 +294,9 @@ class _Forest:
                               position_ids=positions.to(device), past_key_values=cache, use_cache=True)
             hidden.append(out.last_hidden_state)  # (nodes, width, H)
             owner = torch.arange(len(stretch), device=HOST)
-        if owner is not None and owner.numel() and not torch.equal(owner, torch.arange(len(self.stretches[2]), device=HOST)):
-            cache.reorder_cache(owner.to(device))
+        # Every row keeps a token of its own, so the last level always runs: one cache row per leaf.
         self.layout = (torch.cat([i for i, _ in columns], 1), torch.cat([m for _, m in columns], 1))
-        self.cache = cache if owner is not None else None
+        self.cache = cache
         return hidden
 
     def flat_index(self, sequence: int, index: int) -> int:

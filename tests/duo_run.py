@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from multiagent_rl import Role, Scenario, Task, complete, individual_rewards  # noqa: E402
 from multiagent_rl.backends.base import GenerationResult  # noqa: E402
 from multiagent_rl.config import load_config  # noqa: E402
+from trainers.distributed import close_process_group  # noqa: E402
 from trainers.loop import Run  # noqa: E402
 
 AGENTS = ["solver", "critic"]
@@ -98,12 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.hf:
         run.team.backend = KeyedBackend(run.tokenizer, list(run.model.peft_config))
     run.train()
-    import torch.distributed
-
-    # As `multiagent-rl train` does: a rank that exits with its gloo group still open can be
-    # aborted by gloo's threads at interpreter exit ("terminate called without an active exception").
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    close_process_group()  # as `multiagent-rl train` does before it exits
 
 
 if __name__ == "__main__":

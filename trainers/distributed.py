@@ -17,6 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed
+
+
+def close_process_group() -> None:
+    """Close the gloo group (if any) before the process exits: a rank that exits with it
+    open can be aborted by gloo's threads at interpreter exit ("terminate called without an
+    active exception"); accelerate closes it only where trackers are on (`end_training`)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 @dataclass(frozen=True)

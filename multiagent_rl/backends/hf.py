@@ -157,7 +157,6 @@ class HFBackend:
         """One `generate` call: the new token ids (B, T) and their log-probs (B, T), T the
         longest row's budget or fewer if every row ended; rows that ended are padded."""
         tok = self.tokenizer
-        width = max(len(p) for p in prompts)
         pad = tok.pad_token_id
         device = next(self.model.parameters()).device  # every input goes where the weights are
         temperatures = torch.tensor([float(r.temperature) for r in requests], device=device)  # (B,)
@@ -176,6 +175,7 @@ class HFBackend:
                     input_ids, attention, kwargs["past_key_values"] = prefill(self.model, prompts, adapters, pad)
                 else:
                     # Left padding: every row's next token is generated at the same position.
+                    width = max(len(p) for p in prompts)
                     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, P)
                     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                                              device=device)  # (B, P)
