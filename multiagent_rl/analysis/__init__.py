@@ -11,6 +11,12 @@ Every metric is a pure function of a list of `Episode`s returning a `Table` (a l
 >>> text, path = run_analysis("runs/demo")   # what `multiagent-rl analyse runs/demo` does  # doctest: +SKIP
 """
 
+from .disentanglement import (
+    bag_of_symbols_disentanglement,
+    positional_disentanglement,
+    shuffled_baseline,
+    topsim,
+)
 from .dynamics import (
     answer_adoption,
     debate_by_step,
@@ -43,6 +49,7 @@ from .messages import (
 )
 from .report import RunAnalysis, analyse, render_report, run_analysis
 from .signalling import (
+    lexicon,
     meaning_attributes,
     meaning_message_information,
     messages_before_after,
@@ -59,12 +66,12 @@ from .textstats import distinct_n, edit_distance, entropy_bits, js_distance, spe
 
 __all__ = [
     "RunAnalysis", "RunError", "RunLog", "Table", "ablation_influence", "agent_message_stats", "analyse",
-    "answer_adoption", "debate_by_step", "debate_dynamics", "debate_rounds", "debating", "distinct_n", "dynamics_by_step",
+    "answer_adoption", "bag_of_symbols_disentanglement", "debate_by_step", "debate_dynamics", "debate_rounds", "debating", "distinct_n", "dynamics_by_step",
     "episode_dynamics", "episode_moves", "edge_message_stats", "edit_distance", "entropy_bits", "exploitability_by_step",
-    "game_results", "influence_graph", "js_distance", "league_results", "load_run", "moves_by_phase", "ratings_by_step",
+    "game_results", "influence_graph", "js_distance", "league_results", "lexicon", "load_run", "moves_by_phase", "ratings_by_step",
     "meaning_attributes", "meaning_message_information", "message_drift", "message_stats_by_step", "messages_before_after", "messages_by_meaning",
-    "read_metrics", "read_strategies", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "signalling_by_step", "spearman",
-    "strategy_entropy", "strategy_table", "summarise_ablation", "summarise_dynamics", "summary_table", "term_means", "topographic_similarity",
+    "positional_disentanglement", "read_metrics", "read_strategies", "render_report", "reward_by_step", "reward_terms_by_step", "role_specialisation", "run_analysis", "shuffled_baseline", "signalling_by_step", "spearman",
+    "strategy_entropy", "strategy_table", "summarise_ablation", "summarise_dynamics", "summary_table", "term_means", "topographic_similarity", "topsim",
     "training_episodes", "training_phases", "win_rate_matrix", "words", "write_synthetic_debate_run",
     "write_synthetic_game_run",
 ]

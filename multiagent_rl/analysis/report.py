@@ -45,6 +45,7 @@ from .messages import (
     text_stats,
 )
 from .signalling import (
+    lexicon,
     meaning_attributes,
     meaning_message_information,
     messages_before_after,
@@ -92,6 +93,7 @@ class RunAnalysis:
     information: Table | None = None
     signalling_steps: Table | None = None
     signalling_messages: Table | None = None
+    signalling_lexicon: Table | None = None  # early and late rows of `signalling.lexicon`
     signalling_heldout: Table | None = None
     debating: bool = True  # several agents answer in the last round (`dynamics.debating`)
     results: Table | None = None  # games: wins / draws / losses per side (`games.game_results`)
@@ -107,6 +109,19 @@ def _phase(episodes: list[Episode], dynamics: dict[int, dict]) -> dict[str, Any]
     stats = text_stats([t for e in episodes for t in e.turns])
     rows = [dynamics[id(e)] if id(e) in dynamics else episode_dynamics(e) for e in episodes]
     return summarise_dynamics(rows) | {"mean_chars": stats["mean_chars"], "distinct_1": stats["distinct_1"]}
+
+
+STRUCTURE_COLUMNS = ["split", "step", "agent", "episodes", "topographic_similarity", "topographic_similarity_shuffled",
+                     "posdis", "posdis_shuffled", "bosdis", "bosdis_shuffled"]
+
+
+def _thinned(steps: Table, keep: int = 12) -> Table:
+    """At most `keep` evenly spaced training steps (first and last included) and every
+    held-out evaluation: a table the late steps are not cut from."""
+    train = sorted({r["step"] for r in steps if r["split"] == "train"})
+    if len(train) > keep:
+        train = [train[round(i * (len(train) - 1) / (keep - 1))] for i in range(keep)]
+    return Table([r for r in steps if r["split"] != "train" or r["step"] in train], STRUCTURE_COLUMNS)
 
 
 def _examples(episodes: list[Episode], first: bool, n: int) -> list[Episode]:
@@ -192,6 +207,7 @@ def analyse(
         analysis.signalling_steps = Table([*signalling_by_step(episodes, agent=agent, bins=60),
                                            *signalling_by_step(episodes, agent=agent, split="eval")])
         analysis.signalling_messages = messages_by_meaning(episodes)
+        analysis.signalling_lexicon = Table([*lexicon(episodes, phase="early"), *lexicon(episodes, phase="late")])
         analysis.signalling_heldout = messages_before_after(episodes)
     return analysis
 
@@ -262,19 +278,31 @@ def render_report(main: RunAnalysis, others: Sequence[RunAnalysis] = ()) -> str:
         body = page.figure(plots.signalling_trends(steps, list(dict.fromkeys(r["agent"] for r in steps))),
                            "code structure over training")
         body += page.table(main.topographic) + page.table(main.information)
+        if steps:
+            body += ("<h3>Structure against chance, over training</h3>"
+                     + page.table(_thinned(steps), max_rows=None))
         if main.signalling_heldout:
             body += ("<h3>The same held-out tasks, before and after training</h3>"
                      + page.table(main.signalling_heldout, max_rows=None))
         if main.signalling_messages:
             body += ("<h3>The same meanings, early and late in training</h3>"
                      + page.table(main.signalling_messages, max_rows=None))
+        if main.signalling_lexicon:
+            shown = ["attribute", "value", "position", "symbol", "share", "episodes"]
+            body += ('<h3>Lexicon: the most used symbol for each attribute value, by position</h3><div class="grid2">'
+                     + "".join(f"<div><h3>{phase}</h3>"
+                               + page.table(Table(main.signalling_lexicon.where(phase=phase), shown), max_rows=None)
+                               + "</div>" for phase in ("early", "late"))
+                     + "</div>")
         sections.append(("signalling", "Signalling", page.section(
             "signalling", "Signalling structure",
             "Topographic similarity (Spearman between meaning Hamming and message edit distances) and mutual information "
             "between meanings and first messages, over training and early vs late (first and last third of the steps). "
             "Adjusted MI subtracts the MI the same messages get with the meanings shuffled (the small-sample bias, "
             "which alone gives talk whose every message differs the full H(meaning)); normalised, 0 = no relation, "
-            "1 = the messages identify the meaning.",
+            "1 = the messages identify the meaning. Positional and bag-of-symbols disentanglement (posdis, bosdis; "
+            "Chaabouni et al. 2020): 1 = each message position (each symbol's count) names one attribute only; "
+            "\"shuffled\" columns are the same measure with the messages shuffled across the meanings (chance).",
             body)))
 
     sections.append(("transcripts", "Transcripts", page.section(

@@ -7,7 +7,8 @@ before hearing anything back), as its word sequence.
 - Topographic similarity (Brighton & Kirby 2006; as in EGG): Spearman correlation, over
   pairs of episodes, between the Hamming distance of the meanings and the word-level edit
   distance of the messages. 1 = similar meanings get similar messages (compositional-ish),
-  0 = no relation.
+  0 = no relation. Positional and bag-of-symbols disentanglement (posdis, bosdis; see
+  `disentanglement`) ask whether each position or each symbol names one attribute.
 - Mutual information I(meaning; message) in bits, plug-in estimate from counts (biased
   upwards on small samples: compare against H(meaning), the most it can be). The
   adjusted figure subtracts the plug-in value with the meanings shuffled across the same
@@ -18,8 +19,9 @@ before hearing anything back), as its word sequence.
   meaning.
 
 Over training (`signalling_by_step`) both are computed per bin of training steps, and
-`messages_by_meaning` puts each meaning's early and late messages side by side: the
-protocol forming, in numbers and in words.
+`messages_by_meaning` puts each meaning's early and late messages side by side, and
+`lexicon` lists which symbol stands for each attribute value: the protocol forming, in
+numbers and in words.
 
 >>> topographic_similarity(episodes, attributes=["colour", "shape"])  # doctest: +SKIP
 >>> signalling_by_step(run.episodes, agent="speaker")                  # doctest: +SKIP
@@ -35,10 +37,16 @@ from typing import Any
 
 from ..answers import answers_match
 from ..records import Episode
+from .disentanglement import (
+    bag_of_symbols_disentanglement,
+    positional_disentanglement,
+    shuffled_baseline,
+    topsim,
+)
 from .loading import step_bins, training_episodes, training_phases
 from .messages import agents_in
 from .tables import Table
-from .textstats import edit_distance, hamming, mutual_information_bits, spearman, words
+from .textstats import mutual_information_bits, words
 
 MEANING_KEYS = ("meaning", "target")  # a meta dict under one of these names *is* the meaning
 _SCALARS = (str, int, float, bool, type(None))
@@ -106,23 +114,6 @@ def _resolve(episodes: Sequence[Episode], agent: str | None, attributes: Sequenc
     return agents, attributes
 
 
-def _topographic(signals: Sequence[tuple[tuple, tuple[str, ...]]]) -> tuple[float | None, int]:
-    """(Spearman rho between meaning Hamming and message edit distances, pairs) over all pairs."""
-    # Distances between distinct messages are computed once: emergent codes repeat a lot.
-    cache: dict[tuple, int] = {}
-    meaning_d, message_d = [], []
-    for i in range(len(signals)):
-        mi, wi = signals[i]
-        for j in range(i + 1, len(signals)):
-            mj, wj = signals[j]
-            meaning_d.append(hamming(mi, mj))
-            key = (wi, wj) if wi <= wj else (wj, wi)
-            if key not in cache:
-                cache[key] = edit_distance(wi, wj)
-            message_d.append(cache[key])
-    return spearman(meaning_d, message_d), len(meaning_d)
-
-
 def _information(signals: Sequence[tuple[tuple, tuple[str, ...]]], shuffles: int, seed: int) -> dict[str, float | None]:
     """Plug-in I(meaning; message), H(meaning), H(message), the mean plug-in I with the
     meanings shuffled over the same messages, and the difference (adjusted)."""
@@ -166,13 +157,12 @@ def topographic_similarity(
         signals = _signals(episodes, name, attributes)
         if len(signals) > max_episodes:
             signals = random.Random(seed).sample(signals, max_episodes)
-        rho, pairs = _topographic(signals)
         rows.append({
             "agent": name,
             "attributes": ",".join(attributes),
             "episodes": len(signals),
-            "pairs": pairs,
-            "topographic_similarity": rho,
+            "pairs": len(signals) * (len(signals) - 1) // 2,
+            "topographic_similarity": topsim(signals),
         })
     return Table(rows, ["agent", "attributes", "episodes", "pairs", "topographic_similarity"])
 
@@ -222,11 +212,16 @@ def signalling_by_step(
     ``split``, ``step`` (the bin's first step), ``episodes``, ``topographic_similarity``
     (over up to `max_episodes` of the bin's episodes, sampled with `seed`),
     ``mutual_information_bits``, ``normalised_mi``, ``adjusted_mi_bits``, ``adjusted_normalised_mi`` and
-    ``meaning_entropy_bits`` (see `meaning_message_information`). split="train": train-split episodes with a step, in at most `bins` bins of equal step
+    ``meaning_entropy_bits`` (see `meaning_message_information`), then
+    ``topographic_similarity_shuffled`` (over the same sample), ``posdis``, ``posdis_shuffled``,
+    ``bosdis`` and ``bosdis_shuffled`` (see `disentanglement`; "_shuffled" is the mean over
+    `shuffles` seeded shuffles of the messages across the meanings, what chance gives).
+    split="train": train-split episodes with a step, in at most `bins` bins of equal step
     width; split="eval": the held-out evaluations, one row per evaluated step (step 0 is
     the untrained model)."""
     columns = ["split", "step", "agent", "episodes", "topographic_similarity", "mutual_information_bits",
-               "normalised_mi", "adjusted_mi_bits", "adjusted_normalised_mi", "meaning_entropy_bits"]
+               "normalised_mi", "adjusted_mi_bits", "adjusted_normalised_mi", "meaning_entropy_bits",
+               "topographic_similarity_shuffled", "posdis", "posdis_shuffled", "bosdis", "bosdis_shuffled"]
     if split == "train":
         ordered = [e for e in training_episodes(episodes) if e.step is not None]
         label = step_bins([e.step for e in ordered], bins)
@@ -252,12 +247,17 @@ def signalling_by_step(
                 "step": step,
                 "agent": name,
                 "episodes": len(signals),
-                "topographic_similarity": _topographic(sampled)[0],
+                "topographic_similarity": topsim(sampled),
                 "mutual_information_bits": information["mutual_information_bits"],
                 "normalised_mi": information["normalised_mi"],
                 "adjusted_mi_bits": information["adjusted_mi_bits"],
                 "adjusted_normalised_mi": information["adjusted_normalised_mi"],
                 "meaning_entropy_bits": information["meaning_entropy_bits"],
+                "topographic_similarity_shuffled": shuffled_baseline(topsim, sampled, shuffles, seed),
+                "posdis": positional_disentanglement(signals),
+                "posdis_shuffled": shuffled_baseline(positional_disentanglement, signals, shuffles, seed),
+                "bosdis": bag_of_symbols_disentanglement(signals),
+                "bosdis_shuffled": shuffled_baseline(bag_of_symbols_disentanglement, signals, shuffles, seed),
             })
     return Table(rows, columns)
 
@@ -273,6 +273,12 @@ def senders(episodes: Sequence[Episode]) -> list[str]:
                 found.setdefault(t.agent)
             seen.add(t.agent)
     return list(found)
+
+
+def _signaller(episodes: Sequence[Episode]) -> str | None:
+    """The first agent that sends its first message to someone (else the first agent)."""
+    found = senders(episodes) or agents_in(episodes)
+    return found[0] if found else None
 
 
 def _top_messages(texts: Sequence[str], top: int) -> str:
@@ -309,9 +315,7 @@ def messages_by_meaning(
     columns = ["meaning", "agent", "early_episodes", "early", "late_episodes", "late"]
     if not every:
         return Table([], columns)
-    if agent is None:
-        found = senders(every) or agents_in(every)
-        agent = found[0] if found else None
+    agent = agent if agent is not None else _signaller(every)
     if agent is None:
         return Table([], columns)
     _, attributes = _resolve(every, agent, attributes)
@@ -347,6 +351,50 @@ def messages_by_meaning(
     )
 
 
+LEXICON_COLUMNS = ["phase", "agent", "attribute", "value", "position", "symbol", "share", "episodes"]
+
+
+def lexicon(
+    episodes: Sequence[Episode],
+    agent: str | None = None,
+    attributes: Sequence[str] | None = None,
+    phase: str = "late",
+    positions: int = 4,
+) -> Table:
+    """The code's dictionary: one row per (attribute, value, message position) with the
+    ``symbol`` `agent`'s first messages use most at that position when the meaning has that
+    value, its ``share`` of those ``episodes`` (1 = always), over the first `positions`
+    positions. phase="early" / "late": the first / last third of the training steps
+    (`training_phases`). A compositional code reads as a word list (red -> "re" at position 0,
+    share 1); a message too short for a position has no symbol there (None). `agent` defaults
+    as in `messages_by_meaning`."""
+    if phase not in ("early", "late"):
+        raise ValueError(f"phase must be 'early' or 'late', got {phase!r}")
+    early, late = training_phases(episodes)
+    every = [*early, *late]
+    agent = agent if agent is not None else _signaller(every)
+    if agent is None:
+        return Table([], LEXICON_COLUMNS)
+    _, attributes = _resolve(every, agent, attributes)
+    signals = _signals(early if phase == "early" else late, agent, attributes)
+    length = min(positions, max((len(w) for _, w in signals), default=0))
+    rows = []
+    for a, attribute in enumerate(attributes):
+        by_value: dict[Any, list[tuple[str, ...]]] = {}
+        for meaning, message in signals:
+            by_value.setdefault(meaning[a], []).append(message)
+        for value in sorted(by_value, key=str):
+            messages = by_value[value]
+            for position in range(length):
+                counts = Counter(w[position] if position < len(w) else None for w in messages)
+                # Ties go to the first symbol alphabetically, no symbol last.
+                symbol, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
+                rows.append({"phase": phase, "agent": agent, "attribute": attribute, "value": value,
+                             "position": position, "symbol": symbol, "share": n / len(messages),
+                             "episodes": len(messages)})
+    return Table(rows, LEXICON_COLUMNS)
+
+
 def messages_before_after(episodes: Sequence[Episode], agent: str | None = None, rows: int = 12) -> Table:
     """The same held-out tasks before and after training: pairs the episodes of the first
     and the last held-out evaluation by task, one row per task (up to `rows`) with the
@@ -359,9 +407,7 @@ def messages_before_after(episodes: Sequence[Episode], agent: str | None = None,
     steps = sorted({e.step for e in evaluated})
     if len(steps) < 2:
         return Table([], columns)
-    if agent is None:
-        found = senders(evaluated) or agents_in(evaluated)
-        agent = found[0] if found else None
+    agent = agent if agent is not None else _signaller(evaluated)
 
     def first_message(e: Episode) -> str | None:
         return next((t.message.text for t in e.turns if t.agent == agent), None)

@@ -181,6 +181,8 @@ def test_signalling_runs_get_the_signalling_section(episode, tmp_path):
     assert 'alt="code structure over training"' in html
     assert "before and after training" in html and "The target is" in html  # the untrained speaker's message
     assert "early and late in training" in html and "“ra sq” ×1" in html
+    assert "Structure against chance" in html and "<th>posdis_shuffled</th>" in html and "<th>bosdis</th>" in html
+    assert "Lexicon" in html and "<td>ra</td>" in html  # red -> "ra" at position 0
 
 
 def test_play_log_without_steps_or_turns(episode, tmp_path):
