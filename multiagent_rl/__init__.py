@@ -43,11 +43,12 @@ from .rewards import (
     zero_sum,
 )
 from .scenario import Role, Scenario, ScenarioError
+from .symbols import SymbolChannel
 from .task_sources import TaskDataError, TaskTable, tasks_from
 
 __all__ = [
     "Action", "Episode", "EpisodeLog", "EpisodeView", "Outcome", "GraphError", "Message", "MessageGraph", "Role", "Scenario",
-    "ScenarioError", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
+    "ScenarioError", "SymbolChannel", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
     "register", "RewardEntry", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",

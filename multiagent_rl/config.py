@@ -176,6 +176,12 @@ class TrainConfig(BaseModel):
         "The reference is the base model, or with grpo.reference=magnet a slowly refreshed copy of each adapter. "
         "0 skips the reference pass."
     )
+    symbol_entropy: float = Field(
+        0.0, ge=0, description="Weight of a bonus on the entropy of a symbol channel's messages (per symbol, over "
+        "the channel's symbols, renormalised as they are sampled): the sender's entropy term of emergent-"
+        "communication training, which keeps a speaker from settling on one message before the listener "
+        "has learned anything. It acts on every symbol turn, tied groups included. 0: none."
+    )
     importance_sampling_cap: float | None = Field(2.0, gt=0, description="Weigh each token by min(pi_old / pi_sampler, "
         "cap): the sampler's own log-probs correct for a stale sampler (rollout.max_staleness) or another engine's "
         "kernels (None: off; 2 as TRL and verl).")

@@ -22,6 +22,7 @@ from .env import TeamEnv
 from .records import Episode, EpisodeLog, Task
 from .scenario import Role, Scenario
 from .seeds import branch_seed, episode_seed, generate_seed
+from .symbols import SymbolChannel
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TurnSample:
     trainable: bool = True  # False: no training sample (the base model played it, or the scenario said so)
     branch: tuple[int, ...] = ()  # its node in the task's tree (sample index, then fork alternatives): see rollout
     policy_version: int | None = None  # the update count of the adapters that sampled it (None: not a training run)
+    allowed_token_ids: tuple[int, ...] | None = None  # a symbol channel's tokens: sampled, and scored, among these only
 
     @property
     def key(self) -> tuple[int, int]:
@@ -190,7 +192,7 @@ def rollout(
                 requests.append(
                     GenerationRequest(
                         messages=env.chat(agent), adapter=player.adapter, max_new_tokens=player.max_new_tokens,
-                        temperature=player.temperature, top_p=player.top_p, tag=(e, agent),
+                        temperature=player.temperature, top_p=player.top_p, channel=player.channel, tag=(e, agent),
                     )
                 )
         start = time.perf_counter()
@@ -225,6 +227,7 @@ def rollout(
                         finish_reason=result.finish_reason, temperature=player.temperature, turn=i, reward=turn.reward,
                         trainable=player.adapter is not None and player.adapter not in frozen and turn.trainable,
                         branch=slot.node_of(turn.agent), policy_version=policy_version,
+                        allowed_token_ids=result.allowed_token_ids,
                     )
                 )
             slot.end_turn_step()
@@ -345,6 +348,7 @@ class Player:
     temperature: float
     top_p: float
     max_new_tokens: int
+    channel: SymbolChannel | None = None  # its messages are symbols only
 
     def forced(self, move: str) -> Action:
         """A move this player plays in a move-forked branch: nothing generated, nothing to train."""
@@ -379,11 +383,15 @@ def resolve_players(scenario: Scenario, adapters: Mapping[str, str | None], samp
             temperature=temperature,
             top_p=1.0 if sampling.greedy else sampling.top_p,
             max_new_tokens=completion_budget(scenario, role, sampling.max_new_tokens),
+            channel=role.channel,
         )
     return players
 
 
 def completion_budget(scenario: Scenario, role: Role, run_max_new_tokens: int | None) -> int:
     """The most tokens one turn of `role` may generate: the role's own budget, else the run's
-    (`max_new_tokens`), else the scenario's. The one rule, for requests and memory checks."""
+    (`max_new_tokens`), else the scenario's; a symbol channel's length, whatever those say.
+    The one rule, for requests and memory checks."""
+    if role.channel is not None:
+        return role.channel.length
     return role.max_new_tokens or run_max_new_tokens or scenario.max_new_tokens

@@ -36,6 +36,7 @@ from .errors import ScenarioError
 from .graph import GraphError, GraphSpec, MessageGraph, graph_for_round
 from .records import Episode, RewardEntry, Task
 from .rewards import WeightedReward, check_rewards, majority_answer
+from .symbols import SymbolChannel
 from .task_sources import TaskTable
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class Role:
     zero-sum rewards. `temperature` / `max_new_tokens` override the run's sampling.
     `policy`: (EpisodeView, agent) -> text makes the role scripted: plain Python plays it
     (a fixed opponent, a game master, a tool); its turns are in the transcript, never
-    generated and never trained.
+    generated and never trained. `channel`: a `SymbolChannel` restricts every message of
+    the role to that many of those symbols (constrained decoding; its length is the budget).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Role:
     temperature: float | None = None
     max_new_tokens: int | None = None
     policy: Callable[[Any, str], str] | None = None
+    channel: SymbolChannel | None = None
 
     @property
     def scripted(self) -> bool:
@@ -209,6 +212,10 @@ class Scenario:
         for role in self.roles:
             if role.policy is not None and not callable(role.policy):
                 raise ScenarioError(f"role {role.name!r}: policy must be a function (view, agent) -> text")
+            if role.channel is not None and not isinstance(role.channel, SymbolChannel):
+                raise ScenarioError(f"role {role.name!r}: channel must be a SymbolChannel, got {role.channel!r}")
+            if role.channel is not None and role.scripted:
+                raise ScenarioError(f"role {role.name!r}: a scripted role's messages are its own; give it no channel")
         for i, acting in enumerate(self.schedule or []):
             if isinstance(acting, str) or not isinstance(acting, list):
                 raise ScenarioError(
@@ -270,10 +277,15 @@ class Scenario:
 
     # ----- tasks ----------------------------------------------------------------
     def split_of(self, task: Task) -> str:
-        """The split a task table's data gives it, else 'eval' for the held-out share of task
-        keys and 'train' for the rest (stable across runs)."""
+        """The split a task table's data gives it, else the one the task names in
+        `meta["split"]`, else 'eval' for the held-out share of task keys and 'train' for the
+        rest (stable across runs)."""
         if isinstance(self.make_task, TaskTable) and (given := self.make_task.split_of(task)) is not None:
             return given
+        if (named := task.meta.get("split")) is not None:  # a generated task may name its own split
+            if named not in SPLITS:
+                raise ScenarioError(f"task {task.key!r}: meta['split'] must be one of {SPLITS}, got {named!r}")
+            return named
         key = self.split_key(task) if self.split_key is not None else task.key
         bucket = zlib.crc32(str(key).encode("utf-8")) % 100
         return "eval" if bucket < self.heldout_percent else "train"

@@ -49,6 +49,7 @@ def score_tokens(
     temperatures: Sequence[float],
     pad_id: int,
     adapter_name: str | None = None,
+    allowed: Sequence[Sequence[int] | None] | None = None,
 ) -> list[torch.Tensor]:
     """log p(token t at index p | the sequence's first p tokens) for every query (p, t) of
     every sequence, at that sequence's temperature: one (queries,) tensor per sequence,
@@ -57,7 +58,8 @@ def score_tokens(
 
     The model's active adapter scores them, or `adapter_name` for this call only (peft's
     per-request `adapter_names`: the active adapter and its trainable weights are left as
-    they are)."""
+    they are). `allowed`: per sequence, the tokens its queries are renormalised over (a
+    symbol channel's: what the sampler was restricted to), or None for the whole vocabulary."""
     if not (len(sequences) == len(queries) == len(temperatures)):
         raise ValueError(f"score_tokens needs one query list and temperature per sequence; got {len(sequences)} "
                          f"sequences, {len(queries)} query lists, {len(temperatures)} temperatures")
@@ -78,17 +80,23 @@ def score_tokens(
     if not rows:
         return [flat.new_zeros(0) for _ in sequences]
     head, softcap = _lm_head(model)
+    restrict = _restrictions(allowed, queries, head.weight.shape[0], device) if allowed is not None else None
     logps = chunked_logprobs(head, flat[torch.tensor(rows, device=device)], torch.tensor(targets, device=device),
-                             torch.tensor(scale, dtype=torch.float64, device=device), softcap)  # (queries,)
+                             torch.tensor(scale, dtype=torch.float64, device=device), softcap,
+                             restrict=restrict)  # (queries,)
     return list(logps.split([len(q) for q in queries]))
 
 
 def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                        temperatures: Sequence[float], pad_id: int) -> list[torch.Tensor]:
-    """log p of each completion's tokens after its prompt: one (len(completion),) tensor each."""
+                        temperatures: Sequence[float], pad_id: int,
+                        allowed: Sequence[Sequence[int] | None] | None = None) -> list[torch.Tensor]:
+    """log p of each completion's tokens after its prompt: one (len(completion),) tensor each
+    (`allowed`: as `score_tokens`)."""
     sequences = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
     queries = [[(len(p) + j, t) for j, t in enumerate(c)] for p, c in zip(prompts, completions, strict=True)]
-    return score_tokens(model, sequences, queries, temperatures, pad_id)
+    if allowed is not None and all(a is None for a in allowed):
+        allowed = None
+    return score_tokens(model, sequences, queries, temperatures, pad_id, allowed=allowed)
 
 
 @torch.no_grad()
@@ -115,29 +123,55 @@ def prefill(model, prompts: Sequence[Sequence[int]], adapters: Sequence[str | No
 
 
 def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
-                     softcap: float | None = None, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+                     softcap: float | None = None, chunk: int = CHUNK_TOKENS,
+                     restrict: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """log softmax(head(hidden) * scale)[target] per row, `chunk` rows of logits at a time.
 
     hidden: (N, H); targets: (N,); scale: (N,) inverse temperatures -> (N,). With gradients
     on, each chunk is checkpointed: its logits are dropped after the forward and remade in
-    the backward, so memory holds one chunk's (chunk, vocabulary) logits, not N's."""
+    the backward, so memory holds one chunk's (chunk, vocabulary) logits, not N's.
+    `restrict`: (sets (S, V) bool, set of each row (N,), -1 for none): a row with a set is
+    renormalised over that set's tokens only."""
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
-    score = partial(_chunk_logprobs, head, softcap=softcap)
+    sets, which = restrict if restrict is not None else (None, None)
+    score = partial(_chunk_logprobs, head, softcap=softcap, sets=sets)
     out = []
     for start in range(0, hidden.shape[0], chunk):
-        part = (hidden[start:start + chunk], targets[start:start + chunk], scale[start:start + chunk])
+        part = (hidden[start:start + chunk], targets[start:start + chunk], scale[start:start + chunk],
+                which[start:start + chunk] if which is not None else None)
         out.append(checkpoint(score, *part, use_reentrant=False) if recompute else score(*part))
     return torch.cat(out) if out else hidden.new_zeros(0)
 
 
 def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
-                    softcap: float | None) -> torch.Tensor:
+                    which: torch.Tensor | None, softcap: float | None, sets: torch.Tensor | None) -> torch.Tensor:
     logits = head(hidden)  # (n, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # at least float32 (bf16 autocast)
     if softcap:  # models that cap their logits (Gemma 2) do it before any temperature
         logits = torch.tanh(logits / softcap) * softcap
     logits = logits * scale.to(logits.dtype).unsqueeze(1)
+    if sets is not None and bool((which >= 0).any()):
+        keep = sets[which.clamp_min(0)] | (which < 0).unsqueeze(1)  # (n, V): unrestricted rows keep all
+        logits = logits.masked_fill(~keep, float("-inf"))
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)  # (n,)
+
+
+def _restrictions(allowed: Sequence[Sequence[int] | None], queries: Sequence[Sequence[tuple[int, int]]],
+                  vocabulary: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sets (S, V) bool, the set of each query in order (-1: none)) for `chunked_logprobs`."""
+    if len(allowed) != len(queries):
+        raise ValueError(f"allowed has {len(allowed)} entries for {len(queries)} sequences")
+    distinct: dict[tuple[int, ...], int] = {}
+    which: list[int] = []
+    for ids, asked in zip(allowed, queries, strict=True):
+        key = tuple(ids) if ids is not None else None
+        if key is not None and key not in distinct:
+            distinct[key] = len(distinct)
+        which.extend([distinct[key] if key is not None else -1] * len(asked))
+    sets = torch.zeros(max(len(distinct), 1), vocabulary, dtype=torch.bool, device=HOST)
+    for ids, s in distinct.items():
+        sets[s, list(ids)] = True
+    return sets.to(device), torch.tensor(which, dtype=torch.long, device=HOST).to(device)
 
 
 def _base(model):

@@ -28,6 +28,19 @@ chance.
 shape), the attribute that varies (`contrast`), the objects in the speaker's order,
 the listener's order, and the target's position in it.
 
+**The symbol channel (`channel="symbols"`).** The speaker may say only `message_length`
+of `symbols` made-up syllables ("ka po"; constrained decoding, `SymbolChannel`), so the
+mapping from objects to messages has to be invented by the speaker and learned by the
+listener: an emergent code, not English. Both attributes vary (objects of `values` colours
+and `values` shapes, all distinct), so a code may name colour and shape separately (a
+compositional code) or give each object its own message (a holistic one). One combination
+per colour (a diagonal of the colour x shape table, `meta["novel"]`) never appears in
+training, as target or distractor: held-out tasks with such a target test whether the code
+generalises to combinations never seen together (`meta["split"] = "eval"`); the other
+held-out tasks are new arrangements of seen objects. Reward: the team's outcome for both,
+plus the listener's format term; there is no per-message term, since any such term would
+dictate the code.
+
 Worked example of: a two-agent chain graph, per-role token budgets
 (`Role(max_new_tokens=...)` keeps messages short), per-round instructions, a team
 answer mapped from the listener's words to the object they name, per-agent reward
@@ -45,6 +58,7 @@ from multiagent_rl import (
     Role,
     Scenario,
     ScenarioError,
+    SymbolChannel,
     Task,
     chain,
     weighted,
@@ -59,6 +73,11 @@ MAX_K = min(len(COLOURS), len(SHAPES))  # the K objects differ in one attribute
 SPEAKER = "You are the speaker. Describe the target object to the listener in a few words."
 LISTENER = "You are the listener. Repeat the name of the object the speaker means, nothing else."
 INSTRUCTIONS = ["What makes the target different from the other objects?", ""]
+# Made-up syllables, each one token of the embedded model's vocabulary (" ka", " po", ...).
+SYLLABLES = ["ka", "po", "mu", "ti", "ze", "lo", "bi", "fu", "ne", "wa", "su", "ki"]
+CODE_SPEAKER = "You are the speaker. Send the listener a message in your secret code that tells it which object is the target."
+CODE_LISTENER = "You are the listener. Name the object the speaker's coded message means."
+CODE_INSTRUCTIONS = ["Send the code for the target.", "Which object is it? Reply with its colour and shape only."]
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -91,6 +110,50 @@ def make_reference_task(rng: random.Random, k: int = 3) -> Task:
             "listener_order": listener_order,
             "target_number": listener_order.index(target) + 1,
         },
+    )
+
+
+def novel_combinations(values: int) -> set[str]:
+    """The objects kept out of training in the symbol game: colour i with shape i + 1 (one per
+    colour and per shape, so every value is still seen in training with the others)."""
+    return {f"{COLOURS[i]} {SHAPES[(i + 1) % values]}" for i in range(values)}
+
+
+def make_code_task(rng: random.Random, k: int, values: int) -> Task:
+    """K distinct objects of `values` colours x `values` shapes, both attributes varying. One
+    draw in six is a held-out task whose target is a novel combination (`meta["novel"]`,
+    split "eval"); the others hold only the combinations seen in training."""
+    novel = novel_combinations(values)
+    everything = [f"{c} {s}" for c in COLOURS[:values] for s in SHAPES[:values]]
+    seen = [o for o in everything if o not in novel]
+    if rng.random() < 1 / 6:
+        target = rng.choice(sorted(novel))
+        candidates = [target, *rng.sample([o for o in everything if o != target], k - 1)]
+        rng.shuffle(candidates)
+    else:
+        candidates = rng.sample(seen, k)
+        target = rng.choice(candidates)
+    listener_order = rng.sample(candidates, k)
+    colour, shape = target.split(" ")
+    meta = {
+        "target": {"colour": colour, "shape": shape},
+        "contrast": "both",
+        "candidates": candidates,
+        "listener_order": listener_order,
+        "target_number": listener_order.index(target) + 1,
+        "novel": target in novel,
+    }
+    if target in novel:
+        meta["split"] = "eval"
+    return Task(
+        key=f"{target}|{','.join(candidates)}|{','.join(listener_order)}",
+        prompt="",
+        answer=target,
+        private={
+            "speaker": f"Objects: {', '.join(candidates)}. The target is the {target}.",
+            "listener": f"Objects: {', '.join(listener_order)}.",
+        },
+        meta=meta,
     )
 
 
@@ -132,13 +195,26 @@ def make_scenario(
     message_tokens: int = 3,
     reply_tokens: int = 8,
     team_weight: float = 0.7,
+    channel: str = "words",
+    symbols: int = 8,
+    message_length: int = 2,
+    values: int = 4,
+    code_reply_tokens: int = 12,
 ) -> Scenario:
     """Build the signalling game (options settable as `--set scenario_options.K=5`).
 
     message_tokens: the speaker's budget; reply_tokens: the listener's. team_weight: the
     weight of the team's outcome in each agent's reward, the rest going to the agent's
     own dense term (team_weight=1: the bare referential game).
+    channel="symbols": the speaker says `message_length` of the first `symbols` made-up
+    syllables, about objects of `values` colours x `values` shapes (see the module docstring);
+    the listener then has `code_reply_tokens` (its untrained replies name an object only
+    after a preamble: "The object is yellow square.").
     """
+    if channel not in ("words", "symbols"):
+        raise ScenarioError(f"signalling: channel must be 'words' or 'symbols', got {channel!r}")
+    if channel == "symbols":
+        return _code_scenario(K, symbols, message_length, values, code_reply_tokens, team_weight)
     if not (isinstance(K, int) and 2 <= K <= MAX_K):
         raise ScenarioError(f"signalling: K must be an int in 2..{MAX_K}, got {K!r}")
     if not all(isinstance(n, int) and n >= 1 for n in (message_tokens, reply_tokens)):
@@ -199,5 +275,62 @@ def make_scenario(
             "adapters": "per_role", "steps": 200, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 8,
             "lr": 1e-3, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
             "save_every": 5,
+        },
+    )
+
+
+def _code_scenario(K: int, symbols: int, message_length: int, values: int, reply_tokens: int,
+                   team_weight: float) -> Scenario:
+    """The signalling game on a symbol-only channel (`make_scenario(channel="symbols")`)."""
+    if not (isinstance(values, int) and 2 <= values <= MAX_K):
+        raise ScenarioError(f"signalling: values must be an int in 2..{MAX_K}, got {values!r}")
+    if not (isinstance(K, int) and 2 <= K <= values * values - values):
+        raise ScenarioError(f"signalling: K must be an int in 2..{values * values - values} "
+                            f"(the combinations seen in training) for values={values}, got {K!r}")
+    if not (isinstance(symbols, int) and 2 <= symbols <= len(SYLLABLES)):
+        raise ScenarioError(f"signalling: symbols must be an int in 2..{len(SYLLABLES)}, got {symbols!r}")
+    if not 0 <= team_weight <= 1:
+        raise ScenarioError(f"signalling: team_weight must be in [0, 1], got {team_weight}")
+    code = SymbolChannel(tuple(SYLLABLES[:symbols]), length=message_length)
+    roles = [
+        Role("speaker", CODE_SPEAKER, channel=code),
+        # The listener samples cooler than the speaker explores: at 1.0 the untrained listener
+        # names exactly one object in under a tenth of its replies, and the speaker hears nothing.
+        Role("listener", CODE_LISTENER, max_new_tokens=reply_tokens, temperature=0.7),
+    ]
+
+    def picked_target(task: Task, episode: Episode) -> float:
+        return float(episode.team_answer == task.answer)
+
+    def picked_one(task: Task, episode: Episode) -> dict[str, float]:
+        return {"speaker": 0.0, "listener": float(episode.team_answer is not None)}
+
+    def parse(text: str) -> str | None:
+        said = code.parse(text)
+        return " ".join(said) if said is not None else mentioned(text)
+
+    return Scenario(
+        name="signalling",
+        description=(
+            "Referential game on a symbol-only channel: the speaker sends a few made-up syllables; "
+            "the listener names the target among K objects of several colours and shapes."
+        ),
+        roles=roles,
+        graph=chain(AGENTS),
+        schedule=[["speaker"], ["listener"]],
+        make_task=lambda rng: make_code_task(rng, K, values),
+        reward=weighted(
+            RewardTerm("picked_target", picked_target, team_weight),
+            RewardTerm("picked_one", picked_one, 1 - team_weight),
+        ),
+        team_answer=picked_candidate,
+        parse=parse,
+        turn_instruction=lambda round_index, total: CODE_INSTRUCTIONS[round_index],
+        max_new_tokens=reply_tokens,
+        temperature=1.0,
+        train_defaults={
+            "adapters": "per_role", "steps": 400, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 8,
+            "lr": 1e-3, "temperature": 1.0, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 60,
+            "save_every": 10, "symbol_entropy": 0.01,
         },
     )

@@ -257,7 +257,7 @@ def sample_against_scores(hf: HFBackend, outs: list, requests: list[GenerationRe
     """(sequences, new log-probs, old log-probs) of one `_sample` call, every pad tail included."""
     prompts = [hf.encode(r) for r in requests]
     torch.manual_seed(seed)
-    sequences, logprobs = hf._sample(prompts, requests, top_p)
+    sequences, logprobs = hf._sample(prompts, requests, top_p, [None] * len(requests))
     (out,) = outs
     width = max(len(p) for p in prompts)
     assert torch.equal(sequences, out.sequences[:, width:])

@@ -10,7 +10,7 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {  # DESIGN.md: lowest first
-    "records": 1, "config": 1, "league": 1, "trainer_settings": 1, "answers": 1, "hooks": 1, "errors": 1, "seeds": 1,
+    "records": 1, "config": 1, "league": 1, "trainer_settings": 1, "answers": 1, "hooks": 1, "errors": 1, "seeds": 1, "symbols": 1,
     "graph": 2, "models": 2, "contain": 2, "task_sources": 2, "token_scoring": 2, "move_policy": 2,
     "scenario": 3, "rewards": 3, "registry": 3, "adapters": 3,
     "env": 4, "games": 4, "backends": 4,

@@ -455,6 +455,14 @@ def test_split_of_is_a_stable_hash_of_the_key():
     assert duo.split_of(Task(key="alpha", prompt="")) == "train"  # crc32 bucket 90
 
 
+def test_a_task_may_name_its_own_split_and_a_bad_name_is_refused():
+    duo = make_scenario()
+    assert duo.split_of(Task(key="alpha", prompt="", meta={"split": "eval"})) == "eval"  # alpha hashes to train
+    assert duo.split_of(Task(key="gamma", prompt="", meta={"split": "train"})) == "train"
+    with pytest.raises(ScenarioError, match="meta\\['split'\\] must be one of"):
+        duo.split_of(Task(key="alpha", prompt="", meta={"split": "test"}))
+
+
 def test_held_out_share_is_about_heldout_percent():
     duo = make_scenario(heldout_percent=30)
     share = sum(duo.split_of(Task(key=f"k{i}", prompt="")) == "eval" for i in range(5000)) / 5000

@@ -32,6 +32,7 @@ VARIANTS = [
     ("negotiation", {"team_size": 2, "mode": "zero_sum"}),
     ("negotiation", {"turns": 4}),
     ("signalling", {"K": 5, "message_tokens": 4}),
+    ("signalling", {"channel": "symbols"}),
 ]
 CASES = [(name, {}) for name in list_scenarios()] + [
     v for v in VARIANTS if v[0] in list_scenarios()
@@ -91,7 +92,7 @@ BAD_OPTIONS = [
     ("debate", {"max_value": 0}), ("debate", {"ops": "*"}), ("debate", {"tasks": "no/such/file.jsonl"}),
     ("division_of_labour", {"max_value": 2.5}), ("division_of_labour", {"planner": "yes please"}),
     ("division_of_labour", {"share": "bogus"}), ("negotiation", {"mode": "bogus"}), ("negotiation", {"turns": 1.5}),
-    ("signalling", {"K": 2.5}), ("signalling", {"reply_tokens": 1.5}),
+    ("signalling", {"K": 2.5}), ("signalling", {"reply_tokens": 1.5}), ("signalling", {"channel": "morse"}),
     ("tictactoe", {"opponent": "bogus"}), ("tictactoe", {"invalid": "bogus"}), ("tictactoe", {"legal_move_reward": "high"}),
 ]
 
@@ -420,3 +421,26 @@ def test_signalling_reward_is_the_weighted_terms_and_checks_its_options():
     for bad in ({"K": 6}, {"K": 1}, {"message_tokens": 0}, {"reply_tokens": 0}, {"team_weight": 1.5}):
         with pytest.raises(ScenarioError, match="signalling"):
             load_scenario("signalling", **bad)
+
+
+def test_the_symbol_signalling_game_keeps_novel_combinations_out_of_training():
+    import scenarios.signalling as signalling
+
+    scenario = load_scenario("signalling", channel="symbols", values=4, K=3)
+    speaker = scenario.roles[0]
+    assert speaker.channel is not None and speaker.channel.length == 2 and len(speaker.channel.symbols) == 8
+    novel = signalling.novel_combinations(4)
+    assert len(novel) == 4 and len({o.split()[0] for o in novel}) == len({o.split()[1] for o in novel}) == 4
+    rng = random.Random(0)
+    train = [scenario.sample_task(rng, "train") for _ in range(300)]
+    assert not any(set(t.meta["candidates"]) & novel for t in train)  # never seen, as target or distractor
+    heldout = scenario.heldout_tasks(40, seed=0)
+    assert {t.meta["novel"] for t in heldout} == {True, False}  # both kinds are evaluated, told apart
+    assert all(t.answer in novel for t in heldout if t.meta["novel"])
+    for t in train[:20]:  # both attributes vary; the target is one of the listener's objects
+        assert t.answer in t.meta["listener_order"] and len(set(t.meta["candidates"])) == 3
+    assert scenario.parse(" ka po") == "ka po" and scenario.parse("the red circle") == "red circle"
+    for bad, named in (({"symbols": 40}, "symbols"), ({"K": 13}, "K"), ({"message_length": 0}, "length"),
+                       ({"values": 9}, "values")):
+        with pytest.raises(ScenarioError, match=named):
+            load_scenario("signalling", channel="symbols", **bad)

@@ -132,6 +132,9 @@ class FakeTokenizer:
     def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict):
         return [len(m["content"]) for m in messages] + [1]
 
+    def encode(self, text, add_special_tokens=False):
+        return [1000 + sum(map(ord, text))]  # one token per word
+
 
 @pytest.fixture
 def fake():
@@ -176,6 +179,19 @@ def test_requests_carry_prompt_ids_settings_and_their_own_seed(fake, saved, tmp_
     assert results[0].completion_ids == [10, 11] and results[0].logprobs == [-0.5, -0.5]
     assert results[0].finish_reason == "length" and results[1].finish_reason == "stop"
     assert results[0].prompt_ids == [5, 1] and results[0].text == f"out{request_seed(5, 0) % 7}"
+
+
+def test_a_symbol_channel_is_sent_as_allowed_token_ids(fake, saved, tmp_path):
+    from multiagent_rl import SymbolChannel
+
+    b = backend(fake.url)
+    code = SymbolChannel(("ka", "po"), length=2)
+    results = b.generate([GenerationRequest(messages=CHAT, channel=code, temperature=1.0, tag="code"),
+                          GenerationRequest(messages=CHAT, max_new_tokens=3, tag="free")], seed=1)
+    sent = {p["max_tokens"]: p for p in fake.completions}
+    ids = list(code.token_ids(FakeTokenizer()))
+    assert sent[2]["allowed_token_ids"] == ids and "allowed_token_ids" not in sent[3]
+    assert results[0].allowed_token_ids == tuple(ids) and results[1].allowed_token_ids is None
 
 
 def test_unreachable_is_one_line_naming_the_address():

@@ -295,3 +295,27 @@ def test_a_call_larger_than_one_scheduler_step_completes(backend):
     assert sum(len(r.prompt_ids) for r in results) > 4096
     assert [r.tag for r in results] == list(range(40))
     assert all(1 <= len(r.completion_ids) <= 4 for r in results)
+
+
+def test_a_symbol_channel_never_leaves_its_vocabulary_and_reports_renormalised_logprobs(backend, model_dir, adapter_dir):
+    from multiagent_rl import SymbolChannel
+    from multiagent_rl.token_scoring import completion_logprobs
+
+    code = SymbolChannel(("ka", "po", "mu", "ti"), length=3)
+    allowed = code.token_ids(backend.tokenizer)
+    requests = [
+        GenerationRequest(messages=p, adapter=a, temperature=t, channel=code)
+        for p in PROMPTS for a in ("a", None) for t in (0.0, 1.0, 1.8)
+    ] * 4
+    results = backend.generate(requests, seed=11)
+    for result in results:
+        assert len(result.completion_ids) == code.length and set(result.completion_ids) <= set(allowed)
+        assert result.allowed_token_ids == allowed and code.parse(result.text) is not None
+    # The log-probs are the distribution renormalised over the symbols, as the update scores it.
+    sampled = [(q, r) for q, r in zip(requests, results, strict=True) if q.temperature == 1.0 and q.adapter is None][:4]
+    model = hf_model(str(model_dir), None)
+    with torch.no_grad():
+        scored = completion_logprobs(model, [r.prompt_ids for _, r in sampled], [r.completion_ids for _, r in sampled],
+                                     [1.0] * len(sampled), backend.tokenizer.eos_token_id, [allowed] * len(sampled))
+    for (_, result), mine in zip(sampled, scored, strict=True):
+        assert torch.allclose(mine, torch.tensor(result.logprobs), atol=LOGPROB_ATOL)

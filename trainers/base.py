@@ -86,7 +86,7 @@ class Trainer(abc.ABC):
         cfg = self.ctx.config
         return UpdateSettings(
             epochs=cfg.epochs, minibatches=cfg.minibatches, micro_batch_size=cfg.micro_batch_size,
-            clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
+            clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta, symbol_entropy=cfg.symbol_entropy,
             loss_aggregation=cfg.loss_aggregation, max_grad_norm=cfg.max_grad_norm,
             mixed_precision=self.ctx.accelerator.mixed_precision, importance_cap=cfg.importance_sampling_cap,
         )

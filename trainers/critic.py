@@ -109,7 +109,8 @@ class CriticTrainer(Trainer):
             return {**metrics, **WARMUP_POLICY_METRICS}
         samples = [
             Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids,
-                   advantage=float(a), temperature=s.temperature, logprobs=s.logprobs)
+                   advantage=float(a), temperature=s.temperature, logprobs=s.logprobs,
+                   allowed_token_ids=s.allowed_token_ids)
             for s, a in zip(turns, own.tolist(), strict=True) if s.trainable
         ]
         metrics.update(policy_update(

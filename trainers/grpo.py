@@ -197,7 +197,7 @@ class GRPOTrainer(Trainer):
                 a = discounted_credit(a, s.round, last_round[s.episode], grpo.gamma)
             samples.append(
                 Sample(adapter=s.adapter, prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=a,
-                       temperature=s.temperature, logprobs=s.logprobs)
+                       temperature=s.temperature, logprobs=s.logprobs, allowed_token_ids=s.allowed_token_ids)
             )
         counts = estimate.counts
         equal, singleton, total, abs_sum, count = ctx.ranks.sum(

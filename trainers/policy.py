@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from multiagent_rl.models import autocast
-from multiagent_rl.token_scoring import completion_logprobs
+from multiagent_rl.token_scoring import completion_logprobs, score_tokens
 
 from .distributed import SINGLE, Ranks
 
@@ -117,6 +117,7 @@ class Sample:
     temperature: float = 1.0  # the one it was sampled at: log-probs are recomputed under it
     logprobs: Sequence[float] = ()  # the sampler's own, per completion token (compared, not trained on)
     key: Hashable = None  # its place in the update's batch (set by policy_update; caches use it)
+    allowed_token_ids: tuple[int, ...] | None = None  # a symbol channel's: scored renormalised over these
 
 
 def left_pad(rows: Sequence[list[int]], pad_id: int, device: torch.device | str = "cpu"):
@@ -147,9 +148,30 @@ def window_logprobs(model, samples: Sequence[Sample], pad_id: int) -> torch.Tens
     samples cost their distinct tokens only."""
     logps = completion_logprobs(model, [s.prompt_ids for s in samples], [s.completion_ids for s in samples],
                                 [s.temperature if s.temperature > 0 else 1.0 for s in samples],  # greedy: at 1
-                                pad_id)
+                                pad_id, [s.allowed_token_ids for s in samples])
     window = max(len(s.completion_ids) for s in samples)
     return torch.stack([F.pad(lp, (window - lp.shape[0], 0)) for lp in logps])  # (B, K)
+
+
+def symbol_entropy(model, samples: Sequence[Sample], pad_id: int) -> torch.Tensor:
+    """The entropy (nats) of the policy over a symbol channel's symbols at each completion
+    token of the samples that have one, renormalised over them as they were sampled, in the
+    (B, K) window of `window_logprobs`; 0 for the others. Differentiable: the bonus on it is
+    EGG's sender entropy term."""
+    device = _device(model)
+    window = max(len(s.completion_ids) for s in samples)
+    out = torch.zeros(len(samples), window, device=device)
+    spoken = [i for i, s in enumerate(samples) if s.allowed_token_ids is not None]
+    sequences = [list(samples[i].prompt_ids) + list(samples[i].completion_ids) for i in spoken]
+    queries = [[(len(samples[i].prompt_ids) + j, t) for j in range(len(samples[i].completion_ids))
+                for t in samples[i].allowed_token_ids] for i in spoken]
+    temperatures = [samples[i].temperature if samples[i].temperature > 0 else 1.0 for i in spoken]
+    logps = score_tokens(model, sequences, queries, temperatures, pad_id,
+                         allowed=[samples[i].allowed_token_ids for i in spoken])
+    for i, lp in zip(spoken, logps, strict=True):
+        per_symbol = lp.view(len(samples[i].completion_ids), len(samples[i].allowed_token_ids))  # (c, A)
+        out[i, window - per_symbol.shape[0]:] = -(per_symbol.exp() * per_symbol).sum(-1).to(out.dtype)  # (c,)
+    return out
 
 
 @dataclass
@@ -160,6 +182,7 @@ class UpdateSettings:
     clip_eps: float = 0.2
     clip_eps_high: float | None = None
     beta: float = 0.0
+    symbol_entropy: float = 0.0  # bonus on the entropy over a symbol channel's symbols (samples with allowed ids)
     loss_aggregation: str = "token_mean"
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # "bf16": autocast matmuls to bfloat16 (log-probs stay float32)
@@ -193,9 +216,13 @@ def policy_update(
     backward = backward or (lambda loss: loss.backward())
     device = _device(model)
     regularised = settings.beta > 0
+    explored = settings.symbol_entropy > 0  # the entropy bonus acts on every symbol turn, tied or not
+
+    def kept(s: Sample) -> bool:
+        return s.advantage != 0.0 or regularised or (explored and s.allowed_token_ids is not None)
+
     # Numbered here: the old-log-prob and reference caches are keyed by place, not identity.
-    trained = [replace(s, key=i) for i, s in enumerate(
-        x for x in samples if x.completion_ids and (x.advantage != 0.0 or regularised))]
+    trained = [replace(s, key=i) for i, s in enumerate(x for x in samples if x.completion_ids and kept(x))]
     metrics: dict[str, float] = defaultdict(float)
     total_samples, total_informative, total_trained = ranks.sum(
         [len(samples), sum(s.advantage != 0.0 for s in trained), len(trained)])
@@ -277,6 +304,12 @@ def policy_update(
                         ref = _recall(ref_cache, chunk, mask.shape[1], device)  # (B, K)
                         per_token = per_token + settings.beta * kl_penalty(logps, ref)
                         counts["kl_sum"] += float((kl_to_reference(logps.detach(), ref) * mask).sum())
+                    if explored and any(s.allowed_token_ids is not None for s in chunk):
+                        with precision:
+                            entropy = symbol_entropy(model, chunk, pad_id)  # (B, K)
+                        per_token = per_token - settings.symbol_entropy * entropy
+                        counts["entropy_sum"] += float((entropy.detach() * mask).sum())
+                        counts["entropy_tokens"] += sum(len(s.completion_ids) for s in chunk if s.allowed_token_ids)
                     loss = aggregate(per_token, mask, settings.loss_aggregation, norm)
                     backward(loss)
                     counts["loss"] += float(loss.detach())
@@ -295,7 +328,8 @@ def policy_update(
             counts["optimizer_steps"] += 1
     enable_training(model, list(model.peft_config))
     # Each rank's loss terms were already divided by the global normalisers: their sum is the loss.
-    summed = ("loss", "clipped", "tokens", "pg_tokens", "kl_sum", "gap_sum", "gap_tokens", "truncated", "weight_sum")
+    summed = ("loss", "clipped", "tokens", "pg_tokens", "kl_sum", "gap_sum", "gap_tokens", "truncated", "weight_sum",
+              "entropy_sum", "entropy_tokens")
     for name, value in zip(summed, ranks.sum([counts[name] for name in summed]), strict=True):
         counts[name] = value
     (counts["gap_max"],) = ranks.max([counts["gap_max"]])
@@ -310,6 +344,8 @@ def policy_update(
     if counts["gap_tokens"]:  # near 0 when sampler and trainer agree (HF backend, one policy version)
         metrics["policy/sampler_logprob_gap_mean"] = counts["gap_sum"] / counts["gap_tokens"]
         metrics["policy/sampler_logprob_gap_max"] = counts["gap_max"]
+    if counts["entropy_tokens"]:  # the symbol channel's entropy per symbol, as the bonus saw it
+        metrics["policy/symbol_entropy"] = counts["entropy_sum"] / counts["entropy_tokens"]
     if settings.importance_cap is not None:
         metrics["policy/importance_truncated_fraction"] = counts["truncated"] / max(counts["tokens"], 1)
         metrics["policy/importance_weight_mean"] = counts["weight_sum"] / max(counts["tokens"], 1)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..symbols import SymbolChannel
+
 
 @dataclass
 class GenerationRequest:
@@ -20,6 +22,7 @@ class GenerationRequest:
 
     `adapter=None` uses the base model. `temperature=0` means greedy decoding.
     `stop` strings end the completion (the stop string itself is kept out of `text`).
+    `channel`: a `SymbolChannel`: sample only its symbols' tokens, exactly its length of them.
     """
 
     messages: list[dict[str, str]]
@@ -28,14 +31,21 @@ class GenerationRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
+    channel: SymbolChannel | None = None
     tag: Any = None
+
+    def __post_init__(self) -> None:
+        if self.channel is not None:  # a channel's message is exactly its length
+            self.max_new_tokens = self.channel.length
 
 
 @dataclass
 class GenerationResult:
     """A completion: its text, the prompt and completion token ids (completion
     ends at the end-of-turn token if one was produced), per-token log-probs of the
-    sampled tokens under the sampling distribution, and why it stopped."""
+    sampled tokens under the sampling distribution, and why it stopped. A channel's
+    request reports the tokens it was restricted to (`allowed_token_ids`): its log-probs are
+    those of the distribution renormalised over them."""
 
     text: str
     prompt_ids: list[int]
@@ -43,6 +53,7 @@ class GenerationResult:
     logprobs: list[float]
     finish_reason: str  # "stop" (end-of-turn or stop string) | "length"
     tag: Any = None
+    allowed_token_ids: tuple[int, ...] | None = None
 
 
 @runtime_checkable

@@ -30,10 +30,11 @@ def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     return [int(i) for i in ids]
 
 
-def sampling_settings(request: GenerationRequest, seed: int) -> dict[str, Any]:
+def sampling_settings(request: GenerationRequest, seed: int, allowed: Sequence[int] | None = None) -> dict[str, Any]:
     """vLLM's sampling settings for one request (`SamplingParams` keywords; the same names
     in an OpenAI completions request): temperature 0 = greedy, the sampled token's log-prob
-    only, stop strings kept out of the text."""
+    only, stop strings kept out of the text; `allowed`: a symbol channel's tokens, the only
+    ones sampled (`allowed_token_ids`, applied before the log-probs are read)."""
     if request.temperature < 0:
         raise VLLMBackendError(f"temperature must be >= 0, got {request.temperature}")
     if request.max_new_tokens < 1:
@@ -48,6 +49,7 @@ def sampling_settings(request: GenerationRequest, seed: int) -> dict[str, Any]:
         "seed": seed,
         "skip_special_tokens": True,
         "include_stop_str_in_output": False,
+        "allowed_token_ids": list(allowed) if allowed is not None else None,
     }
 
 

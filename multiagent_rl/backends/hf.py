@@ -19,6 +19,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from ..models import autocast
+from ..symbols import allowed_token_ids
 from ..token_scoring import prefill
 from .base import GenerationRequest, GenerationResult
 
@@ -31,6 +32,23 @@ NO_BUILTIN_WARPERS = dict(
     temperature=1.0, top_k=0, top_p=1.0, min_p=None, top_h=None, typical_p=1.0,
     epsilon_cutoff=0.0, eta_cutoff=0.0, renormalize_logits=False,
 )
+
+
+class AllowedTokens(LogitsProcessor):
+    """First processor: rows with a symbol channel keep only its tokens' logits (the rest
+    -inf), so sampling, greedy picks and the reported log-probs all see the renormalised
+    distribution."""
+
+    def __init__(self, allowed: Sequence[tuple[int, ...] | None]):
+        self.allowed = allowed
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones_like(scores, dtype=torch.bool)  # (B, V)
+        for row, ids in enumerate(self.allowed):
+            if ids is not None:
+                keep[row] = False
+                keep[row, list(ids)] = True
+        return scores.masked_fill(~keep, float("-inf"))
 
 
 class PerRowTemperature(LogitsProcessor):
@@ -146,14 +164,16 @@ class HFBackend:
 
     def _generate_batch(self, requests: list[GenerationRequest], top_p: float) -> list[GenerationResult]:
         prompts = [self.encode(r) for r in requests]
-        sequences, token_logprobs = self._sample(prompts, requests, top_p)  # (B, T) each
+        allowed = allowed_token_ids([r.channel for r in requests], self.tokenizer)
+        sequences, token_logprobs = self._sample(prompts, requests, top_p, allowed)  # (B, T) each
         return [
-            self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist())
+            self._finish(req, prompt, sequences[i].tolist(), token_logprobs[i].tolist(), allowed[i])
             for i, (req, prompt) in enumerate(zip(requests, prompts, strict=True))
         ]
 
     @torch.no_grad()
-    def _sample(self, prompts: list[list[int]], requests: list[GenerationRequest], top_p: float):
+    def _sample(self, prompts: list[list[int]], requests: list[GenerationRequest], top_p: float,
+                allowed: Sequence[tuple[int, ...] | None]):
         """One `generate` call: the new token ids (B, T) and their log-probs (B, T), T the
         longest row's budget or fewer if every row ended; rows that ended are padded."""
         tok = self.tokenizer
@@ -179,12 +199,13 @@ class HFBackend:
                     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, P)
                     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                                              device=device)  # (B, P)
-                return self._call_generate(input_ids, attention, max_new, top_p, temperatures, kwargs)
+                return self._call_generate(input_ids, attention, max_new, top_p, temperatures, allowed, kwargs)
         finally:
             self.model.train(was_training)
 
-    def _call_generate(self, input_ids, attention, max_new, top_p, temperatures, kwargs):
-        processors = [PerRowTemperature(temperatures)]
+    def _call_generate(self, input_ids, attention, max_new, top_p, temperatures, allowed, kwargs):
+        processors = [AllowedTokens(allowed)] if any(a is not None for a in allowed) else []
+        processors.append(PerRowTemperature(temperatures))
         if top_p < 1.0:  # as generate's own top-p warper, which NO_BUILTIN_WARPERS turns off
             processors.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
         logprobs = SampledLogprobs()
@@ -202,7 +223,8 @@ class HFBackend:
         )[:, input_ids.shape[1] :]  # (B, T)
         return sequences, logprobs.finish(sequences)
 
-    def _finish(self, req: GenerationRequest, prompt: list[int], ids: list[int], lps: list[float]) -> GenerationResult:
+    def _finish(self, req: GenerationRequest, prompt: list[int], ids: list[int], lps: list[float],
+                allowed: tuple[int, ...] | None = None) -> GenerationResult:
         # Cut at the first end-of-turn token (kept: the policy must learn to stop). Pad may
         # equal end-of-turn, so we never strip by pad id; the first end token ends the row.
         finish = "length"
@@ -222,7 +244,8 @@ class HFBackend:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 for s in req.stop:
                     text = text.split(s, 1)[0]
-        return GenerationResult(text=text, prompt_ids=prompt, completion_ids=ids, logprobs=lps, finish_reason=finish, tag=req.tag)
+        return GenerationResult(text=text, prompt_ids=prompt, completion_ids=ids, logprobs=lps, finish_reason=finish,
+                                tag=req.tag, allowed_token_ids=allowed)
 
 
 def end_token_ids(model, tokenizer) -> list[int]:

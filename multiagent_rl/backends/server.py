@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx2
 
+from ..symbols import allowed_token_ids
 from .base import GenerationRequest, GenerationResult
 from .engine_requests import chat_prompt_ids, check_prompt_lengths, request_seed, sampling_settings
 
@@ -306,7 +307,8 @@ class ServerBackend:
 
     # -- generation --------------------------------------------------------------
 
-    def _payload(self, request: GenerationRequest, prompt_ids: list[int], seed: int) -> dict[str, Any]:
+    def _payload(self, request: GenerationRequest, prompt_ids: list[int], seed: int,
+                 allowed: tuple[int, ...] | None) -> dict[str, Any]:
         model = self.base_name
         if request.adapter is not None:
             versions = self._versions.get(request.adapter)
@@ -314,7 +316,7 @@ class ServerBackend:
                 loaded = ", ".join(sorted(self._versions)) or "none"
                 raise ServerError(f"unknown adapter {request.adapter!r}; loaded adapters: {loaded}")
             model = versions[-1][0]
-        settings = {k: v for k, v in sampling_settings(request, seed).items() if v is not None}
+        settings = {k: v for k, v in sampling_settings(request, seed, allowed).items() if v is not None}
         return {"model": model, "prompt": prompt_ids, "return_token_ids": True, **settings}
 
     def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +337,9 @@ class ServerBackend:
             seed = self._rng.getrandbits(63)
         prompt_ids = [chat_prompt_ids(self.tokenizer, r.messages) for r in requests]
         check_prompt_lengths(requests, prompt_ids, self.max_model_len)
-        payloads = [self._payload(r, ids, request_seed(seed, i)) for i, (r, ids) in enumerate(zip(requests, prompt_ids, strict=True))]
+        allowed = allowed_token_ids([r.channel for r in requests], self.tokenizer)
+        payloads = [self._payload(r, ids, request_seed(seed, i), allowed[i])
+                    for i, (r, ids) in enumerate(zip(requests, prompt_ids, strict=True))]
         choices: list[dict[str, Any] | None] = [None] * len(requests)
 
         def attempt() -> None:
@@ -352,9 +356,10 @@ class ServerBackend:
                 raise failure
 
         self._with_retries(f"generate {len(requests)} completions", attempt)
-        return [self._result(r, ids, c) for r, ids, c in zip(requests, prompt_ids, choices, strict=True)]
+        return [self._result(r, ids, c, a) for r, ids, c, a in zip(requests, prompt_ids, choices, allowed, strict=True)]
 
-    def _result(self, request: GenerationRequest, prompt_ids: list[int], choice: dict[str, Any] | None) -> GenerationResult:
+    def _result(self, request: GenerationRequest, prompt_ids: list[int], choice: dict[str, Any] | None,
+                allowed: tuple[int, ...] | None) -> GenerationResult:
         assert choice is not None
         token_ids = [int(t) for t in choice.get("token_ids") or []]
         logprobs = [float(x) for x in ((choice.get("logprobs") or {}).get("token_logprobs") or [])]
@@ -369,6 +374,7 @@ class ServerBackend:
             logprobs=logprobs,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             tag=request.tag,
+            allowed_token_ids=allowed,
         )
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..symbols import allowed_token_ids
 from .base import GenerationRequest, GenerationResult
 from .engine_requests import chat_prompt_ids, check_prompt_lengths, request_seed, sampling_settings
 from .lora_files import (
@@ -331,10 +332,10 @@ class VLLMBackend:
             raise VLLMBackendError(f"unknown adapter {adapter!r}; loaded adapters: {loaded}")
         return self._LoRARequest(found.versioned_name, found.lora_id, found.path)
 
-    def _sampling_params(self, request: GenerationRequest, seed: int):
+    def _sampling_params(self, request: GenerationRequest, seed: int, allowed: tuple[int, ...] | None):
         from vllm import SamplingParams
 
-        return SamplingParams(**sampling_settings(request, seed))
+        return SamplingParams(**sampling_settings(request, seed, allowed))
 
     def generate(
         self, requests: Sequence[GenerationRequest], seed: int | None = None
@@ -349,11 +350,12 @@ class VLLMBackend:
         loras = [self._lora_request(r.adapter) for r in requests]
         prompt_ids = [self.prompt_ids(r.messages) for r in requests]
         check_prompt_lengths(requests, prompt_ids, self.max_model_len)
-        params = [self._sampling_params(r, request_seed(seed, i)) for i, r in enumerate(requests)]
+        allowed = allowed_token_ids([r.channel for r in requests], self.tokenizer)
+        params = [self._sampling_params(r, request_seed(seed, i), allowed[i]) for i, r in enumerate(requests)]
         prompts = [self._TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
         results = []
-        for request, ids, output in zip(requests, prompt_ids, outputs, strict=True):
+        for request, ids, output, restricted in zip(requests, prompt_ids, outputs, allowed, strict=True):
             completion = output.outputs[0]
             token_ids = [int(t) for t in completion.token_ids]
             logprobs = [
@@ -368,6 +370,7 @@ class VLLMBackend:
                     logprobs=logprobs,
                     finish_reason="length" if completion.finish_reason == "length" else "stop",
                     tag=request.tag,
+                    allowed_token_ids=restricted,
                 )
             )
         return results
