@@ -110,7 +110,8 @@ class ShapingConfig(BaseModel):
         "Play is measured without them.",
     )
     stop_when_invalid_below: float | None = Field(
-        None, ge=0, le=1, description="Anneal the shaping terms once a step's invalid-move share is below this (None: never)."
+        None, ge=0, le=1, description="Anneal the shaping terms once a step's invalid-reply share is below this: the "
+        "invalid moves of a scenario with an act hook, else the replies its parse reads no answer from (None: never)."
     )
     anneal_steps: int = Field(10, ge=1, description="Steps over which their weight falls linearly from 1 to 0.")
 

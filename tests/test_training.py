@@ -347,3 +347,25 @@ def test_heldout_stats_grade_the_team_answer_apart_from_the_shaped_reward():
     assert stats["mean"] == pytest.approx((0.75 + 0.25 + 0 + 1) / 4)
     assert stats["accuracy"] == pytest.approx(1 / 3)
     assert math.isnan(team_reward_stats([episode("x", None, {"a": 1.0})])["accuracy"])
+
+
+@pytest.mark.parametrize("parse, anneals", [(lambda text: text.strip() or None, True), (lambda text: None, False)])
+def test_a_format_term_stops_paying_once_replies_are_well_formed(single_thread, tmp_path, parse, anneals):
+    from multiagent_rl import RewardTerm, weighted
+
+    def right(task: Task, episode) -> float:
+        return float(any(t.message.text.strip() == task.answer for t in episode.turns))
+
+    def well_formed(task: Task, episode) -> dict[str, float]:
+        return {t.agent: float(bool(t.message.text.strip())) for t in episode.turns}
+
+    scenario = Scenario(
+        name="duo", roles=[Role("solver", "Solve it."), Role("critic", "Criticise it.")], graph=complete(AGENTS),
+        schedule=[AGENTS], make_task=make_task, max_new_tokens=4, parse=parse,
+        reward=weighted(RewardTerm("correct", right, 0.9), RewardTerm("format", well_formed, 0.1)),
+    )
+    run = Run(config("shaping.stop_when_invalid_below=0.5", "shaping.anneal_steps=2"), tmp_path, scenario=scenario)
+    weights = [run.train_step(step).metrics()["shaping/weight"] for step in range(1, 5)]
+    # No act hook, so an invalid reply is one the parse reads no answer from: random text is
+    # never empty here, so with the first parse every reply is well formed from step 1 on.
+    assert weights == ([1.0, 1.0, 0.5, 0.0] if anneals else [1.0] * 4)

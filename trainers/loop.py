@@ -55,7 +55,7 @@ from .checkpoint import (
 from .distributed import Ranks
 from .durable import write_atomic
 from .league_play import LeaguePlay, check_league, learner_stats
-from .metrics import RunBudget, StepRecord, eval_metrics, rollout_metrics, team_reward_stats
+from .metrics import RunBudget, StepRecord, eval_metrics, invalid_share, rollout_metrics, team_reward_stats
 from .rollout_ahead import check_sendable, make_rollouts
 from .run_folder import RunLock, check_resumed_settings, restore_committed_state, strategy_path
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
@@ -299,8 +299,8 @@ class Run:
         self.generated_tokens += stats["rollout/generated_tokens"] + match_tokens
         stats["rollout/generated_tokens_total"] = self.generated_tokens
         threshold = cfg.shaping.stop_when_invalid_below
-        if self.shaping_from is None and threshold is not None and stats["turns/invalid_fraction"] < threshold:
-            self.shaping_from = step + 1  # invalid moves are rare: shaping anneals from the next step
+        if self.shaping_from is None and threshold is not None and invalid_share(self.scenario, stats) < threshold:
+            self.shaping_from = step + 1  # invalid replies are rare: shaping anneals from the next step
         return StepRecord(
             step=step, rollout=stats, update=update, failed_fraction=failed,
             lr=self.scheduler.get_last_lr()[0], rollout_seconds=rollout_s, update_seconds=update_s, step_seconds=step_s,

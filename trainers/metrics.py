@@ -16,6 +16,16 @@ from multiagent_rl.rollout import RolloutBatch
 from .distributed import Ranks
 
 
+def invalid_share(scenario, stats: dict[str, float]) -> float:
+    """The share of this step's model replies that were invalid, for the shaping schedule
+    (`shaping.stop_when_invalid_below`): the invalid moves a scenario's act hook marks, or
+    where it has none (no moves to be invalid), the replies with no answer its parse can
+    read, so a format bonus stops paying once the replies are well formed."""
+    if scenario.act is not None:
+        return stats["turns/invalid_fraction"]
+    return 1.0 - stats["completions/answer_fraction"]
+
+
 def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
     """Mean and standard error of the team reward (mean over agents) across episodes, and
     the team's accuracy: the share of tasks with a reference answer that the team got right
