@@ -55,7 +55,14 @@ from .checkpoint import (
 from .distributed import Ranks
 from .durable import write_atomic
 from .league_play import LeaguePlay, check_league, learner_stats
-from .metrics import RunBudget, StepRecord, eval_metrics, invalid_share, rollout_metrics, team_reward_stats
+from .metrics import (
+    RunBudget,
+    StepRecord,
+    eval_metrics,
+    invalid_share,
+    rollout_metrics,
+    team_reward_stats,
+)
 from .rollout_ahead import check_sendable, make_rollouts
 from .run_folder import RunLock, check_resumed_settings, restore_committed_state, strategy_path
 from .runtime import check_batch_fits, make_accelerator, resolve_dtype
