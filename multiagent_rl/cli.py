@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --against: sample at the run's temperature (default greedy: two greedy players repeat)")
     ev.add_argument("--exploitability", action="store_true",
                     help="OpenSpiel games: the exploitability of the base and the trained policy (OpenSpiel's own)")
+    ev.add_argument("--vote", type=int, default=None, metavar="N",
+                    help="majority vote (self-consistency): N episodes per held-out task sampled at the run's "
+                    "temperature, the most common team answer graded, with the generated tokens per task")
 
     an = sub.add_parser("analyse", help="Communication metrics and RUN/report.html.")
     an.add_argument("run", help="run folder")
@@ -323,8 +326,11 @@ def cmd_eval(args) -> int:
     from .team import BASE
 
     _positive(args.episodes, "--episodes")
+    _positive(args.vote, "--vote")
     if args.sampled and not args.against:
         raise UsageError("--sampled goes with --against")
+    if args.vote is not None and (args.against or args.exploitability):
+        raise UsageError("--vote grades the run's own team; it does not combine with --against or --exploitability")
     run_dir = Path(args.run)
     check = functools.partial(check_eval_options, against=args.against, exploitability=args.exploitability, run_dir=run_dir)
     team, path, step = _trained_team(args.scenario, run_dir, None, before_load=check)
@@ -340,6 +346,21 @@ def cmd_eval(args) -> int:
 
         report = against_report(team, args.against, run_dir, tasks, sampled=args.sampled, log_dir=out, step=step)
         print(json.dumps({**head, **report, "log": str(out)}, indent=2))
+        return 0
+    if args.vote is not None:
+        from trainers.metrics import vote_stats
+
+        from .rollout import Sampling
+
+        sampling = Sampling(temperature=team.config.temperature, max_new_tokens=team.config.max_new_tokens)
+        votes = {}
+        with RunLock(run_dir, "eval"):
+            for tag, adapters in (("base", BASE), ("trained", None)):
+                log = EpisodeLog(out / f"vote-{args.vote}-{tag}-step-{step:06d}.msgpack")
+                batch = team.play(tasks, adapters=adapters, sampling=sampling, group_size=args.vote,
+                                  seed=team.config.seed, split="eval", step=step, log=log)
+                votes[tag] = vote_stats(batch.episodes)
+        print(json.dumps({**head, "vote": args.vote, "log": str(out), **votes}, indent=2))
         return 0
     stats = {}
     with RunLock(run_dir, "eval"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from multiagent_rl import read_episodes
 from multiagent_rl.cli import main
 from multiagent_rl.launch import argv_without_processes
 
@@ -285,3 +286,20 @@ def test_train_with_two_processes_launches_data_parallel_ranks(tmp_path):
 def test_argv_without_processes_keeps_everything_else():
     argv = ["train", "debate", "--processes", "2", "--out", "r", "--processes=3", "--set", "steps=1"]
     assert argv_without_processes(argv) == ["train", "debate", "--out", "r", "--set", "steps=1"]
+
+
+def test_eval_votes_over_sampled_episodes_per_task(trained, capsys):
+    _, _, _, run_dir = trained
+    code, out, err = run_cli(capsys, "eval", "signalling", "--run", str(run_dir), "--episodes", "2", "--vote", "3")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["vote"] == 3
+    for side in ("base", "trained"):
+        figures = result[side]
+        assert figures["tasks"] == 2 and figures["samples"] == 3
+        assert 0 <= figures["vote_accuracy"] <= 1 and 0 <= figures["single_accuracy"] <= 1
+        assert figures["generated_tokens_per_task"] > 0
+        log = run_dir / "evals" / "step-1" / f"vote-3-{side}-step-000001.msgpack"
+        assert len(read_episodes(log).episodes) == 6
+    code, _, err = run_cli(capsys, "eval", "signalling", "--run", str(run_dir), "--vote", "0")
+    assert_one_line_error(code, err, "--vote must be at least 1")

@@ -26,6 +26,37 @@ def invalid_share(scenario, stats: dict[str, float]) -> float:
     return 1.0 - stats["completions/answer_fraction"]
 
 
+def vote_stats(episodes: list[Episode]) -> dict[str, float]:
+    """Majority vote over each task's sampled episodes (self-consistency): the most common
+    team answer among those with one (a tie goes to the one answered first) is the task's
+    answer. `vote_accuracy` (with its standard error over tasks), `single_accuracy` (one
+    sampled episode at a time), `samples` per task and the generated tokens per task, so a
+    vote compares with a team at equal evaluation tokens."""
+    by_task: dict[int, list[Episode]] = defaultdict(list)
+    for ep in episodes:
+        by_task[ep.group].append(ep)
+    right, tokens = [], []
+    for group in by_task.values():
+        counts: dict[str, int] = {}
+        for ep in group:
+            if ep.team_answer is not None:
+                counts[ep.team_answer] = counts.get(ep.team_answer, 0) + 1
+        voted = max(counts, key=counts.get) if counts else None  # first answered wins a tie (dict order)
+        right.append(float(voted is not None and answers_match(voted, group[0].task.answer)))
+        tokens.append(sum(t.completion_tokens for ep in group for t in ep.turns))
+    n = len(right)
+    mean = statistics.fmean(right) if right else math.nan
+    single = [float(ep.team_answer is not None and answers_match(ep.team_answer, ep.task.answer)) for ep in episodes]
+    return {
+        "vote_accuracy": mean,
+        "vote_se": statistics.stdev(right) / math.sqrt(n) if n > 1 else math.nan,
+        "tasks": n,
+        "samples": len(episodes) / max(n, 1),
+        "single_accuracy": statistics.fmean(single) if single else math.nan,
+        "generated_tokens_per_task": statistics.fmean(tokens) if tokens else math.nan,
+    }
+
+
 def team_reward_stats(episodes: list[Episode], ranks: Ranks | None = None) -> dict[str, float]:
     """Mean and standard error of the team reward (mean over agents) across episodes, and
     the team's accuracy: the share of tasks with a reference answer that the team got right

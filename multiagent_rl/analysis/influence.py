@@ -153,6 +153,7 @@ def ablation_influence(
             adapter=case.final.adapter or scenario.adapter_for(case.final.agent),
             temperature=0.0,
             max_new_tokens=max_new_tokens or role.max_new_tokens or scenario.max_new_tokens,
+            channel=role.channel,  # a symbol speaker regenerates in its symbols
         ))
     texts: list[str] = []
     batches = range(0, len(requests), batch_size)
