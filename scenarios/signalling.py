@@ -183,6 +183,16 @@ def picked_candidate(episode: Episode) -> str | None:
     return pick_from(replies[-1], episode.task.meta["listener_order"]) if replies else None
 
 
+def picked_target(task: Task, episode: Episode) -> float:
+    """The team's outcome: the listener's pick is the target."""
+    return float(episode.team_answer == task.answer)
+
+
+def picked_one(task: Task, episode: Episode) -> dict[str, float]:
+    """The listener's format: its reply names exactly one of its objects."""
+    return {"speaker": 0.0, "listener": float(episode.team_answer is not None)}
+
+
 def distinguishing(task: Task) -> tuple[str, list[str]]:
     """(the target's value of the attribute that varies, the distractors' values)."""
     index = 0 if task.meta["contrast"] == "colour" else 1
@@ -231,9 +241,6 @@ def make_scenario(
     def sample(rng: random.Random) -> Task:
         return make_reference_task(rng, k=K)
 
-    def picked_target(task: Task, episode: Episode) -> float:
-        return float(episode.team_answer == task.answer)
-
     def distinguishing_word(task: Task, episode: Episode) -> dict[str, float]:
         # The speaker's own job, paid whatever the listener makes of it: the message names
         # the target's distinguishing value and no distractor's.
@@ -241,10 +248,6 @@ def make_scenario(
         said = set(_WORD.findall(message.lower()))
         target, others = distinguishing(task)
         return {"speaker": float(target in said and not said & set(others)), "listener": 0.0}
-
-    def picked_one(task: Task, episode: Episode) -> dict[str, float]:
-        # The listener's format: its reply names exactly one of its objects.
-        return {"speaker": 0.0, "listener": float(episode.team_answer is not None)}
 
     reward = weighted(
         RewardTerm("picked_target", picked_target, team_weight),
@@ -295,15 +298,9 @@ def _code_scenario(K: int, symbols: int, message_length: int, values: int, reply
     roles = [
         Role("speaker", CODE_SPEAKER, channel=code),
         # The listener samples cooler than the speaker explores: at 1.0 the untrained listener
-        # names exactly one object in under a tenth of its replies, and the speaker hears nothing.
+        # names exactly one object in about a tenth of its replies, and the speaker hears nothing.
         Role("listener", CODE_LISTENER, max_new_tokens=reply_tokens, temperature=0.7),
     ]
-
-    def picked_target(task: Task, episode: Episode) -> float:
-        return float(episode.team_answer == task.answer)
-
-    def picked_one(task: Task, episode: Episode) -> dict[str, float]:
-        return {"speaker": 0.0, "listener": float(episode.team_answer is not None)}
 
     def parse(text: str) -> str | None:
         said = code.parse(text)
