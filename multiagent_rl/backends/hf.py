@@ -41,14 +41,16 @@ class AllowedTokens(LogitsProcessor):
 
     def __init__(self, allowed: Sequence[tuple[int, ...] | None]):
         self.allowed = allowed
+        self.keep: torch.Tensor | None = None  # (B, V), built at the first step and reused at every other
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        keep = torch.ones_like(scores, dtype=torch.bool)  # (B, V)
-        for row, ids in enumerate(self.allowed):
-            if ids is not None:
-                keep[row] = False
-                keep[row, list(ids)] = True
-        return scores.masked_fill(~keep, float("-inf"))
+        if self.keep is None:
+            self.keep = torch.ones_like(scores, dtype=torch.bool)
+            for row, ids in enumerate(self.allowed):
+                if ids is not None:
+                    self.keep[row] = False
+                    self.keep[row, list(ids)] = True
+        return scores.masked_fill(~self.keep, float("-inf"))
 
 
 class PerRowTemperature(LogitsProcessor):
