@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from multiagent_rl import (
     Episode,
     MessageGraph,
-    RewardTerm,
     Role,
     Scenario,
     ScenarioError,
@@ -38,8 +37,8 @@ from multiagent_rl import (
     majority_answer,
     parse_number_answer,
     star,
-    weighted,
 )
+from scenarios.twins import TRAIN_DEFAULTS, blended_reward
 
 WORKERS = ["worker_1", "worker_2"]
 
@@ -117,29 +116,9 @@ def own_jobs(task: Task, episode: Episode, agents: Sequence[str], team_correct: 
     return {a: jobs[a] for a in agents}
 
 
-def blended_reward(correct, own, format_only, own_weight: float, format_bonus: float):
-    """(1 - format_bonus) x [(1 - own_weight) x team correctness + own_weight x own job] + format_bonus x format:
-    one formula for the team and the solo solver, so their rewards are on one scale."""
-    if not (0 <= own_weight <= 1 and 0 <= format_bonus <= 1):
-        raise ScenarioError(f"division_of_labour: own_weight and format_bonus must be in [0, 1], got {own_weight}, {format_bonus}")
-    return weighted(
-        RewardTerm("correct", correct, (1 - format_bonus) * (1 - own_weight)),
-        RewardTerm("own_job", own, (1 - format_bonus) * own_weight),
-        RewardTerm("format", format_only, format_bonus),
-    )
-
-
 def correctness(task: Task, episode: Episode) -> float:
     """1.0 when the team answer (the aggregator's, or the solver's) is the total."""
     return float(answers_match(episode.team_answer, task.answer))
-
-
-# The settings its published learning rows measured (docs/results.md) (examples/division_learning.yaml).
-TRAIN_DEFAULTS = {
-    "adapters": "per_role", "steps": 200, "time_budget_minutes": 15, "tasks_per_step": 4, "group_size": 6,
-    "lr": 5e-4, "temperature": 0.7, "lora.rank": 16, "lora.alpha": 32, "eval_every": 0, "eval_episodes": 50,
-    "save_every": 5,
-}
 
 
 def make_solo_scenario(max_value: int, own_weight: float, format_bonus: float) -> Scenario:
@@ -162,7 +141,7 @@ def make_solo_scenario(max_value: int, own_weight: float, format_bonus: float) -
         graph=from_edges([], agents=["solver"]),  # a lone solver hears no one
         schedule=[["solver"]],
         make_task=sample,
-        reward=blended_reward(correctness, own, format_only, own_weight, format_bonus),
+        reward=blended_reward("division_of_labour", correctness, own, format_only, own_weight, format_bonus),
         team_answer=solver_answer,
         parse=parse_number_answer,
         max_new_tokens=24,
@@ -225,7 +204,7 @@ def make_scenario(
         # planner's brief carries one.
         return {**answered(episode, briefers), **bare_number_replies(episode, adders)}
 
-    reward = blended_reward(correctness, own, format_only, own_weight, format_bonus)
+    reward = blended_reward("division_of_labour", correctness, own, format_only, own_weight, format_bonus)
 
     def instruction(round_index: int, total: int) -> str:
         return AGGREGATE if round_index == total - 1 else ""

@@ -33,6 +33,9 @@ VARIANTS = [
     ("negotiation", {"turns": 4}),
     ("signalling", {"K": 5, "message_tokens": 4}),
     ("signalling", {"channel": "symbols"}),
+    ("division_of_labour", {"solo": True}),
+    ("long_list", {"solo": True}),
+    ("lookup", {"solo": True}),
 ]
 CASES = [(name, {}) for name in list_scenarios()] + [
     v for v in VARIANTS if v[0] in list_scenarios()
