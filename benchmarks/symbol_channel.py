@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
+from benchmarks.common import wilson
 from multiagent_rl import read_episodes, read_run_episodes
 from multiagent_rl.analysis import lexicon, meaning_message_information, training_phases
 from multiagent_rl.analysis.disentanglement import (
@@ -26,16 +26,6 @@ from multiagent_rl.analysis.disentanglement import (
 )
 
 ATTRIBUTES = ["target.colour", "target.shape"]
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """The 95% Wilson score interval of a proportion (None for no trials)."""
-    if n == 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(centre - half, 3), round(centre + half, 3)
 
 
 def accuracy(episodes) -> dict:

@@ -106,6 +106,29 @@ def reward_curves(curves: Mapping[str, Sequence[dict]]) -> str:
 
 
 @styled
+def accuracy_against_tokens(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float, float]]]]) -> str:
+    """Held-out accuracy against training tokens, one panel per task, one line per side (a
+    team, its lone agent) with its 95% interval as a band. `panels`: task -> label ->
+    (tokens, accuracy, low, high) points."""
+    fig = _figure(4.2 * max(1, len(panels)), 3.4)
+    for p, (task, lines) in enumerate(panels.items(), start=1):
+        ax = _axes(fig, 1, max(1, len(panels)), p)
+        for i, (label, points) in enumerate(lines.items()):
+            if not points:
+                continue
+            tokens, accuracy, low, high = zip(*sorted(points), strict=True)
+            colour = PALETTE[i % len(PALETTE)]
+            ax.fill_between(tokens, low, high, color=colour, alpha=0.15, linewidth=0)
+            ax.plot(tokens, accuracy, color=colour, marker="o", markersize=4, linewidth=1.8, label=label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("training tokens generated")
+        ax.set_ylabel("held-out accuracy" if p == 1 else "")
+        ax.set_title(task)
+        ax.legend(loc="best", fontsize=8)
+    return to_png(fig)
+
+
+@styled
 def reward_terms(rows: Sequence[dict]) -> str:
     """Each named reward term (unweighted, mean over the agents that receive it) by training
     step, one line each.
