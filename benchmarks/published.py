@@ -44,6 +44,7 @@ TOPICS = {
     "credit": "Credit across turns: branched rollouts and the tree estimator",
     "critic": "The centralised critic",
     "team-vs-one": "A team against one agent",
+    "team-vs-one-fair": "A team against one agent at equal training tokens, on one rule",
     "selfplay": "Competitive play: games, self-play and the league",
     "converge": "Play that converges: self-play with the all-actions trainer, 15 minutes, two seeds",
     "signalling": "Signalling and the protocol that emerges",

@@ -40,7 +40,7 @@ from multiagent_rl import read_episodes
 # task -> (the team's scenario options, the twin's, eval_every for the team, for the twin):
 # evaluations about every 5,000 training tokens on each side.
 TASKS = {
-    "division_of_labour": ({}, {"solo": True}, 4, 40),
+    "division_of_labour": ({}, {"solo": True}, 5, 50),
     "long_list": ({}, {"solo": True}, 6, 6),
     "lookup": ({}, {"solo": True}, 12, 24),
     "debate": ({}, {"solvers": 1, "rounds": 1}, 4, 16),
@@ -217,6 +217,38 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def published_rows(rows: list[dict], commit: str, date: str, beside: str) -> list[dict]:
+    """benchmarks/published.yaml rows (topic team-vs-one-fair) for the report's runs."""
+    from benchmarks.common import cpu_name
+
+    out = []
+    for r in sorted(rows, key=lambda r: (r["task"], r["side"], r["lr"], r["seed"])):
+        lr = next((text for text in LEARNING_RATES if float(text) == r["lr"]), f"{r['lr']:g}")
+        side = "the team" if r["side"] == "team" else "one agent (the twin)"
+        name = f"{r['task']}-{r['side']}-lr{lr}-seed{r['seed']}"
+        lo, hi = r["accuracy after interval"] or (0, 0)
+        blo, bhi = r["accuracy before interval"] or (0, 0)
+        out.append({
+            "id": f"tvo-{name.replace('_', '-').replace('.', 'p')}",
+            "kind": "learning",
+            "topics": ["team-vs-one-fair"],
+            "claim": f"{r['task']}, {side}, lr {lr}{' (its best rate on training rewards)' if r['best rate'] else ''}, "
+                     (f"{r['token_budget']:,} training tokens" if r["token_budget"] else "no token budget") + "; held-out accuracy",
+            "figure": f"{r['accuracy before']:.0%} [{blo:.0%}, {bhi:.0%}] -> {r['accuracy after']:.0%} [{lo:.0%}, {hi:.0%}]",
+            "value": r["accuracy after"],
+            "detail": f"{r['steps']} steps, {r['training tokens']:,} training tokens, {r['training minutes']} training minutes; "
+                      f"held-out reward {r['reward before']:.3f} -> {r['reward after']:.3f}; "
+                      f"{r['held-out tasks solved']} held-out tasks solved, {r['held-out tokens per solved task']} tokens per solved task; "
+                      f"training correctness over its last quarter {r['training correctness, last quarter']}",
+            "date": date, "commit": commit, "hardware": f"2-core {cpu_name()} CPU, no GPU", "threads": "1", "beside": beside, "seed": r["seed"],
+            "command": f"python -m benchmarks.team_vs_one {'seeds' if r['seed'] else 'sweep'} {r['task']} --out runs/tvo"
+                       + (f" --seed {r['seed']}" if r["seed"] else f" --side {r['side']} --lr {lr}"),
+            "rerun": {"run": f"python -m benchmarks.team_vs_one sweep {r['task']} --out {{out}} --side {r['side']} --lr {lr}",
+                      "read": f"metrics:{r['task']}-{r['side']}-lr{lr}-seed0:eval/team_accuracy"} if not r["seed"] else None,
+        })
+    return [{k: v for k, v in row.items() if v is not None} for row in out]
+
+
 def main(argv: list[str] | None = None) -> object:
     parser = argparse.ArgumentParser(description="A team against one agent at equal training tokens")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +269,11 @@ def main(argv: list[str] | None = None) -> object:
     rep = sub.add_parser("report", help="the table and the plot of every run under a folder")
     rep.add_argument("root", type=Path)
     rep.add_argument("--out", type=Path, required=True)
+    pub = sub.add_parser("rows", help="benchmarks/published.yaml rows for a report's runs, as YAML")
+    pub.add_argument("report", type=Path, help="a report's team-vs-one.json")
+    pub.add_argument("--commit", required=True)
+    pub.add_argument("--date", required=True)
+    pub.add_argument("--beside", required=True, help="what ran beside the runs")
     fig = sub.add_parser("figures", help="one run folder's figures, as JSON lines")
     fig.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args(argv)
@@ -257,6 +294,9 @@ def main(argv: list[str] | None = None) -> object:
                               check=True, capture_output=True, text=True)
         (args.run / "vote.json").write_text(done.stdout)
         print(done.stdout)
+    elif args.command == "rows":
+        rows = json.loads(args.report.read_text())
+        print(yaml.safe_dump(published_rows(rows, args.commit, args.date, args.beside), sort_keys=False, width=200))
     elif args.command == "report":
         print(json.dumps(report(args.root, args.out)))
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import team_vs_one
+from benchmarks import published, team_vs_one
 from multiagent_rl import load_scenario
 from multiagent_rl.config import load_config
 from trainers.loop import Run
@@ -69,3 +69,7 @@ def test_the_report_tables_and_plots_two_real_runs(single_thread, tmp_path):
     assert (out / "team-vs-one.png").read_bytes()[:4] == b"\x89PNG"
     text = (out / "team-vs-one.md").read_text()
     assert "| lookup | solo |" in text and "| lookup | team |" in text
+    published_rows = team_vs_one.published_rows(rows, commit="abc1234", date="2026-12-07", beside="nothing")
+    for row in published_rows:  # ready for benchmarks/published.yaml
+        assert published.Row.model_validate(row).topics == ["team-vs-one-fair"]
+    assert len({row["id"] for row in published_rows}) == 2
