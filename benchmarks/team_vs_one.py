@@ -233,7 +233,7 @@ def published_rows(rows: list[dict], commit: str, date: str, beside: str) -> lis
             "kind": "learning",
             "topics": ["team-vs-one-fair"],
             "claim": f"{r['task']}, {side}, lr {lr}{' (its best rate on training rewards)' if r['best rate'] else ''}, "
-                     (f"{r['token_budget']:,} training tokens" if r["token_budget"] else "no token budget") + "; held-out accuracy",
+                     + (f"{r['token_budget']:,} training tokens" if r["token_budget"] else "no token budget") + "; held-out accuracy",
             "figure": f"{r['accuracy before']:.0%} [{blo:.0%}, {bhi:.0%}] -> {r['accuracy after']:.0%} [{lo:.0%}, {hi:.0%}]",
             "value": r["accuracy after"],
             "detail": f"{r['steps']} steps, {r['training tokens']:,} training tokens, {r['training minutes']} training minutes; "
