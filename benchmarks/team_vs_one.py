@@ -197,15 +197,15 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# A team against one agent at equal training tokens", "",
              "![held-out accuracy against training tokens](team-vs-one.png)", "",
              "| task | side | lr | seed | training tokens | minutes | held-out accuracy before | after | "
-             "tokens per solved task | training correctness (last quarter) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "held-out reward before -> after | tokens per solved task | training correctness (last quarter) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["task"], r["side"], r["lr"], r["seed"])):
         mark = " (best)" if r["best rate"] else ""
         lines.append(
             f"| {r['task']} | {r['side']} | {r['lr']:g}{mark} | {r['seed']} | {r['training tokens']} | {r['training minutes']} | "
             f"{r['accuracy before']:.0%} {interval(r['accuracy before interval'])} | "
             f"{r['accuracy after']:.0%} {interval(r['accuracy after interval'])} | "
-            f"{r['held-out tokens per solved task']} | {r['training correctness, last quarter']} |")
+            f"{r['reward before']:.3f} -> {r['reward after']:.3f} | {r['held-out tokens per solved task']} | {r['training correctness, last quarter']} |")
     votes = [r for r in rows if "vote" in r]
     if votes:
         lines += ["", "Majority vote of the lone agent (N sampled episodes per held-out task):", "",
@@ -234,10 +234,10 @@ def published_rows(rows: list[dict], commit: str, date: str, beside: str) -> lis
             "topics": ["team-vs-one-fair"],
             "claim": f"{r['task']}, {side}, lr {lr}{' (its best rate on training rewards)' if r['best rate'] else ''}, "
                      + (f"{r['token_budget']:,} training tokens" if r["token_budget"] else "no token budget") + "; held-out accuracy",
-            "figure": f"{r['accuracy before']:.0%} [{blo:.0%}, {bhi:.0%}] -> {r['accuracy after']:.0%} [{lo:.0%}, {hi:.0%}]",
+            "figure": f"{r['accuracy before']:.0%} [{blo:.0%}, {bhi:.0%}] -> {r['accuracy after']:.0%} [{lo:.0%}, {hi:.0%}]; "
+                      f"held-out reward {r['reward before']:.3f} -> {r['reward after']:.3f}",
             "value": r["accuracy after"],
             "detail": f"{r['steps']} steps, {r['training tokens']:,} training tokens, {r['training minutes']} training minutes; "
-                      f"held-out reward {r['reward before']:.3f} -> {r['reward after']:.3f}; "
                       f"{r['held-out tasks solved']} held-out tasks solved, {r['held-out tokens per solved task']} tokens per solved task; "
                       f"training correctness over its last quarter {r['training correctness, last quarter']}",
             "date": date, "commit": commit, "hardware": f"2-core {cpu_name()} CPU, no GPU", "threads": "1", "beside": beside, "seed": r["seed"],
