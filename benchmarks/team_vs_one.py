@@ -242,7 +242,7 @@ def published_rows(rows: list[dict], commit: str, date: str, beside: str) -> lis
                       f"training correctness over its last quarter {r['training correctness, last quarter']}",
             "date": date, "commit": commit, "hardware": f"2-core {cpu_name()} CPU, no GPU", "threads": "1", "beside": beside, "seed": r["seed"],
             "command": f"python -m benchmarks.team_vs_one {'seeds' if r['seed'] else 'sweep'} {r['task']} --out runs/tvo"
-                       + (f" --seed {r['seed']}" if r["seed"] else f" --side {r['side']} --lr {lr}"),
+                       + (f" --seed {r['seed']}" if r["seed"] else "") + f" --side {r['side']}" + ("" if r["seed"] else f" --lr {lr}"),
             "rerun": {"run": f"python -m benchmarks.team_vs_one sweep {r['task']} --out {{out}} --side {r['side']} --lr {lr}",
                       "read": f"metrics:{r['task']}-{r['side']}-lr{lr}-seed0:eval/team_accuracy"} if not r["seed"] else None,
         })
@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> object:
     seeds.add_argument("task", choices=sorted(TASKS))
     seeds.add_argument("--out", type=Path, required=True)
     seeds.add_argument("--seed", type=int, required=True)
+    seeds.add_argument("--side", choices=["team", "solo"], action="append", help="one side only (default both)")
     seeds.add_argument("--budget", type=int, default=TOKEN_BUDGET)
     vote = sub.add_parser("vote", help="majority vote of a lone agent's run, untrained and trained, into RUN/vote.json")
     vote.add_argument("run", type=Path)
@@ -283,11 +284,12 @@ def main(argv: list[str] | None = None) -> object:
                for lr in args.lr or LEARNING_RATES for side in args.side or ["team", "solo"]])
     elif args.command == "seeds":
         best = best_rates(args.out)
-        missing = [side for side in ("team", "solo") if (args.task, side) not in best]
+        sides = args.side or ["team", "solo"]
+        missing = [side for side in sides if (args.task, side) not in best]
         if missing:
             sys.exit(f"team_vs_one: no seed-0 sweep of {args.task} for {', '.join(missing)} under {args.out}")
         train([train_command(args.task, side, f"{best[(args.task, side)]:g}", args.seed, args.out, args.budget)
-               for side in ("team", "solo")])
+               for side in sides])
     elif args.command == "vote":
         about = describe(args.run)
         done = subprocess.run(["multiagent-rl", "eval", about["task"], "--run", str(args.run), "--vote", str(args.n)],
