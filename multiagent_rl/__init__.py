@@ -38,6 +38,7 @@ from .rewards import (
     individual_rewards,
     latest_answers,
     majority_answer,
+    reply_share,
     team_reward,
     weighted,
     zero_sum,
@@ -51,6 +52,6 @@ __all__ = [
     "ScenarioError", "SymbolChannel", "Task", "Turn", "answered", "answers_match", "bare_number_replies", "blend", "chain", "complete", "from_edges",
     "graph_for_round", "individual_rewards", "is_bare_number", "last_number", "latest_answers", "list_scenarios", "load_scenario",
     "majority_answer", "parse_answer", "parse_number_answer", "read_episodes", "read_run_episodes",
-    "register", "RewardEntry", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
+    "register", "reply_share", "RewardEntry", "RewardTerm", "ring", "star", "WeightedReward", "weighted", "TaskDataError", "TaskTable", "tasks_from", "team_reward", "zero_sum",
 ]
 __version__ = "0.1.0"

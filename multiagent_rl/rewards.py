@@ -144,16 +144,22 @@ def answered(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
     return {a: float(answer is not None) for a, answer in latest_answers(episode, agents).items()}
 
 
+def reply_share(episode: Episode, agents: Iterable[str], test: Callable[[str], bool]) -> dict[str, float]:
+    """For each agent, the share of its messages whose text passes `test` (0.0 if it never
+    spoke): the shape of a format bonus that judges every reply, not only the last."""
+    counts = {a: [0, 0] for a in agents}
+    for turn in episode.turns:
+        if turn.agent in counts:
+            counts[turn.agent][0] += bool(test(turn.message.text))
+            counts[turn.agent][1] += 1
+    return {a: passed / total if total else 0.0 for a, (passed, total) in counts.items()}
+
+
 def bare_number_replies(episode: Episode, agents: Iterable[str]) -> dict[str, float]:
     """For each agent, the share of its messages that are a number and nothing else (0.0 if
     it never spoke): a format bonus for "reply with only the number" that, unlike
     `answered`, does not pay for a long reply that happens to end in a number."""
-    counts = {a: [0, 0] for a in agents}
-    for turn in episode.turns:
-        if turn.agent in counts:
-            counts[turn.agent][0] += is_bare_number(turn.message.text)
-            counts[turn.agent][1] += 1
-    return {a: bare / total if total else 0.0 for a, (bare, total) in counts.items()}
+    return reply_share(episode, agents, is_bare_number)
 
 
 def zero_sum(team_scores: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, float]:

@@ -20,7 +20,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from multiagent_rl import Episode, Role, Scenario, ScenarioError, Task, from_edges
+from multiagent_rl import Episode, Role, Scenario, ScenarioError, Task, from_edges, reply_share
 from scenarios.twins import TRAIN_DEFAULTS, blended_reward
 
 NUMBERS = re.compile(r"\d+")
@@ -77,16 +77,6 @@ def joined_replies(episode: Episode, agents: Sequence[str]) -> str | None:
     return " ".join(numbers) if numbers else None
 
 
-def numbers_only(episode: Episode, agents: Sequence[str]) -> dict[str, float]:
-    """For each agent, the share of its replies that are numbers and nothing else."""
-    counts = {a: [0, 0] for a in agents}
-    for turn in episode.turns:
-        if turn.agent in counts:
-            counts[turn.agent][0] += bool(ONLY_NUMBERS.fullmatch(turn.message.text))
-            counts[turn.agent][1] += 1
-    return {a: bare / total if total else 0.0 for a, (bare, total) in counts.items()}
-
-
 def make_scenario(
     length: int = 12,
     workers: int = 3,
@@ -129,7 +119,7 @@ def make_scenario(
                 for n, part in zip(names, task.meta["stretches"], strict=True)}
 
     def format_only(task: Task, episode: Episode) -> dict[str, float]:
-        return numbers_only(episode, names)
+        return reply_share(episode, names, ONLY_NUMBERS.fullmatch)
 
     def instruction(round_index: int, total: int) -> str:
         return CARRY_ON if round_index > 0 else ""
