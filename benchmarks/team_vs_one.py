@@ -88,7 +88,8 @@ def describe(run: Path) -> dict:
     config = yaml.safe_load((run / "config.yaml").read_text())
     options = config.get("scenario_options") or {}
     task = config["scenario"]
-    solo = options.get("solo") is True or (task == "debate" and options.get("solvers") == 1)
+    twin = TASKS[task][1] if task in TASKS else {"solo": True}  # a twin is known by its options
+    solo = all(options.get(key) == value for key, value in twin.items())
     return {"task": task, "side": "solo" if solo else "team", "lr": float(config["lr"]), "seed": config["seed"],
             "token_budget": config.get("token_budget")}
 
